@@ -1,0 +1,209 @@
+"""The VGG network of Table 1, and its dense (FC-as-convolution) view on the same weights.
+
+The module layout (and so every state-dict key) follows torchvision's `VGG`: `features`
+holds conv, [BatchNorm], ReLU, ... and max-pool layers in order; `classifier` holds
+Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear. A torchvision VGG-11/13/16/19 state
+dict therefore loads into A/B/D/E without renaming (see `vgg.torchvision_compat`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vgg.configs import FC_WIDTH, ConvSpec, LRNSpec, get_config, parsed_blocks
+
+LRN_SIZE = 5
+LRN_BETA = 0.75
+LRN_K = 2.0
+LRN_ALPHA_CAFFE = 1e-4
+"""alpha for `nn.LocalResponseNorm`, which (like Caffe) divides alpha by the window size n.
+Caffe's AlexNet models give alpha = 1e-4 to that formula, and the VGG authors worked in a
+Caffe derivative, so this is the default."""
+LRN_ALPHA_ALEXNET = 5e-4
+"""alpha for `nn.LocalResponseNorm` that reproduces the AlexNet paper's formula, where
+alpha = 1e-4 multiplies the plain sum of squares (5e-4 / n = 1e-4 with n = 5)."""
+
+FEATURE_STRIDE = 32
+"""Five 2x2/2 max-pools: the last feature map is the input size divided by 32."""
+
+
+@dataclass(frozen=True)
+class VGGSpec:
+    """Everything needed to rebuild a VGG: stored in checkpoints, compared on load."""
+
+    config: str = "D"
+    num_classes: int = 1000
+    width: int = 1
+    crop: int = 224
+    batch_norm: bool = False
+    lrn_alpha: float = LRN_ALPHA_CAFFE
+    dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        get_config(self.config)
+        if not isinstance(self.num_classes, int) or self.num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {self.num_classes!r}")
+        if not isinstance(self.width, int) or self.width < 1:
+            raise ValueError(f"width must be a positive integer divisor, got {self.width!r}")
+        for channels in self._unscaled_widths():
+            if channels % self.width:
+                raise ValueError(
+                    f"width {self.width} does not divide the {channels} channels of a layer of "
+                    f"configuration {self.config}; choose a power of two from 1 to 64"
+                )
+        if not isinstance(self.crop, int) or self.crop < FEATURE_STRIDE or self.crop % FEATURE_STRIDE:
+            raise ValueError(
+                f"crop must be a positive multiple of {FEATURE_STRIDE} (five 2x2 max-pools), "
+                f"got {self.crop!r}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+
+    def _unscaled_widths(self) -> list[int]:
+        convs = [spec.channels for block in parsed_blocks(self.config) for spec in block if isinstance(spec, ConvSpec)]
+        return [*convs, FC_WIDTH]
+
+    def channels(self, unscaled: int) -> int:
+        """A paper channel count divided by this spec's width."""
+        return unscaled // self.width
+
+    @property
+    def fc_width(self) -> int:
+        return self.channels(FC_WIDTH)
+
+    @property
+    def last_channels(self) -> int:
+        """Channels of the last feature map (the input of FC1)."""
+        return self.channels(self._unscaled_widths()[-2])
+
+    @property
+    def fc1_kernel(self) -> int:
+        """Side of the last feature map at the training crop: FC1 seen as a convolution."""
+        return self.crop // FEATURE_STRIDE
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ConvUnit:
+    """Where one convolution of the configuration sits, by block and by module name."""
+
+    block: int  # 1-based block number (blocks end with a max-pool)
+    index: int  # 1-based position among the block's convolutions
+    conv: str  # module name, e.g. "features.0"
+    batch_norm: str | None  # name of the BatchNorm that follows it, if any
+
+
+class VGG(nn.Module):
+    """A VGG network of Table 1 (or B-5x5), trainable at `crop` and densely applicable.
+
+    `forward` takes crop x crop inputs, as in training. `dense` and `score_map` apply FC1 as
+    a (crop/32)x(crop/32) convolution and FC2, FC3 as 1x1 convolutions on the same weights,
+    so any input of at least crop x crop gives a class-score map (Sect. 3.2).
+    """
+
+    def __init__(
+        self,
+        config: str = "D",
+        num_classes: int = 1000,
+        width: int = 1,
+        crop: int = 224,
+        batch_norm: bool = False,
+        lrn_alpha: float = LRN_ALPHA_CAFFE,
+        dropout: float = 0.5,
+        init: str = "paper",
+        init_std: float = 0.01,
+    ) -> None:
+        super().__init__()
+        self.spec = VGGSpec(config, num_classes, width, crop, batch_norm, lrn_alpha, dropout)
+        self.features, self.conv_units = _build_features(self.spec)
+        fc1_inputs = self.spec.last_channels * self.spec.fc1_kernel**2
+        self.classifier = nn.Sequential(
+            nn.Linear(fc1_inputs, self.spec.fc_width),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(self.spec.fc_width, self.spec.fc_width),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(self.spec.fc_width, num_classes),
+        )
+        from vgg.initialization import initialize
+
+        initialize(self, init, std=init_std)
+
+    @classmethod
+    def from_spec(cls, spec: VGGSpec | dict, init: str = "paper", init_std: float = 0.01) -> VGG:
+        """Build a network from a `VGGSpec` or its dict form (as stored in checkpoints)."""
+        fields = spec.to_dict() if isinstance(spec, VGGSpec) else dict(spec)
+        return cls(**fields, init=init, init_std=init_std)
+
+    @property
+    def config(self) -> str:
+        return self.spec.config
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores (logits) for a batch of crop x crop images."""
+        if tuple(x.shape[-2:]) != (self.spec.crop, self.spec.crop):
+            raise ValueError(
+                f"VGG-{self.config} was built for {self.spec.crop}x{self.spec.crop} crops but got a "
+                f"{x.shape[-2]}x{x.shape[-1]} input; use .dense(x) to apply it to larger images"
+            )
+        x = self.features(x)
+        return self.classifier(torch.flatten(x, 1))
+
+    def score_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense application: an (N, classes, h, w) class-score map for any input >= crop.
+
+        FC layers become convolutions by reshaping their weights at call time (a view, no
+        copy), so this always agrees with the trained weights.
+        """
+        height, width = x.shape[-2:]
+        if height < self.spec.crop or width < self.spec.crop:
+            raise ValueError(
+                f"dense evaluation needs an input of at least the training crop "
+                f"{self.spec.crop}x{self.spec.crop}, got {height}x{width}"
+            )
+        x = self.features(x)
+        kernel = self.spec.fc1_kernel
+        for layer in self.classifier:
+            if isinstance(layer, nn.Linear):
+                weight = layer.weight.view(layer.out_features, -1, kernel, kernel)
+                x = F.conv2d(x, weight, layer.bias)
+                kernel = 1
+            else:
+                x = layer(x)
+        return x
+
+    def dense(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense class scores: the score map averaged spatially into one vector per image."""
+        return self.score_map(x).mean(dim=(2, 3))
+
+
+def _build_features(spec: VGGSpec) -> tuple[nn.Sequential, list[ConvUnit]]:
+    layers: list[nn.Module] = []
+    units: list[ConvUnit] = []
+    in_channels = 3
+    for block_number, block in enumerate(parsed_blocks(spec.config), start=1):
+        convs_in_block = 0
+        for layer_spec in block:
+            if isinstance(layer_spec, LRNSpec):
+                layers.append(nn.LocalResponseNorm(LRN_SIZE, alpha=spec.lrn_alpha, beta=LRN_BETA, k=LRN_K))
+                continue
+            out_channels = spec.channels(layer_spec.channels)
+            conv_name = f"features.{len(layers)}"
+            layers.append(nn.Conv2d(in_channels, out_channels, layer_spec.kernel, padding=layer_spec.padding))
+            bn_name = None
+            if spec.batch_norm:
+                bn_name = f"features.{len(layers)}"
+                layers.append(nn.BatchNorm2d(out_channels))
+            layers.append(nn.ReLU(inplace=True))
+            convs_in_block += 1
+            units.append(ConvUnit(block_number, convs_in_block, conv_name, bn_name))
+            in_channels = out_channels
+        layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+    return nn.Sequential(*layers), units
