@@ -8,7 +8,8 @@ STAMP := $(VENV)/.requirements.stamp
 REPORTS := reports
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test table1 table2 table3 params clean-venv
+DATA ?= data/synthetic
+.PHONY: help venv test bench data table1 table2 table3 params clean-venv
 
 help: ## list the targets
 	@echo "vgg-repro make targets:"
@@ -26,6 +27,12 @@ venv: $(STAMP) ## create or refresh .venv from requirements.txt
 
 test: $(STAMP) ## run the whole test suite
 	$(PY) -m pytest
+
+bench: $(STAMP) ## run the benchmarks; prints throughput ratios against references
+	$(PY) -m pytest tests/benchmarks --benchmark-enable --benchmark-only --benchmark-columns=mean,stddev,rounds
+
+data: $(STAMP) ## generate the embedded synthetic dataset into data/synthetic (skipped when present)
+	$(PY) -m vgg data synth --out data/synthetic
 
 table1: $(STAMP) ## write reports/table1.md (the configurations, from vgg/configs.py)
 	$(PY) -m vgg report table1 --out-dir $(REPORTS)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from vgg.complexity import format_summary, summarize
 from vgg.configs import CONFIGS
+from vgg.datasets import load_split
 from vgg.models import VGGSpec
 from vgg.report import REPORTS, write_report
+from vgg.synthetic import SynthSpec, generate
 
 
 def _add_network_options(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +46,18 @@ def cmd_report(args: argparse.Namespace) -> None:
         print(f"wrote {write_report(name, args.out_dir)}")
 
 
+def cmd_data_synth(args: argparse.Namespace) -> None:
+    spec = SynthSpec(args.classes, args.train_per_class, args.val_per_class, args.seed)
+    started = time.perf_counter()
+    out = generate(args.out, spec, workers=args.workers)
+    print(f"synthetic dataset in {out} ({time.perf_counter() - started:.1f} s): {spec}")
+
+
+def cmd_data_inspect(args: argparse.Namespace) -> None:
+    for split in ("train", "val"):
+        print(load_split(args.data, split).describe())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vgg", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -60,6 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("names", nargs="+", choices=REPORTS, metavar="NAME", help=f"one or more of {', '.join(REPORTS)}")
     report.add_argument("--out-dir", type=Path, default=Path("reports"), help="where to write (default reports/)")
     report.set_defaults(handler=cmd_report)
+
+    data = commands.add_parser("data", help="datasets: generate the synthetic set, inspect a data folder")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    synth = data_commands.add_parser("synth", help="generate the embedded synthetic dataset (deterministic)")
+    synth.add_argument("--out", type=Path, required=True, help="folder to create (class-folder layout)")
+    defaults = SynthSpec()
+    synth.add_argument("--classes", type=int, default=defaults.classes, help=f"number of classes (default {defaults.classes})")
+    synth.add_argument("--train-per-class", type=int, default=defaults.train_per_class, help=f"default {defaults.train_per_class}")
+    synth.add_argument("--val-per-class", type=int, default=defaults.val_per_class, help=f"default {defaults.val_per_class}")
+    synth.add_argument("--seed", type=int, default=defaults.seed, help="same seed, byte-identical files (default 0)")
+    synth.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU)")
+    synth.set_defaults(handler=cmd_data_synth)
+    inspect = data_commands.add_parser("inspect", help="detect a data folder's layout and count its images")
+    inspect.add_argument("--data", type=Path, required=True, help="the data folder")
+    inspect.set_defaults(handler=cmd_data_inspect)
     return parser
 
 

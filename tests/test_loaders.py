@@ -1,0 +1,107 @@
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers_images import class_folder_tree
+from vgg.datasets import load_split
+from vgg.loaders import BadImageError, EpochSampler, ImageDataset, collate, iterate_epoch, make_loader
+from vgg.transforms import ScaleRange, TestTransform, TrainTransform
+
+
+@pytest.fixture
+def train_images(tmp_path):
+    return load_split(class_folder_tree(tmp_path, per_class=4), "train")
+
+
+def train_dataset(images, **kwargs):
+    return ImageDataset(images, TrainTransform(ScaleRange(16, 24), crop=16), seed=7, **kwargs)
+
+
+def batches_by_index(loader):
+    out = {}
+    for batch in iterate_epoch(loader):
+        for position, index in enumerate(batch.indices.tolist()):
+            out[index] = (batch.images[position], batch.offsets[position], int(batch.labels[position]))
+    return out
+
+
+def test_two_process_split_covers_every_index_once_and_pads_only_when_asked():
+    ranks = [EpochSampler(11, seed=3, rank=r, world_size=2) for r in range(2)]
+    split = [[index for _, index in sampler] for sampler in ranks]
+    assert len(split[0]) == len(split[1]) == 6
+    assert set(split[0] + split[1]) == set(range(11))  # every index, plus one repeated as padding
+    unpadded = [[index for _, index in EpochSampler(11, seed=3, rank=r, world_size=2, pad=False)] for r in range(2)]
+    assert sorted(unpadded[0] + unpadded[1]) == list(range(11)) and [len(u) for u in unpadded] == [6, 5]
+    single = [index for _, index in EpochSampler(11, seed=3, pad=False)]
+    assert single[0::2] == unpadded[0] and single[1::2] == unpadded[1]  # one permutation, dealt out
+
+
+def test_epochs_reshuffle_and_start_skips_for_resume():
+    sampler = EpochSampler(20, seed=0)
+    sampler.set_epoch(0)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert {e for e, _ in first} == {0} and {e for e, _ in second} == {1}
+    assert [i for _, i in first] != [i for _, i in second]
+    sampler.set_epoch(1, start=15)
+    assert list(sampler) == second[15:] and len(sampler) == 5
+    with pytest.raises(ValueError, match="rank 2 is not in"):
+        EpochSampler(5, rank=2, world_size=2)
+
+
+def test_augmentations_depend_on_seed_epoch_and_index_only(train_images):
+    dataset = train_dataset(train_images)
+    sampler = EpochSampler(len(dataset), seed=1)
+    in_process = batches_by_index(make_loader(dataset, sampler, batch_size=5, workers=0))
+    with_workers = batches_by_index(make_loader(dataset, sampler, batch_size=3, workers=2))
+    ranks = {}
+    for rank in range(2):
+        ranks.update(batches_by_index(make_loader(dataset, EpochSampler(len(dataset), seed=1, rank=rank, world_size=2), 4, workers=0)))
+    assert in_process.keys() == with_workers.keys() == ranks.keys() == set(range(12))
+    for index, (image, offset, label) in in_process.items():
+        for other in (with_workers, ranks):
+            assert torch.equal(image, other[index][0]) and torch.equal(offset, other[index][1]) and label == other[index][2]
+    sampler.set_epoch(1)
+    next_epoch = batches_by_index(make_loader(dataset, sampler, batch_size=5, workers=0))
+    assert any(not torch.equal(in_process[i][0], next_epoch[i][0]) for i in range(12))
+
+
+def test_loader_settings(train_images):
+    loader = make_loader(train_dataset(train_images), EpochSampler(12), batch_size=4, workers=2, device="cpu")
+    assert loader.num_workers == 2 and loader.persistent_workers and not loader.pin_memory
+    batch = next(iter(loader))
+    assert batch.images.shape == (4, 3, 16, 16) and batch.images.dtype == torch.uint8 and batch.offsets.shape == (4, 3)
+
+
+def test_test_transform_dataset_gives_rescaled_images(train_images):
+    dataset = ImageDataset(train_images, TestTransform(36))
+    image, label, offset, index = dataset[5]
+    assert min(image.shape[1:]) == 36 and index == 5 and label == train_images.samples[5][1]
+
+
+def test_a_bad_image_stops_the_run_naming_the_file(train_images):
+    broken = train_images.samples[4][0]
+    broken.write_bytes(broken.read_bytes()[:200])
+    loader = make_loader(train_dataset(train_images), EpochSampler(12, shuffle=False), batch_size=6, workers=1)
+    with pytest.raises(BadImageError, match=rf"{broken.name}.*--skip-bad-images"):
+        list(iterate_epoch(loader))
+
+
+def test_skip_bad_images_skips_counts_and_lists_them(train_images):
+    broken = [train_images.samples[i][0] for i in (1, 9)]
+    for path in broken:
+        path.write_bytes(b"garbage")
+    loader = make_loader(train_dataset(train_images, skip_bad_images=True), EpochSampler(12, shuffle=False), batch_size=6, workers=1)
+    messages = []
+    seen = sum(len(batch) for batch in iterate_epoch(loader, log=messages.append))
+    assert seen == 10
+    assert len(messages) == 1 and messages[0].startswith("skipped 2 unreadable image(s) this epoch")
+    assert all(str(path) in messages[0] for path in broken)
+
+
+def test_collate_of_only_skipped_samples_is_an_empty_batch():
+    from vgg.loaders import SkippedImage
+
+    batch = collate([SkippedImage("a.JPEG")])
+    assert len(batch) == 0 and batch.skipped == ["a.JPEG"]

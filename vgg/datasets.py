@@ -1,0 +1,176 @@
+"""Image datasets on disk: layout detection, class indices, labels for ImageNet's flat val/.
+
+Accepted layouts of `--data DIR`:
+
+- class folders: `DIR/train/<class>/*`, `DIR/val/<class>/*` (ImageNet after the usual val
+  re-sorting, Imagenette, the synthetic set, any custom dataset);
+- ImageNet's official layout: `DIR/train/<wnid>/*` and a flat `DIR/val/*.JPEG`, labelled by
+  the devkit (`DIR/ILSVRC2012_devkit_t12.tar.gz`, or that archive extracted beside val/) or
+  by Kaggle's `DIR/LOC_val_solution.csv`;
+- Kaggle's ImageNet download: `DIR/ILSVRC/Data/CLS-LOC/{train,val}` with
+  `DIR/LOC_val_solution.csv`.
+
+Class index = position of the class folder name in sorted order, so ImageNet wnids get the
+standard indices that torchvision's weights use.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png"})
+DEVKIT_ARCHIVE = "ILSVRC2012_devkit_t12.tar.gz"
+DEVKIT_FOLDER = "ILSVRC2012_devkit_t12"
+KAGGLE_SOLUTION = "LOC_val_solution.csv"
+KAGGLE_IMAGE_ROOT = Path("ILSVRC/Data/CLS-LOC")
+
+ACCEPTED_LAYOUTS = f"""accepted layouts:
+  class folders:     DIR/train/<class>/*.JPEG and DIR/val/<class>/*.JPEG
+  ImageNet official: DIR/train/<wnid>/*.JPEG, flat DIR/val/*.JPEG, and {DEVKIT_ARCHIVE} (or {DEVKIT_FOLDER}/) or {KAGGLE_SOLUTION} in DIR
+  Kaggle ImageNet:   DIR/{KAGGLE_IMAGE_ROOT}/train, DIR/{KAGGLE_IMAGE_ROOT}/val and DIR/{KAGGLE_SOLUTION}
+  (images: .JPEG/.jpg/.jpeg/.png in any case)"""
+
+
+class DatasetLayoutError(ValueError):
+    """The data folder is not in an accepted layout, or part of it is missing or empty."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"{message}\n{ACCEPTED_LAYOUTS}")
+
+
+@dataclass(frozen=True)
+class ImageList:
+    """One split of a dataset: image paths with their class indices."""
+
+    root: Path
+    split: str
+    layout: str
+    classes: tuple[str, ...]
+    samples: tuple[tuple[Path, int], ...]
+    ignored_files: int  # files without an image extension, left out
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def describe(self) -> str:
+        """One log line naming the detected layout and the sizes."""
+        extra = f", {self.ignored_files} non-image files ignored" if self.ignored_files else ""
+        return (
+            f"{self.split}: {len(self.samples)} images in {len(self.classes)} classes "
+            f"from {self.root} (layout: {self.layout}{extra})"
+        )
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def load_split(data_dir: Path | str, split: str) -> ImageList:
+    """Find `split` ("train" or "val") of the dataset in `data_dir`, whatever its layout."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DatasetLayoutError(f"data folder {data_dir} does not exist (make data writes the synthetic set to data/synthetic)")
+    image_root = data_dir / KAGGLE_IMAGE_ROOT if (data_dir / KAGGLE_IMAGE_ROOT).is_dir() else data_dir
+    split_dir = image_root / split
+    if not split_dir.is_dir():
+        raise DatasetLayoutError(f"{data_dir} has no {split}/ folder (looked for {split_dir})")
+    entries = sorted(split_dir.iterdir())
+    if any(entry.is_dir() for entry in entries):
+        classes = _class_names(image_root, split_dir)
+        samples, ignored = _class_folder_samples(split_dir, classes)
+        layout = "Kaggle ImageNet" if image_root != data_dir else "class folders"
+        return ImageList(split_dir, split, layout, classes, samples, ignored)
+    images = [entry for entry in entries if is_image_file(entry)]
+    if not images:
+        raise DatasetLayoutError(f"{split_dir} holds neither class folders nor images")
+    wnid_of, label_source = _flat_val_labels(data_dir, image_root)
+    classes = _class_names(image_root, None) or tuple(sorted(set(wnid_of.values())))
+    index_of = {name: index for index, name in enumerate(classes)}
+    samples = []
+    for image in images:
+        wnid = wnid_of.get(image.stem)
+        if wnid is None:
+            raise DatasetLayoutError(f"{label_source} has no label for {image}")
+        if wnid not in index_of:
+            raise DatasetLayoutError(f"{image} is labelled {wnid} by {label_source}, a class missing from {image_root / 'train'}")
+        samples.append((image, index_of[wnid]))
+    ignored = len(entries) - len(images)
+    return ImageList(split_dir, split, f"ImageNet flat val, labels from {label_source.name}", classes, tuple(samples), ignored)
+
+
+def _class_names(image_root: Path, split_dir: Path | None) -> tuple[str, ...]:
+    """Sorted class folder names: train's when it has class folders (val must match), else the split's own."""
+    train_dir = image_root / "train"
+    train_classes = tuple(sorted(p.name for p in train_dir.iterdir() if p.is_dir())) if train_dir.is_dir() else ()
+    if split_dir is None:
+        return train_classes
+    own = tuple(sorted(p.name for p in split_dir.iterdir() if p.is_dir()))
+    if train_classes and split_dir != train_dir and set(own) - set(train_classes):
+        unknown = sorted(set(own) - set(train_classes))
+        raise DatasetLayoutError(f"{split_dir} has class folders missing from {train_dir}: {', '.join(unknown[:5])}")
+    return train_classes or own
+
+
+def _class_folder_samples(split_dir: Path, classes: tuple[str, ...]) -> tuple[tuple[tuple[Path, int], ...], int]:
+    samples: list[tuple[Path, int]] = []
+    ignored = 0
+    for index, name in enumerate(classes):
+        folder = split_dir / name
+        if not folder.is_dir():
+            continue  # a val split may lack some classes
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        images = [p for p in files if is_image_file(p)]
+        if not images:
+            raise DatasetLayoutError(f"class folder {folder} has no images")
+        ignored += len(files) - len(images)
+        samples.extend((image, index) for image in images)
+    return tuple(samples), ignored
+
+
+def _flat_val_labels(data_dir: Path, image_root: Path) -> tuple[dict[str, str], Path]:
+    """Image stem -> wnid for ImageNet's flat val folder, from Kaggle's CSV or the devkit."""
+    for folder in dict.fromkeys([data_dir, image_root]):
+        solution = folder / KAGGLE_SOLUTION
+        if solution.is_file():
+            return _read_kaggle_solution(solution), solution
+        for devkit in (folder / DEVKIT_ARCHIVE, folder / DEVKIT_FOLDER):
+            if devkit.exists():
+                return _read_devkit(devkit), devkit
+    raise DatasetLayoutError(
+        f"{image_root / 'val'} is a flat folder of images but no labels were found: put {DEVKIT_ARCHIVE} "
+        f"or {KAGGLE_SOLUTION} in {data_dir}, or sort val/ into class folders"
+    )
+
+
+def _read_kaggle_solution(path: Path) -> dict[str, str]:
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not {"ImageId", "PredictionString"} <= set(reader.fieldnames):
+            raise DatasetLayoutError(f"{path} lacks the ImageId and PredictionString columns of Kaggle's {KAGGLE_SOLUTION}")
+        return {row["ImageId"]: row["PredictionString"].split()[0] for row in reader}
+
+
+def _read_devkit(path: Path) -> dict[str, str]:
+    """Val labels from the ILSVRC2012 devkit: meta.mat (ID -> wnid) and the ground-truth IDs in file order."""
+    meta_name = f"{DEVKIT_FOLDER}/data/meta.mat"
+    truth_name = f"{DEVKIT_FOLDER}/data/ILSVRC2012_validation_ground_truth.txt"
+    try:
+        if path.is_dir():
+            meta_bytes = (path / "data" / "meta.mat").read_bytes()
+            truth_text = (path / "data" / "ILSVRC2012_validation_ground_truth.txt").read_text()
+        else:
+            with tarfile.open(path) as archive:
+                meta_bytes = archive.extractfile(meta_name).read()
+                truth_text = archive.extractfile(truth_name).read().decode()
+    except (KeyError, FileNotFoundError, AttributeError, tarfile.TarError) as error:
+        raise DatasetLayoutError(f"{path} is not a complete ILSVRC2012 devkit ({error})") from None
+    from scipy.io import loadmat
+
+    synsets = loadmat(io.BytesIO(meta_bytes), squeeze_me=True)["synsets"]
+    wnid_of_id = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets if int(s["num_children"]) == 0}
+    ids = [int(line) for line in truth_text.split()]
+    return {f"ILSVRC2012_val_{number:08d}": wnid_of_id[label] for number, label in enumerate(ids, start=1)}

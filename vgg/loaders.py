@@ -1,0 +1,193 @@
+"""Decoding, the image dataset, the epoch-aware sampler and DataLoader construction.
+
+Augmentation randomness is seeded per image by (seed, epoch, index): a run with a fixed
+seed sees the same crops, flips and colour shifts whatever the number of workers or
+processes, and a resumed run continues with exactly the augmentations it would have had.
+The sampler, which runs in the main process, tags every index with its epoch, so this works
+with persistent workers too.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision.io import ImageReadMode
+
+from vgg.datasets import ImageList
+
+# torchvision 0.29 deprecates its image decoders in favour of TorchCodec but ships them
+# unchanged (libjpeg-turbo, libpng); requirements.txt caps torchvision at 0.29.x.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision", category=DeprecationWarning)
+
+Transform = Callable[[torch.Tensor, np.random.Generator], tuple[torch.Tensor, torch.Tensor]]
+SKIP_OPTION = "--skip-bad-images"
+MAX_DEFAULT_WORKERS = 8
+
+
+class BadImageError(ValueError):
+    """An image file that cannot be decoded (corrupt, truncated, not an image)."""
+
+
+def read_image(path: Path | str) -> torch.Tensor:
+    """Decode a JPEG or PNG (whatever its extension) into a uint8 RGB (3, H, W) tensor.
+
+    Grayscale, CMYK, palette and RGBA images are converted to RGB; 16-bit PNGs to 8 bits.
+    """
+    try:
+        data = torchvision.io.read_file(str(path))
+        image = torchvision.io.decode_image(data, mode=ImageReadMode.RGB)
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise BadImageError(
+            f"cannot decode image {path}: {reason}. Replace or remove the file, or pass {SKIP_OPTION} "
+            f"to skip unreadable images (they are counted and listed at the end of each epoch)"
+        ) from None
+    if image.dtype != torch.uint8:
+        image = (image.to(torch.int32) >> 8).to(torch.uint8)
+    return image
+
+
+@dataclass
+class Batch:
+    """A collated batch: uint8 images, labels, colour offsets, dataset indices, skipped files."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    offsets: torch.Tensor
+    indices: torch.Tensor
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def pin_memory(self) -> Batch:
+        return Batch(self.images.pin_memory(), self.labels.pin_memory(), self.offsets.pin_memory(), self.indices, self.skipped)
+
+    def to(self, device: torch.device | str, memory_format: torch.memory_format = torch.preserve_format) -> Batch:
+        """The batch on `device` (non-blocking from pinned memory), images in `memory_format`."""
+        images = self.images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        return Batch(images, self.labels.to(device, non_blocking=True), self.offsets.to(device, non_blocking=True), self.indices, self.skipped)
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    path: str
+
+
+class ImageDataset(Dataset):
+    """Images of an `ImageList` through a transform; keys are indices or (epoch, index) pairs."""
+
+    def __init__(self, images: ImageList, transform: Transform, seed: int = 0, skip_bad_images: bool = False):
+        self.images, self.transform, self.seed, self.skip_bad_images = images, transform, seed, skip_bad_images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: int | tuple[int, int]):
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        path, label = self.images.samples[index]
+        try:
+            image = read_image(path)
+        except BadImageError:
+            if self.skip_bad_images:
+                return SkippedImage(str(path))
+            raise
+        rng = np.random.default_rng([self.seed, epoch, index])
+        pixels, offset = self.transform(image, rng)
+        return pixels, label, offset, index
+
+
+def collate(samples: list) -> Batch:
+    """Stack samples into a `Batch`, setting aside the skipped ones."""
+    skipped = [s.path for s in samples if isinstance(s, SkippedImage)]
+    kept = [s for s in samples if not isinstance(s, SkippedImage)]
+    if not kept:
+        return Batch(torch.empty(0, 3, 0, 0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), torch.empty(0, 3), torch.empty(0, dtype=torch.long), skipped)
+    pixels, labels, offsets, indices = zip(*kept)
+    return Batch(torch.stack(pixels), torch.tensor(labels), torch.stack(offsets), torch.tensor(indices), skipped)
+
+
+class EpochSampler(Sampler):
+    """Yields (epoch, index) pairs: this rank's share of a (shuffled) epoch.
+
+    Like torch's DistributedSampler: the same permutation on every rank (seeded by seed +
+    epoch), ranks take every world_size-th index, and with `pad` the order is padded by
+    repeating its start so that every rank gets the same number (training needs this; an
+    evaluation that must count each image once does not pad). `set_epoch(epoch, start)`
+    moves to an epoch and skips this rank's first `start` samples (resuming mid-epoch).
+    """
+
+    def __init__(self, size: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1, pad: bool = True):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        self.size, self.shuffle, self.seed, self.rank, self.world_size, self.pad = size, shuffle, seed, rank, world_size, pad
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def rank_indices(self) -> list[int]:
+        """This rank's indices for the current epoch, before skipping `start`."""
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = list(range(self.size))
+        if self.pad and self.size:
+            total = math.ceil(self.size / self.world_size) * self.world_size
+            order = (order * math.ceil(total / self.size))[:total]
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter([(self.epoch, index) for index in self.rank_indices()[self.start :]])
+
+    def __len__(self) -> int:
+        return max(0, len(self.rank_indices()) - self.start)
+
+
+def default_workers(processes_per_node: int = 1) -> int:
+    """Loader workers per process: the CPUs this process may use, shared among the node's processes."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(MAX_DEFAULT_WORKERS, cpus // max(1, processes_per_node)))
+
+
+def make_loader(
+    dataset: ImageDataset,
+    sampler: EpochSampler,
+    batch_size: int,
+    workers: int | None = None,
+    device: torch.device | str = "cpu",
+) -> DataLoader:
+    """A DataLoader with worker processes (persistent), pinned memory on CUDA, our collate."""
+    workers = default_workers() if workers is None else workers
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=torch.device(device).type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+def iterate_epoch(loader: DataLoader, log: Callable[[str], None] = print) -> Iterator[Batch]:
+    """The non-empty batches of one epoch; unreadable images skipped are listed at its end."""
+    skipped: list[str] = []
+    for batch in loader:
+        skipped.extend(batch.skipped)
+        if len(batch):
+            yield batch
+    if skipped:
+        listing = "\n  ".join(skipped)
+        log(f"skipped {len(skipped)} unreadable image(s) this epoch ({SKIP_OPTION}):\n  {listing}")

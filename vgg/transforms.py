@@ -1,0 +1,160 @@
+"""The paper's train and test transforms (Sects. 3.1, 3.2), on uint8 CHW image tensors.
+
+Train: isotropic rescale so the shorter side is the training scale S (fixed, or drawn per
+image uniformly from [Smin, Smax]: scale jittering), a random crop x crop crop, a horizontal
+flip with p = 0.5, and the AlexNet RGB colour shift, which is returned as a per-image RGB
+offset and added on the model's device when the batch is normalised (`vgg.normalization`),
+so the pixels stay uint8 until then. Test: isotropic rescale so the shorter side is the test
+scale Q, nothing else (the evaluation protocols crop or run densely).
+
+Randomness comes from the `numpy.random.Generator` passed in, one per image, so that the
+augmentations of a run are a function of its seed alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# ImageNet RGB PCA for the colour shift: eigenvalues (for pixels in [0, 1]; scaled to 0-255
+# below) and eigenvectors as columns. Krizhevsky et al. (2012) did not publish theirs; these
+# are the values computed on ImageNet training images in Facebook's fb.resnet.torch
+# (datasets/imagenet.lua), reused by GluonCV, timm and most PyTorch reimplementations.
+IMAGENET_PCA_EIGENVALUES = np.array([0.2175, 0.0188, 0.0045]) * 255.0
+IMAGENET_PCA_EIGENVECTORS = np.array(
+    [
+        [-0.5675, 0.7192, 0.4009],
+        [-0.5808, -0.0045, -0.8140],
+        [-0.5836, -0.6948, 0.4203],
+    ]
+)
+COLOUR_SHIFT_STD = 0.1
+"""alpha_i ~ N(0, 0.1), as Krizhevsky et al."""
+
+
+@dataclass(frozen=True)
+class ScaleRange:
+    """The training scale S: fixed (low == high) or jittered uniformly over [low, high]."""
+
+    low: int
+    high: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.low <= self.high:
+            raise ValueError(f"training scale range must satisfy 0 < Smin <= Smax, got {self.low}:{self.high}")
+
+    @classmethod
+    def parse(cls, text: str | int) -> ScaleRange:
+        """"256" -> fixed S = 256; "256:512" -> S drawn from [256, 512]."""
+        try:
+            parts = [int(part) for part in str(text).split(":")]
+        except ValueError:
+            parts = []
+        if len(parts) not in (1, 2):
+            raise ValueError(f"a training scale is S (e.g. 256) or Smin:Smax (e.g. 256:512), got {text!r}")
+        return cls(parts[0], parts[-1])
+
+    @property
+    def jittered(self) -> bool:
+        return self.low != self.high
+
+    def sample(self, rng: np.random.Generator) -> int:
+        """One S, uniform over the integers of [low, high], both ends included."""
+        return int(rng.integers(self.low, self.high + 1))
+
+    def __str__(self) -> str:
+        return f"{self.low}:{self.high}" if self.jittered else str(self.low)
+
+
+def rescaled_size(height: int, width: int, shorter: int) -> tuple[int, int]:
+    """Size after an isotropic rescale that makes the shorter side exactly `shorter`."""
+    if height <= width:
+        return shorter, max(shorter, round(width * shorter / height))
+    return max(shorter, round(height * shorter / width)), shorter
+
+
+def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear, antialiased resize of a uint8 (3, H, W) image (torch's vectorised uint8 kernel)."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+def rescale(image: torch.Tensor, shorter: int) -> torch.Tensor:
+    """Isotropic rescale of a (3, H, W) image so that its shorter side is `shorter`."""
+    return resize(image, rescaled_size(image.shape[-2], image.shape[-1], shorter))
+
+
+def colour_offset(rng: np.random.Generator, std: float = COLOUR_SHIFT_STD) -> np.ndarray:
+    """One RGB offset (0-255 units): sum_i alpha_i lambda_i p_i with alpha_i ~ N(0, std)."""
+    alpha = rng.normal(0.0, std, size=3)
+    return IMAGENET_PCA_EIGENVECTORS @ (alpha * IMAGENET_PCA_EIGENVALUES)
+
+
+@dataclass(frozen=True)
+class CropPlan:
+    """Where one training crop comes from.
+
+    `scale` is the drawn S and `rescaled` the size of the image rescaled to it (shorter side
+    S). Rather than rescaling the whole image and cropping, the crop's square region of the
+    source (`top`, `left`, `side`, in source pixels) is resized straight to crop x crop:
+    the same pixels for a fraction of the work. The region's side is rounded to whole
+    source pixels, so the effective S differs from the drawn one by at most half a source
+    pixel in `side` (under 0.3% at ImageNet sizes).
+    """
+
+    scale: int
+    rescaled: tuple[int, int]
+    top: int
+    left: int
+    side: int
+    flip: bool
+
+
+class TrainTransform:
+    """Rescale to S (fixed or jittered), random crop, random flip, colour-shift offset."""
+
+    def __init__(self, scale: ScaleRange, crop: int, flip: bool = True, colour_shift_std: float = COLOUR_SHIFT_STD):
+        if scale.low < crop:
+            raise ValueError(f"the training scale S={scale} must be at least the crop size {crop}")
+        self.scale, self.crop, self.flip, self.colour_shift_std = scale, crop, flip, colour_shift_std
+
+    def plan(self, height: int, width: int, rng: np.random.Generator) -> CropPlan:
+        """Draw S, the crop position (uniform over the rescaled image) and the flip."""
+        scale = self.scale.sample(rng)
+        shorter = min(height, width)
+        side = min(shorter, round(self.crop * shorter / scale))
+        top = int(rng.integers(0, height - side + 1))
+        left = int(rng.integers(0, width - side + 1))
+        flip = self.flip and bool(rng.random() < 0.5)
+        return CropPlan(scale, rescaled_size(height, width, scale), top, left, side, flip)
+
+    def __call__(self, image: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        plan = self.plan(image.shape[-2], image.shape[-1], rng)
+        region = image[:, plan.top : plan.top + plan.side, plan.left : plan.left + plan.side]
+        crop = resize(region, (self.crop, self.crop))
+        if plan.flip:
+            crop = crop.flip(-1)
+        offset = colour_offset(rng, self.colour_shift_std) if self.colour_shift_std else np.zeros(3)
+        return crop, torch.from_numpy(offset.astype(np.float32))
+
+    def __repr__(self) -> str:
+        return f"TrainTransform(S={self.scale}, crop={self.crop}, flip={self.flip}, colour_shift_std={self.colour_shift_std})"
+
+
+class TestTransform:
+    """Rescale to the test scale Q; no crop, no flip, no colour shift."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, scale: int):
+        self.scale = scale
+
+    def __call__(self, image: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return rescale(image, self.scale), torch.zeros(3)
+
+    def __repr__(self) -> str:
+        return f"TestTransform(Q={self.scale})"
