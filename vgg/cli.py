@@ -58,6 +58,39 @@ def cmd_data_inspect(args: argparse.Namespace) -> None:
         print(load_split(args.data, split).describe())
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from vgg.profiles import get_profile
+    from vgg.train import TrainConfig, train
+
+    data = args.data or get_profile(args.profile).data
+    if not data:
+        raise ValueError(f"the {args.profile} profile has no default dataset: pass --data DIR")
+    cfg = TrainConfig(
+        config=args.config,
+        train_scale=args.train_scale,
+        data=str(data),
+        profile=args.profile,
+        init=args.init,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        accum=args.accum,
+        normalization=args.normalization,
+        batch_norm=args.batch_norm,
+        dropout=args.dropout,
+        val_images=args.val_images,
+        workers=args.workers,
+        device=args.device,
+        compile=args.compile,
+        checkpoint_minutes=args.checkpoint_minutes,
+        checkpoint_steps=args.checkpoint_steps,
+        skip_bad_images=args.skip_bad_images,
+        progress=not args.no_progress,
+    )
+    train(cfg, args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vgg", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -75,6 +108,31 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("names", nargs="+", choices=REPORTS, metavar="NAME", help=f"one or more of {', '.join(REPORTS)}")
     report.add_argument("--out-dir", type=Path, default=Path("reports"), help="where to write (default reports/)")
     report.set_defaults(handler=cmd_report)
+
+    train = commands.add_parser("train", help="train one net with the paper's recipe (resumes; skips if finished)")
+    train.add_argument("--config", required=True, help=f"one of {', '.join(CONFIGS)}")
+    train.add_argument("--train-scale", required=True, help="S in paper units: 256, 384, or a jitter range 256:512")
+    train.add_argument("--data", type=Path, help="dataset folder (default: the profile's; smoke: data/synthetic)")
+    train.add_argument("--out", type=Path, required=True, help="run folder: checkpoint.pt, metrics.csv, curves.png, DONE")
+    train.add_argument("--profile", default="smoke", help="paper | smoke | ci (experiments/profiles.toml; default smoke)")
+    train.add_argument("--init", default="paper", help="paper | glorot | from:CHECKPOINT (net A, or the same config to fine-tune)")
+    train.add_argument("--epochs", type=int, help="maximum epochs (default: the profile's; paper 74)")
+    train.add_argument("--batch-size", type=int, help="global batch over all processes (default: the profile's; paper 256)")
+    train.add_argument("--lr", type=float, help="initial learning rate (default 1e-2; 1e-3 when fine-tuning the same config)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--accum", type=int, default=1, help="gradient accumulation steps per optimizer step")
+    train.add_argument("--normalization", default="mean-rgb", help="mean-rgb (the paper's) | torchvision")
+    train.add_argument("--batch-norm", action="store_true", help="BatchNorm after every conv (not in the paper)")
+    train.add_argument("--dropout", type=float, default=0.5)
+    train.add_argument("--val-images", type=int, help="per-epoch validation subset size (default: the profile's; 0 = all)")
+    train.add_argument("--workers", type=int, help="loader processes per rank (default: from the CPU count)")
+    train.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    train.add_argument("--compile", action="store_true", help="torch.compile the network")
+    train.add_argument("--checkpoint-minutes", type=float, default=10.0, help="also checkpoint every N minutes (default 10)")
+    train.add_argument("--checkpoint-steps", type=int, default=0, help="also checkpoint every N steps (0: off)")
+    train.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (listed each epoch)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(handler=cmd_train)
 
     data = commands.add_parser("data", help="datasets: generate the synthetic set, inspect a data folder")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
@@ -96,9 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; bad input ends with a one-line error and exit status 2."""
     args = build_parser().parse_args(argv)
+    from vgg.train import EXIT_PREEMPTED, NonFiniteLossError, Preempted
+
     try:
         args.handler(args)
-    except ValueError as error:
+    except Preempted:
+        return EXIT_PREEMPTED
+    except (ValueError, NonFiniteLossError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -68,6 +68,22 @@ class ScaleRange:
     def __str__(self) -> str:
         return f"{self.low}:{self.high}" if self.jittered else str(self.low)
 
+    def scaled(self, size) -> ScaleRange:
+        """This range with both ends mapped by `size` (a profile's paper-units -> pixels map)."""
+        return ScaleRange(size(self.low), size(self.high))
+
+    @property
+    def single_test_scale(self) -> int:
+        """The paper's single test scale (Table 3): Q = S for fixed S, Q = (Smin + Smax) / 2 when jittered."""
+        return (self.low + self.high) // 2
+
+    @property
+    def multi_test_scales(self) -> tuple[int, int, int]:
+        """The paper's three test scales (Table 4): {S-32, S, S+32} for fixed S, {Smin, middle, Smax} when jittered."""
+        if self.jittered:
+            return self.low, self.single_test_scale, self.high
+        return self.low - 32, self.low, self.low + 32
+
 
 def rescaled_size(height: int, width: int, shorter: int) -> tuple[int, int]:
     """Size after an isotropic rescale that makes the shorter side exactly `shorter`."""
@@ -143,6 +159,24 @@ class TrainTransform:
 
     def __repr__(self) -> str:
         return f"TrainTransform(S={self.scale}, crop={self.crop}, flip={self.flip}, colour_shift_std={self.colour_shift_std})"
+
+
+class CentreCropTransform:
+    """Rescale to Q, then the central crop x crop: the batched per-epoch validation of training."""
+
+    def __init__(self, scale: int, crop: int):
+        if scale < crop:
+            raise ValueError(f"the validation scale Q={scale} must be at least the crop size {crop}")
+        self.scale, self.crop = scale, crop
+
+    def __call__(self, image: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        rescaled = rescale(image, self.scale)
+        top = (rescaled.shape[-2] - self.crop) // 2
+        left = (rescaled.shape[-1] - self.crop) // 2
+        return rescaled[:, top : top + self.crop, left : left + self.crop], torch.zeros(3)
+
+    def __repr__(self) -> str:
+        return f"CentreCropTransform(Q={self.scale}, crop={self.crop})"
 
 
 class TestTransform:

@@ -1,0 +1,207 @@
+"""Training on the ci profile (CPU): determinism, exact resume, preemption, DDP, schedule, init chains, errors."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from vgg.checkpoint import load_checkpoint, read_done
+from vgg.synthetic import SynthSpec, generate
+from vgg.train import EXIT_PREEMPTED, NonFiniteLossError, TrainConfig, Trainer, train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def ci_data(tmp_path_factory) -> Path:
+    return generate(tmp_path_factory.mktemp("data") / "synthetic-ci", SynthSpec(classes=4, train_per_class=24, val_per_class=6), workers=1)
+
+
+def config(ci_data, **overrides) -> TrainConfig:
+    fields = dict(config="A", train_scale="256", data=str(ci_data), profile="ci", init="glorot", epochs=2, workers=0, progress=False)
+    fields.update(overrides)
+    return TrainConfig(**fields)
+
+
+def weights(run_dir: Path) -> dict:
+    return load_checkpoint(run_dir)["model"]
+
+
+def assert_same_weights(first: dict, second: dict, atol: float = 0.0) -> None:
+    assert first.keys() == second.keys()
+    for key in first:
+        if atol:
+            torch.testing.assert_close(first[key], second[key], atol=atol, rtol=0, msg=key)
+        else:
+            assert torch.equal(first[key], second[key]), key
+
+
+def cli(*args: str, **kwargs) -> list[str]:
+    return [sys.executable, "-m", "vgg", "train", *args]
+
+
+def train_args(ci_data: Path, out: Path, *extra: str) -> list[str]:
+    return cli(
+        "--config", "A", "--train-scale", "256", "--data", str(ci_data), "--out", str(out), "--profile", "ci",
+        "--init", "glorot", "--epochs", "3", "--workers", "1", "--no-progress", *extra,
+    )
+
+
+def test_a_run_is_deterministic_and_writes_its_records(ci_data, tmp_path):
+    first = train(config(ci_data), tmp_path / "one")
+    second = train(config(ci_data), tmp_path / "two")
+    assert_same_weights(weights(tmp_path / "one"), weights(tmp_path / "two"))
+    assert first["val_top1_err"] == second["val_top1_err"] and first["steps"] == 2 * 6
+    rows = list(csv.DictReader(open(tmp_path / "one" / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert {"lr", "train_loss", "train_top1_err", "val_top1_err", "val_top5_err", "images_per_s", "wall_s"} <= rows[0].keys()
+    assert (tmp_path / "one" / "curves.png").stat().st_size > 1000
+    checkpoint = load_checkpoint(tmp_path / "one")
+    assert checkpoint["spec"]["config"] == "A" and checkpoint["spec"]["width"] == 16 and checkpoint["spec"]["crop"] == 32
+    assert checkpoint["normalization"]["name"] == "mean-rgb" and checkpoint["profile"]["name"] == "ci"
+    assert checkpoint["epoch"] == 2 and checkpoint["step_in_epoch"] == 0 and checkpoint["git_commit"]
+    assert not any(key.startswith("module.") for key in checkpoint["model"])
+
+
+def test_finished_run_is_skipped(ci_data, tmp_path):
+    done = train(config(ci_data, epochs=1), tmp_path / "run")
+    stamp = (tmp_path / "run" / "checkpoint.pt").stat().st_mtime_ns
+    assert train(config(ci_data, epochs=1), tmp_path / "run") == done
+    assert (tmp_path / "run" / "checkpoint.pt").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="finished run with other settings"):
+        train(config(ci_data, epochs=1, seed=5), tmp_path / "run")
+
+
+def wait_for(predicate, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.05)
+
+
+def mid_epoch_checkpoint(run_dir: Path) -> bool:
+    path = run_dir / "checkpoint.pt"
+    if not path.exists():
+        return False
+    try:
+        return load_checkpoint(path)["step_in_epoch"] > 0
+    except ValueError:
+        return False
+
+
+def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(ci_data, tmp_path):
+    reference = subprocess.run(train_args(ci_data, tmp_path / "reference"), cwd=ROOT, capture_output=True, text=True)
+    assert reference.returncode == 0, reference.stderr
+    victim = subprocess.Popen(train_args(ci_data, tmp_path / "killed", "--checkpoint-steps", "2"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: mid_epoch_checkpoint(tmp_path / "killed") or victim.poll() is not None)
+    finally:
+        victim.kill()
+        victim.wait()
+    assert read_done(tmp_path / "killed") is None, "the run finished before it could be killed"
+    resumed = subprocess.run(train_args(ci_data, tmp_path / "killed", "--checkpoint-steps", "2"), cwd=ROOT, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
+    assert_same_weights(weights(tmp_path / "reference"), weights(tmp_path / "killed"))
+    metrics = lambda run: [row["val_top1_err"] for row in csv.DictReader(open(run / "metrics.csv"))]
+    assert metrics(tmp_path / "reference") == metrics(tmp_path / "killed")
+
+
+def test_sigterm_checkpoints_and_exits_with_the_requeue_code(ci_data, tmp_path):
+    run = tmp_path / "preempted"
+    process = subprocess.Popen(train_args(ci_data, run, "--epochs", "50"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: (run / "metrics.csv").exists() or process.poll() is not None)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == EXIT_PREEMPTED, stderr
+    assert "preempted: checkpoint at epoch" in stdout
+    checkpoint = load_checkpoint(run)
+    assert checkpoint["epoch"] >= 1 and read_done(run) is None
+
+
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(ci_data, tmp_path):
+    common = ["--config", "A", "--train-scale", "256", "--data", str(ci_data), "--profile", "ci", "--init", "glorot",
+              "--epochs", "2", "--workers", "0", "--no-progress", "--device", "cpu", "--dropout", "0", "--batch-size", "16"]
+    single = subprocess.run([sys.executable, "-m", "vgg", "train", *common, "--out", str(tmp_path / "one")], cwd=ROOT, capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    double = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "vgg", "train", *common, "--out", str(tmp_path / "two")],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert double.returncode == 0, double.stderr[-3000:]
+    assert "2 process(es) x 1 x 8" in double.stdout
+    assert_same_weights(weights(tmp_path / "one"), weights(tmp_path / "two"), atol=1e-5)
+
+
+def test_gradient_accumulation_matches_the_full_batch(ci_data, tmp_path):
+    train(config(ci_data, epochs=1, dropout=0.0), tmp_path / "full")
+    train(config(ci_data, epochs=1, dropout=0.0, accum=2), tmp_path / "accumulated")
+    assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "accumulated"), atol=1e-5)
+
+
+def test_lr_drops_on_plateaus_and_training_stops_after_three(ci_data, tmp_path):
+    # a rate too small to change anything: val accuracy never improves after the first epoch
+    done = train(config(ci_data, epochs=20, lr=1e-12, plateau_patience=1), tmp_path / "flat")
+    rates = [float(row["lr"]) for row in csv.DictReader(open(tmp_path / "flat" / "metrics.csv"))]
+    assert rates == pytest.approx([1e-12, 1e-12, 1e-13, 1e-14, 1e-15], rel=1e-6)
+    assert done["stopped"] == "plateau" and done["lr_drops"] == 3 and done["epochs"] == 5
+
+
+def test_init_chains_load_the_right_parents(ci_data, tmp_path):
+    train(config(ci_data, epochs=1), tmp_path / "A-256")
+    a_weights = weights(tmp_path / "A-256")
+    # B at S=256 from A: first four convs and the three FC layers, paper lr 1e-2
+    trainer = Trainer(config(ci_data, config="B", init=f"from:{tmp_path / 'A-256'}"), tmp_path / "B-256")
+    model, lr = trainer._build_model(tuple(f"n9{i:07d}" for i in range(4)), None)
+    state = model.state_dict()
+    assert lr == 1e-2
+    # B's convs: block 1 at features.0/2, block 2 at 5/7, block 3 at 10/12; A's first four at 0, 3, 6, 8
+    for ours, theirs in [("features.0", "features.0"), ("features.5", "features.3"), ("features.10", "features.6"), ("features.12", "features.8"), ("classifier.0", "classifier.0"), ("classifier.6", "classifier.6")]:
+        assert torch.equal(state[f"{ours}.weight"], a_weights[f"{theirs}.weight"]), ours
+    for fresh in ("features.2", "features.7", "features.15"):  # not in A: the paper's random init at the ci width
+        assert state[f"{fresh}.weight"].std().item() == pytest.approx(0.04, rel=0.3), fresh
+    # A at S=384 from A at S=256: every layer, fine-tuning lr 1e-3
+    trainer = Trainer(config(ci_data, train_scale="384", init=f"from:{tmp_path / 'A-256'}"), tmp_path / "A-384")
+    model, lr = trainer._build_model(tuple(f"n9{i:07d}" for i in range(4)), None)
+    assert lr == 1e-3
+    assert_same_weights(model.state_dict(), a_weights)
+
+
+def test_bad_parents_and_checkpoints_are_clear_errors(ci_data, tmp_path):
+    train(config(ci_data, epochs=1, config="B"), tmp_path / "B")
+    with pytest.raises(ValueError, match="same configuration \\(fine-tuning\\) or a net A; .* is B"):
+        train(config(ci_data, config="D", init=f"from:{tmp_path / 'B'}"), tmp_path / "D")
+    with pytest.raises(ValueError, match="does not exist"):
+        train(config(ci_data, config="D", init=f"from:{tmp_path / 'nowhere'}"), tmp_path / "D2")
+    with pytest.raises(ValueError, match="cannot fine-tune .* width=8"):
+        train(config(ci_data, config="B", profile="smoke", init=f"from:{tmp_path / 'B'}", epochs=1), tmp_path / "B-smoke")
+    (tmp_path / "torn").mkdir()
+    (tmp_path / "torn" / "checkpoint.pt").write_bytes(b"PK\x03\x04 not really a checkpoint")
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        train(config(ci_data), tmp_path / "torn")
+    train(config(ci_data, epochs=1), tmp_path / "other")
+    (tmp_path / "other" / "DONE").unlink()
+    with pytest.raises(ValueError, match="belongs to a run with other settings .*config"):
+        train(config(ci_data, epochs=1, config="D"), tmp_path / "other")
+    with pytest.raises(ValueError, match="--init must be paper, glorot or from:CHECKPOINT"):
+        train(config(ci_data, init="kaiming"), tmp_path / "bad-init")
+    with pytest.raises(ValueError, match="does not split evenly over 1 process\\(es\\) x 3"):
+        train(config(ci_data, accum=3), tmp_path / "bad-accum")
+
+
+def test_nan_stops_at_once_keeping_the_last_good_checkpoint(ci_data, tmp_path):
+    run = tmp_path / "diverges"
+    with pytest.raises(NonFiniteLossError, match=r"NaN or infinite at step \d+ .* learning rate 1e\+06"):
+        train(config(ci_data, lr=1e6, epochs=3, checkpoint_steps=1), run)
+    kept = load_checkpoint(run)
+    assert all(torch.isfinite(value).all() for value in kept["model"].values() if value.is_floating_point())
+    assert read_done(run) is None

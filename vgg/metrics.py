@@ -1,0 +1,90 @@
+"""Top-k errors, the per-epoch metrics CSV of a run, and its loss/error curve."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+
+METRICS_NAME = "metrics.csv"
+CURVE_NAME = "curves.png"
+METRIC_FIELDS = (
+    "epoch",
+    "step",
+    "lr",
+    "train_loss",
+    "train_top1_err",
+    "train_top5_err",
+    "val_top1_err",
+    "val_top5_err",
+    "images_per_s",
+    "wall_s",
+)
+
+
+def topk_correct(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:
+    """How many rows have their label among the k highest scores, for each k.
+
+    Ties are broken by class index (the lower index ranks first), so results are deterministic.
+    k is capped at the number of classes.
+    """
+    order = torch.sort(scores.float(), dim=1, descending=True, stable=True).indices
+    hits = order == labels.view(-1, 1)
+    return [int(hits[:, : min(k, scores.shape[1])].any(dim=1).sum()) for k in ks]
+
+
+def error_percent(correct: int, total: int) -> float:
+    """Error in percent; 100 for an empty set would hide a bug, so that is an error."""
+    if total <= 0:
+        raise ValueError("no images were evaluated")
+    return 100.0 * (1 - correct / total)
+
+
+def append_metrics(run_dir: Path, row: dict) -> None:
+    """Append one epoch's row to RUN_DIR/metrics.csv (with a header for a new file)."""
+    path = Path(run_dir) / METRICS_NAME
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow({field: row.get(field, "") for field in METRIC_FIELDS})
+
+
+def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
+    """Drop rows after `last_epoch` (left by a run killed after writing them but before its checkpoint)."""
+    path = Path(run_dir) / METRICS_NAME
+    if not path.exists():
+        return
+    with open(path, newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) <= last_epoch]
+    path.unlink()
+    for row in rows:
+        append_metrics(run_dir, row)
+
+
+def plot_curves(run_dir: Path, title: str) -> Path:
+    """Draw RUN_DIR/curves.png (train loss; train and val top-1 error) from metrics.csv."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    frame = pd.read_csv(Path(run_dir) / METRICS_NAME)
+    errors = frame.melt(id_vars="epoch", value_vars=["train_top1_err", "val_top1_err"], var_name="split", value_name="top-1 error (%)")
+    sns.set_theme(style="whitegrid")
+    figure, (loss_axis, error_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    sns.lineplot(data=frame, x="epoch", y="train_loss", ax=loss_axis, marker="o")
+    loss_axis.set_ylabel("train loss")
+    sns.lineplot(data=errors, x="epoch", y="top-1 error (%)", hue="split", ax=error_axis, marker="o")
+    for drop_epoch in frame["epoch"][frame["lr"].diff() < 0]:
+        error_axis.axvline(drop_epoch, color="grey", linestyle=":", linewidth=1)
+    figure.suptitle(title)
+    figure.tight_layout()
+    path = Path(run_dir) / CURVE_NAME
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

@@ -1,0 +1,74 @@
+"""Profiles: `paper`, `smoke`, `ci` (experiments/profiles.toml) map the paper's units onto a scale."""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from vgg.models import FEATURE_STRIDE
+
+PROFILES_FILE = Path(__file__).resolve().parent.parent / "experiments" / "profiles.toml"
+PAPER_CROP = 224
+PAPER_INIT_STD = 0.01
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How big a run is: image scale, width divisor, batch, epochs, validation size, data."""
+
+    name: str
+    description: str
+    image_scale: Fraction
+    width: int
+    batch_size: int
+    max_epochs: int
+    plateau_patience: int
+    val_images: int
+    data: str
+
+    def __post_init__(self) -> None:
+        crop = self.size(PAPER_CROP)
+        if crop % FEATURE_STRIDE:
+            raise ValueError(f"profile {self.name}: image_scale {self.image_scale} maps the 224 crop to {crop}, not a multiple of 32")
+
+    def size(self, paper_pixels: int) -> int:
+        """An image size in paper units (crop 224, S 256, Q 384 ...) at this profile's scale."""
+        return round(paper_pixels * self.image_scale)
+
+    @property
+    def crop(self) -> int:
+        return self.size(PAPER_CROP)
+
+    @property
+    def init_std(self) -> float:
+        """The paper's N(0, 0.01^2) init, scaled by sqrt(width) so that each layer's output
+        variance (fan-in x std^2) is the paper's at reduced width."""
+        return PAPER_INIT_STD * math.sqrt(self.width)
+
+    def to_dict(self) -> dict:
+        fields = asdict(self)
+        fields["image_scale"] = str(self.image_scale)
+        return fields
+
+
+def load_profiles(path: Path = PROFILES_FILE) -> dict[str, Profile]:
+    """Every profile in the TOML file."""
+    with open(path, "rb") as handle:
+        table = tomllib.load(handle)
+    return {name: Profile(name=name, **{**fields, "image_scale": Fraction(fields["image_scale"])}) for name, fields in table.items()}
+
+
+def get_profile(name: str, path: Path = PROFILES_FILE) -> Profile:
+    """A profile by name, or a ValueError listing the known ones."""
+    profiles = load_profiles(path)
+    if name not in profiles:
+        raise ValueError(f"unknown profile {name!r}; profiles in {path}: {', '.join(profiles)}")
+    return profiles[name]

@@ -1,0 +1,493 @@
+"""One training run with the paper's recipe (Sect. 3.1), resumable at the exact step.
+
+SGD with momentum 0.9, weight decay 5e-4, dropout 0.5 on FC1/FC2, a global batch (256 in
+the paper) split over the ranks (and `accum` micro-batches), learning rate 1e-2 divided by
+10 whenever the validation accuracy stops improving (`vgg.schedule`). Sizes are given in
+the paper's units and mapped by the profile.
+
+Per-epoch validation (what drives the learning-rate drops): the central crop x crop crop
+of each val image rescaled to the paper's single test scale for this training scale
+(Q = S, or (Smin + Smax) / 2 when jittered), no flip, on a fixed subset of the val split
+(`val_images` of the profile, the same subset for every run; 0 means all of it).
+
+Determinism: augmentations are seeded per image by (seed, epoch, index) and dropout by
+(seed, step), so the same command gives the same weights, and a resumed run continues
+exactly where the interrupted one stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from vgg import distributed
+from vgg.checkpoint import CHECKPOINT_NAME, git_commit, load_checkpoint, read_done, save_checkpoint, write_done
+from vgg.datasets import ImageList, load_split
+from vgg.initialization import init_from_a
+from vgg.loaders import EpochSampler, ImageDataset, iterate_epoch, make_loader
+from vgg.metrics import append_metrics, error_percent, plot_curves, topk_correct, truncate_metrics
+from vgg.models import VGG, VGGSpec
+from vgg.normalization import Normalization, get_normalization
+from vgg.profiles import Profile, get_profile
+from vgg.schedule import PlateauSchedule
+from vgg.torchvision_compat import clean_state_dict
+from vgg.transforms import CentreCropTransform, ScaleRange, TrainTransform
+
+EXIT_PREEMPTED = 75
+"""Exit status after a SIGTERM/SIGUSR1 checkpoint (EX_TEMPFAIL): requeue the job and run the same command."""
+PAPER_LR = 1e-2
+FINE_TUNE_LR = 1e-3
+"""Sect. 3.1: the S=384 nets start from the S=256 ones with a learning rate of 1e-3; the paper
+gives none for the jittered fine-tuning, which uses the same."""
+CHECKPOINT_FORMAT = 1
+A_CONFIGS = ("A", "A-LRN")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite: training stops, keeping the last good checkpoint."""
+
+
+class Preempted(Exception):
+    """SIGTERM or SIGUSR1 arrived; a checkpoint was written at the step boundary."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run. Fields above `workers` define the run (and its hash); the rest only how it runs."""
+
+    config: str
+    train_scale: str
+    data: str
+    profile: str = "smoke"
+    init: str = "paper"
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    dropout: float = 0.5
+    seed: int = 0
+    accum: int = 1
+    normalization: str = "mean-rgb"
+    batch_norm: bool = False
+    val_images: int | None = None
+    plateau_patience: int | None = None
+    # how it runs, not what it computes:
+    workers: int | None = None
+    device: str = "auto"
+    compile: bool = False
+    checkpoint_minutes: float = 10.0
+    checkpoint_steps: int = 0
+    skip_bad_images: bool = False
+    progress: bool = True
+
+    def identity(self) -> dict:
+        """The fields that define what the run computes."""
+        names = [f.name for f in fields(self)]
+        return {name: getattr(self, name) for name in names[: names.index("workers")]}
+
+    def run_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class EpochTotals:
+    """Running sums over the current epoch (kept in checkpoints for exact mid-epoch resume)."""
+
+    loss_sum: float = 0.0
+    top1: int = 0
+    top5: int = 0
+    seen: int = 0
+    elapsed: float = 0.0
+
+
+class _PreemptionFlag:
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous = {}
+
+    def __enter__(self) -> _PreemptionFlag:
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.raised = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _parse_scale(text: str) -> ScaleRange:
+    return ScaleRange.parse(text)
+
+
+def _log_to(run_dir: Path, enabled: bool):
+    def log(message: str) -> None:
+        if not enabled:
+            return
+        print(message, flush=True)
+        with open(run_dir / "train.log", "a") as handle:
+            handle.write(message + "\n")
+
+    return log
+
+
+def _rng_state() -> dict:
+    numpy_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
+        "python": random.getstate(),
+    }
+
+
+def _restore_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    random.setstate(state["python"])
+
+
+def _step_seed(seed: int, global_step: int) -> int:
+    return (seed * 1_000_003 + global_step) % (2**63)
+
+
+class Trainer:
+    """Holds everything of one run; `run()` trains to the end (or raises Preempted)."""
+
+    def __init__(self, cfg: TrainConfig, out: Path):
+        self.cfg, self.out = cfg, Path(out)
+        self.context = distributed.setup(cfg.device)
+        if self.context.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.log = _log_to(self.out, self.context.is_main)
+        self.profile: Profile = get_profile(cfg.profile)
+        self.scale = _parse_scale(cfg.train_scale)
+        self.pixel_scale = self.scale.scaled(self.profile.size)
+        self.val_scale = self.profile.size(self.scale.single_test_scale)
+        self.epochs = cfg.epochs if cfg.epochs is not None else self.profile.max_epochs
+        self.global_batch = cfg.batch_size or self.profile.batch_size
+        self.normalization: Normalization = get_normalization(cfg.normalization)
+        per_step = self.context.world_size * cfg.accum
+        if self.global_batch % per_step:
+            raise ValueError(
+                f"the global batch {self.global_batch} does not split evenly over {self.context.world_size} "
+                f"process(es) x {cfg.accum} accumulation step(s)"
+            )
+        self.micro_batch = self.global_batch // per_step
+
+    # ----- set-up -------------------------------------------------------------------
+    def _data(self) -> tuple[ImageList, ImageList]:
+        train_images, val_images = load_split(self.cfg.data, "train"), load_split(self.cfg.data, "val")
+        if val_images.classes != train_images.classes:
+            raise ValueError(f"{self.cfg.data}: val classes differ from train classes")
+        self.log(train_images.describe())
+        self.log(val_images.describe())
+        return train_images, val_images
+
+    def _build_model(self, classes: tuple[str, ...], checkpoint: dict | None) -> tuple[VGG, float]:
+        spec = VGGSpec(
+            self.cfg.config,
+            num_classes=len(classes),
+            width=self.profile.width,
+            crop=self.profile.crop,
+            batch_norm=self.cfg.batch_norm,
+            dropout=self.cfg.dropout,
+        )
+        init = self.cfg.init
+        scheme = init if init in ("paper", "glorot") else "paper"
+        if init not in ("paper", "glorot") and not init.startswith("from:"):
+            raise ValueError(f"--init must be paper, glorot or from:CHECKPOINT, got {init!r}")
+        model = VGG.from_spec(spec, init=scheme, init_std=self.profile.init_std)
+        default_lr = PAPER_LR
+        if checkpoint is None and init.startswith("from:"):
+            default_lr = self._init_from(model, Path(init[len("from:") :]), classes)
+        return model, self.cfg.lr if self.cfg.lr is not None else default_lr
+
+    def _init_from(self, model: VGG, path: Path, classes: tuple[str, ...]) -> float:
+        parent_state = load_checkpoint(path)
+        parent_spec = VGGSpec(**parent_state["spec"])
+        if tuple(parent_state["classes"]) != classes:
+            raise ValueError(f"{path} was trained on other classes than {self.cfg.data}")
+        if parent_state["normalization"] != self.normalization.to_dict():
+            raise ValueError(f"{path} was trained with normalisation {parent_state['normalization']['name']}, not {self.normalization.name}")
+        parent = VGG.from_spec(parent_spec)
+        parent.load_state_dict(parent_state["model"])
+        if parent_spec.config == model.config:
+            if parent_spec != model.spec:
+                raise ValueError(f"cannot fine-tune from {path}: its network is {parent_spec}, this run's is {model.spec}")
+            model.load_state_dict(parent.state_dict())
+            self.log(f"initialised every layer from {path} (fine-tuning, default lr {FINE_TUNE_LR})")
+            return FINE_TUNE_LR
+        if parent_spec.config not in A_CONFIGS:
+            raise ValueError(f"--init from: takes a net of the same configuration (fine-tuning) or a net A; {path} is {parent_spec.config}")
+        copied = init_from_a(model, parent, std=self.profile.init_std)
+        self.log(f"initialised {len(copied)} tensors (first four conv and three FC layers) from A at {path}; the rest paper init")
+        return PAPER_LR
+
+    def _val_batches(self, val_images: ImageList) -> ImageDataset:
+        subset = val_images
+        limit = self.cfg.val_images if self.cfg.val_images is not None else self.profile.val_images
+        if limit and limit < len(val_images):
+            order = torch.randperm(len(val_images), generator=torch.Generator().manual_seed(0))[:limit].sort().values
+            subset = ImageList(
+                val_images.root, "val", val_images.layout, val_images.classes, tuple(val_images.samples[i] for i in order), 0
+            )
+        return ImageDataset(subset, CentreCropTransform(self.val_scale, self.profile.crop), skip_bad_images=self.cfg.skip_bad_images)
+
+    # ----- the run ------------------------------------------------------------------
+    def run(self) -> dict:
+        cfg, context = self.cfg, self.context
+        self.out.mkdir(parents=True, exist_ok=True)
+        done = read_done(self.out)
+        if done is not None:
+            if done.get("run_hash") != cfg.run_hash():
+                raise ValueError(f"{self.out} holds a finished run with other settings; choose another --out or remove it")
+            self.log(f"{self.out} is finished already: {done}")
+            return done
+        checkpoint_path = self.out / CHECKPOINT_NAME
+        checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
+        if checkpoint is not None and checkpoint["run_hash"] != cfg.run_hash():
+            differences = {k: (v, cfg.identity().get(k)) for k, v in checkpoint["run"].items() if cfg.identity().get(k) != v}
+            raise ValueError(f"{checkpoint_path} belongs to a run with other settings ({differences}); choose another --out or remove it")
+
+        train_images, val_images = self._data()
+        torch.manual_seed(cfg.seed)  # the random init
+        model, lr = self._build_model(train_images.classes, checkpoint)
+        schedule = PlateauSchedule(lr=lr, patience=cfg.plateau_patience or self.profile.plateau_patience)
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        epoch, step_in_epoch, global_step, totals = 0, 0, 0, EpochTotals()
+        if checkpoint is not None:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            schedule.load_state_dict(checkpoint["schedule"])
+            epoch, step_in_epoch, global_step = checkpoint["epoch"], checkpoint["step_in_epoch"], checkpoint["global_step"]
+            totals = EpochTotals(**checkpoint["epoch_totals"])
+            _restore_rng(checkpoint["rng"])
+            truncate_metrics(self.out, epoch - 1)
+            self.log(f"resuming {self.out} at epoch {epoch}, step {step_in_epoch} of the epoch")
+
+        device = context.device
+        memory_format = torch.channels_last
+        model = model.to(device, memory_format=memory_format)
+        for state in optimizer.state.values():
+            for key, value in state.items():
+                if torch.is_tensor(value):
+                    state[key] = value.to(device)
+        network: nn.Module = model
+        if cfg.compile:
+            network = torch.compile(network)
+        if context.distributed:
+            network = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
+
+        transform = TrainTransform(self.pixel_scale, self.profile.crop)
+        dataset = ImageDataset(train_images, transform, seed=cfg.seed, skip_bad_images=cfg.skip_bad_images)
+        sampler = EpochSampler(len(dataset), shuffle=True, seed=cfg.seed, rank=context.rank, world_size=context.world_size)
+        loader = make_loader(dataset, sampler, self.micro_batch, cfg.workers, device)
+        val_dataset = self._val_batches(val_images)
+        steps_per_epoch = len(sampler) // (self.micro_batch * cfg.accum)
+        if steps_per_epoch == 0:
+            raise ValueError(f"{len(dataset)} training images give no full batch of {self.global_batch}; lower --batch-size")
+        self.log(
+            f"training VGG-{model.config} ({self.profile.name} profile: crop {self.profile.crop}, width 1/{self.profile.width}) "
+            f"at S={self.scale} (pixels {self.pixel_scale}), {self.epochs} epochs max, {steps_per_epoch} steps/epoch of "
+            f"{self.global_batch} images ({context.world_size} process(es) x {cfg.accum} x {self.micro_batch}), lr {schedule.lr:g}, "
+            f"device {device}, run hash {cfg.run_hash()}"
+        )
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+        def save(epoch_: int, step_: int) -> None:
+            if context.is_main:
+                state = {
+                    "format": CHECKPOINT_FORMAT,
+                    "spec": model.spec.to_dict(),
+                    "normalization": self.normalization.to_dict(),
+                    "classes": list(train_images.classes),
+                    "profile": self.profile.to_dict(),
+                    "run": cfg.identity(),
+                    "run_hash": cfg.run_hash(),
+                    "train_scale": str(self.scale),
+                    "model": clean_state_dict(model.state_dict()),
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "epoch": epoch_,
+                    "step_in_epoch": step_,
+                    "global_step": global_step,
+                    "epoch_totals": asdict(totals),
+                    "rng": _rng_state(),
+                    "git_commit": git_commit(),
+                }
+                save_checkpoint(state, checkpoint_path)
+
+        last_save = time.monotonic()
+        with _PreemptionFlag() as preemption:
+            while epoch < self.epochs and not schedule.finished:
+                sampler.set_epoch(epoch, start=step_in_epoch * self.micro_batch * cfg.accum)
+                for group in optimizer.param_groups:
+                    group["lr"] = schedule.lr
+                network.train()
+                started = time.perf_counter() - totals.elapsed
+                progress = self._progress(steps_per_epoch, step_in_epoch, epoch)
+                micro_batches = iter(iterate_epoch(loader, log=self.log))
+                while step_in_epoch < steps_per_epoch:
+                    step_stats = torch.zeros(5, dtype=torch.float64)  # loss sum, top1, top5, seen, non-finite
+                    for micro in range(cfg.accum):
+                        batch = next(micro_batches).to(device, memory_format)
+                        # dropout masks from (seed, step) alone; seeded after fetching the batch, since
+                        # creating a loader iterator draws from the global generator
+                        torch.manual_seed(_step_seed(cfg.seed, global_step * cfg.accum + micro))
+                        sync = nullcontext() if (micro == cfg.accum - 1 or not context.distributed) else network.no_sync()
+                        with sync:
+                            with autocast:
+                                inputs = self.normalization(batch.images, batch.offsets).contiguous(memory_format=memory_format)
+                                logits = network(inputs)
+                                loss = F.cross_entropy(logits.float(), batch.labels)
+                            (loss / cfg.accum).backward()
+                        top1, top5 = topk_correct(logits.detach(), batch.labels)
+                        loss_value = float(loss.detach())
+                        step_stats += torch.tensor([loss_value * len(batch), top1, top5, len(batch), float(not np.isfinite(loss_value))], dtype=torch.float64)
+                    flags = torch.tensor([step_stats[4], float(preemption.raised)], dtype=torch.float64)
+                    if context.distributed:
+                        flags = distributed.all_reduce_sum(flags)
+                        step_stats = distributed.all_reduce_sum(step_stats)
+                    if flags[0] > 0:
+                        raise NonFiniteLossError(
+                            f"the loss became NaN or infinite at step {global_step} (epoch {epoch}, step {step_in_epoch} of it) "
+                            f"with learning rate {schedule.lr:g}; training stopped. The last good checkpoint "
+                            f"({checkpoint_path}) is kept. VGG without batch norm diverges at high rates (0.1): "
+                            f"lower --lr (the paper uses 1e-2 at batch 256)"
+                        )
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    step_in_epoch += 1
+                    global_step += 1
+                    totals.loss_sum += float(step_stats[0])
+                    totals.top1 += int(step_stats[1])
+                    totals.top5 += int(step_stats[2])
+                    totals.seen += int(step_stats[3])
+                    totals.elapsed = time.perf_counter() - started
+                    if progress is not None:
+                        progress.update(1)
+                        progress.set_postfix(loss=f"{totals.loss_sum / max(1, totals.seen):.3f}", img_s=f"{totals.seen / max(totals.elapsed, 1e-9):.0f}")
+                    due = (cfg.checkpoint_steps and global_step % cfg.checkpoint_steps == 0) or (
+                        time.monotonic() - last_save > cfg.checkpoint_minutes * 60
+                    )
+                    if flags[1] > 0 or (due and step_in_epoch < steps_per_epoch):
+                        save(epoch, step_in_epoch)
+                        last_save = time.monotonic()
+                        if flags[1] > 0:
+                            self.log(f"preempted: checkpoint at epoch {epoch}, step {step_in_epoch}; exit {EXIT_PREEMPTED} (run the same command to resume)")
+                            raise Preempted()
+                if progress is not None:
+                    progress.close()
+                del micro_batches
+                row = self._end_epoch(network, model, val_dataset, schedule, epoch, global_step, totals, device, memory_format)
+                epoch, step_in_epoch, totals = epoch + 1, 0, EpochTotals()
+                save(epoch, 0)
+                last_save = time.monotonic()
+                if context.is_main:
+                    append_metrics(self.out, row)
+                    plot_curves(self.out, f"VGG-{model.config}, S={self.scale}, {self.profile.name} profile")
+
+        final = self._final_metrics(schedule, epoch, global_step)
+        if context.is_main:
+            write_done(self.out, final)
+        self.log(f"finished: {final}")
+        return final
+
+    def _progress(self, total: int, done: int, epoch: int):
+        if not (self.context.is_main and self.cfg.progress):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, initial=done, desc=f"epoch {epoch}", unit="step", mininterval=1.0, file=sys.stderr, leave=False)
+
+    @torch.no_grad()
+    def _validate(self, model: VGG, dataset: ImageDataset, device: torch.device, memory_format) -> tuple[float, float, int]:
+        model.eval()
+        sampler = EpochSampler(len(dataset), shuffle=False, rank=self.context.rank, world_size=self.context.world_size, pad=False)
+        loader = make_loader(dataset, sampler, max(1, self.micro_batch * 2), workers=self.cfg.workers if self.cfg.workers is not None else 0, device=device)
+        counts = torch.zeros(3, dtype=torch.float64)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+        for batch in iterate_epoch(loader, log=self.log):
+            batch = batch.to(device, memory_format)
+            with autocast:
+                logits = model(self.normalization(batch.images).contiguous(memory_format=memory_format))
+            top1, top5 = topk_correct(logits, batch.labels)
+            counts += torch.tensor([top1, top5, len(batch)], dtype=torch.float64)
+        counts = distributed.all_reduce_sum(counts)
+        total = int(counts[2])
+        return error_percent(int(counts[0]), total), error_percent(int(counts[1]), total), total
+
+    def _end_epoch(self, network, model, val_dataset, schedule, epoch, global_step, totals, device, memory_format) -> dict:
+        val_top1, val_top5, val_count = self._validate(model, val_dataset, device, memory_format)
+        lr_used = schedule.lr
+        action = schedule.step(100.0 - val_top1)
+        row = {
+            "epoch": epoch,
+            "step": global_step,
+            "lr": lr_used,
+            "train_loss": round(totals.loss_sum / max(1, totals.seen), 5),
+            "train_top1_err": round(error_percent(totals.top1, totals.seen), 3),
+            "train_top5_err": round(error_percent(totals.top5, totals.seen), 3),
+            "val_top1_err": round(val_top1, 3),
+            "val_top5_err": round(val_top5, 3),
+            "images_per_s": round(totals.seen / max(totals.elapsed, 1e-9), 1),
+            "wall_s": round(totals.elapsed, 2),
+        }
+        self.last_row = row
+        note = {"drop": f"; lr -> {schedule.lr:g}", "stop": "; plateau after the last drop: stopping"}.get(action, "")
+        self.log(
+            f"epoch {epoch}: train loss {row['train_loss']:.4f}, top-1 err {row['train_top1_err']:.2f}%; "
+            f"val ({val_count} images, centre crop at Q={self.val_scale}) top-1 err {val_top1:.2f}%, top-5 err {val_top5:.2f}%; "
+            f"{row['images_per_s']:.0f} img/s{note}"
+        )
+        return row
+
+    def _final_metrics(self, schedule: PlateauSchedule, epochs_run: int, global_step: int) -> dict:
+        import pandas as pd
+
+        frame = pd.read_csv(self.out / "metrics.csv")
+        last = frame.iloc[-1]
+        return {
+            "config": self.cfg.config,
+            "train_scale": str(self.scale),
+            "profile": self.profile.name,
+            "run_hash": self.cfg.run_hash(),
+            "epochs": int(epochs_run),
+            "steps": int(global_step),
+            "lr_drops": schedule.drops,
+            "stopped": "plateau" if schedule.finished else "max_epochs",
+            "val_top1_err": float(last["val_top1_err"]),
+            "val_top5_err": float(last["val_top5_err"]),
+            "best_val_top1_err": float(frame["val_top1_err"].min()),
+            "train_wall_s": round(float(frame["wall_s"].sum()), 1),
+            "git_commit": git_commit(),
+        }
+
+
+def train(cfg: TrainConfig, out: Path | str) -> dict:
+    """Train (or resume, or skip if finished) the run in `out`; returns its final metrics."""
+    trainer = Trainer(cfg, Path(out))
+    try:
+        return trainer.run()
+    finally:
+        distributed.teardown()
