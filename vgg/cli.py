@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", type=Path, help="dataset folder (default: the profile's; smoke: data/synthetic)")
     train.add_argument("--out", type=Path, required=True, help="run folder: checkpoint.pt, metrics.csv, curves.png, DONE")
     train.add_argument("--profile", default="smoke", help="paper | smoke | ci (experiments/profiles.toml; default smoke)")
-    train.add_argument("--init", default="paper", help="paper | glorot | from:CHECKPOINT (net A, or the same config to fine-tune)")
+    train.add_argument("--init", help="paper | glorot | from:CHECKPOINT (net A, or the same config to fine-tune); default: the profile's random init")
     train.add_argument("--epochs", type=int, help="maximum epochs (default: the profile's; paper 74)")
     train.add_argument("--batch-size", type=int, help="global batch over all processes (default: the profile's; paper 256)")
     train.add_argument("--lr", type=float, help="initial learning rate (default 1e-2; 1e-3 when fine-tuning the same config)")

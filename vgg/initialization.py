@@ -47,14 +47,15 @@ def initialize(model: nn.Module, scheme: str = "paper", std: float = PAPER_STD) 
 
 
 @torch.no_grad()
-def init_from_a(model: VGG, source: VGG, std: float = PAPER_STD) -> list[str]:
+def init_from_a(model: VGG, source: VGG, std: float = PAPER_STD, scheme: str = "paper") -> list[str]:
     """Initialise `model` from a trained net A, as Sect. 3.1 does for B-E; return the copied keys.
 
     The paper does not say how A's first four conv layers map onto a deeper net. Taken in
     order they do not even fit (B's second conv is 64->64, A's is 64->128), so each is
     copied to the layer at the same place in the same block: A's convs sit at block 1 #1,
     block 2 #1, block 3 #1 and #2, and so do the matching convs of B, C, D and E. The three
-    FC layers are copied as they are. Everything else gets the `paper` init with `std`.
+    FC layers are copied as they are. Everything else gets `scheme` (the paper's: `paper`
+    with `std`).
     BatchNorm layers following copied convs are copied too when both nets have them.
     """
     if source.config not in _A_CONFIGS:
@@ -66,7 +67,7 @@ def init_from_a(model: VGG, source: VGG, std: float = PAPER_STD) -> list[str]:
                 f"cannot initialise VGG-{model.config} from A: {field} differs "
                 f"({field}={ours} here, {field}={theirs} in A); build both with the same {field}"
             )
-    initialize(model, "paper", std=std)
+    initialize(model, scheme, std=std)
 
     target_state = model.state_dict()
     source_state = source.state_dict()

@@ -32,6 +32,7 @@ class Profile:
     max_epochs: int
     plateau_patience: int
     val_images: int
+    random_init: str
     data: str
 
     def __post_init__(self) -> None:

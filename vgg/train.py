@@ -72,7 +72,7 @@ class TrainConfig:
     train_scale: str
     data: str
     profile: str = "smoke"
-    init: str = "paper"
+    init: str | None = None  # paper | glorot | from:CHECKPOINT; None: the profile's random init
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
@@ -212,8 +212,8 @@ class Trainer:
             batch_norm=self.cfg.batch_norm,
             dropout=self.cfg.dropout,
         )
-        init = self.cfg.init
-        scheme = init if init in ("paper", "glorot") else "paper"
+        init = self.cfg.init or self.profile.random_init
+        scheme = init if init in ("paper", "glorot") else self.profile.random_init
         if init not in ("paper", "glorot") and not init.startswith("from:"):
             raise ValueError(f"--init must be paper, glorot or from:CHECKPOINT, got {init!r}")
         model = VGG.from_spec(spec, init=scheme, init_std=self.profile.init_std)
@@ -239,8 +239,8 @@ class Trainer:
             return FINE_TUNE_LR
         if parent_spec.config not in A_CONFIGS:
             raise ValueError(f"--init from: takes a net of the same configuration (fine-tuning) or a net A; {path} is {parent_spec.config}")
-        copied = init_from_a(model, parent, std=self.profile.init_std)
-        self.log(f"initialised {len(copied)} tensors (first four conv and three FC layers) from A at {path}; the rest paper init")
+        copied = init_from_a(model, parent, std=self.profile.init_std, scheme=self.profile.random_init)
+        self.log(f"initialised {len(copied)} tensors (first four conv and three FC layers) from A at {path}; the rest {self.profile.random_init} init")
         return PAPER_LR
 
     def _val_batches(self, val_images: ImageList) -> ImageDataset:

@@ -52,7 +52,7 @@ def test_torchvision_transforms_reference(benchmark, imagenet_sized_jpegs, one_t
 
     benchmark.group = f"train pipeline S={scale}"
     benchmark.extra_info.update(items=len(paths), reference=True)
-    benchmark.pedantic(run, rounds=3, warmup_rounds=1)
+    benchmark.pedantic(run, rounds=6, warmup_rounds=1)
 
 
 @pytest.mark.parametrize("scale", [256, 512])
@@ -65,4 +65,4 @@ def test_ours(benchmark, imagenet_sized_jpegs, one_thread, scale):
 
     benchmark.group = f"train pipeline S={scale}"
     benchmark.extra_info.update(items=len(dataset))
-    benchmark.pedantic(run, rounds=3, warmup_rounds=1)
+    benchmark.pedantic(run, rounds=6, warmup_rounds=1)

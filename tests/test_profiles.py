@@ -1,0 +1,22 @@
+import pytest
+
+from vgg.profiles import PROFILES_FILE, get_profile, load_profiles
+
+
+def test_profiles_map_paper_sizes():
+    smoke, ci, paper = get_profile("smoke"), get_profile("ci"), get_profile("paper")
+    assert [paper.size(s) for s in (224, 256, 384, 512)] == [224, 256, 384, 512]
+    assert [smoke.size(s) for s in (224, 256, 384, 512)] == [64, 73, 110, 146]  # x 2/7
+    assert ci.crop == 32 and ci.width == 16
+    assert (paper.width, paper.batch_size, paper.max_epochs, paper.random_init) == (1, 256, 74, "paper")
+    assert paper.init_std == 0.01 and smoke.init_std == pytest.approx(0.01 * 8**0.5)
+    assert all(profile.crop % 32 == 0 for profile in load_profiles().values())
+
+
+def test_unknown_profile_and_bad_scale_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown profile 'huge'.*paper, smoke, ci"):
+        get_profile("huge")
+    bad = tmp_path / "profiles.toml"
+    bad.write_text(PROFILES_FILE.read_text().replace('image_scale = "2/7"', 'image_scale = "1/3"'))
+    with pytest.raises(ValueError, match="maps the 224 crop to 75, not a multiple of 32"):
+        load_profiles(bad)
