@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -17,3 +19,11 @@ def meta_model(**kwargs):
 
     with torch.device("meta"):
         return VGG(**kwargs)
+
+
+@pytest.fixture(scope="session")
+def ci_data(tmp_path_factory) -> Path:
+    """A tiny synthetic dataset (4 classes, 24 train and 6 val images each) for ci-profile runs."""
+    from vgg.synthetic import SynthSpec, generate
+
+    return generate(tmp_path_factory.mktemp("data") / "synthetic-ci", SynthSpec(classes=4, train_per_class=24, val_per_class=6), workers=1)

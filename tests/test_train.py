@@ -13,15 +13,9 @@ import pytest
 import torch
 
 from vgg.checkpoint import load_checkpoint, read_done
-from vgg.synthetic import SynthSpec, generate
 from vgg.train import EXIT_PREEMPTED, NonFiniteLossError, TrainConfig, Trainer, train
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="session")
-def ci_data(tmp_path_factory) -> Path:
-    return generate(tmp_path_factory.mktemp("data") / "synthetic-ci", SynthSpec(classes=4, train_per_class=24, val_per_class=6), workers=1)
 
 
 def config(ci_data, **overrides) -> TrainConfig:

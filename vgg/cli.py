@@ -91,6 +91,55 @@ def cmd_train(args: argparse.Namespace) -> None:
     train(cfg, args.out)
 
 
+def _scales(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.replace("|", ",").split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"scales are comma-separated integers in paper units (e.g. 256,384,512), got {text!r}") from None
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from vgg.evaluate import run_evaluation
+
+    run_evaluation(
+        args.checkpoint, args.weights, args.data, args.method, args.scales, not args.no_flip, args.dense_softmax,
+        args.limit, args.save_scores, args.out, args.workers, args.device, args.skip_bad_images,
+    )
+
+
+def cmd_fuse(args: argparse.Namespace) -> None:
+    from datetime import datetime, timezone
+
+    from vgg.evaluate import fuse, load_scores
+    from vgg.metrics import error_percent, topk_correct
+    from vgg.results import upsert_rows
+
+    posteriors, first = fuse(args.scores)
+    top1, top5 = topk_correct(posteriors, first["labels"])
+    members = [load_scores(path)["provenance"] for path in args.scores]
+    row = {
+        "profile": first["provenance"].get("profile", ""),
+        "dataset": first["provenance"].get("dataset", first["dataset"]),
+        "dataset_images": first["provenance"].get("dataset_images", ""),
+        "run": "fusion:" + "+".join(m.get("run", "?") for m in members),
+        "config": "+".join(m.get("config", "?") for m in members),
+        "train_scale": "+".join(m.get("train_scale", "?") for m in members),
+        "method": "fusion of " + "/".join(dict.fromkeys(m.get("method", "?") for m in members)),
+        "test_scales": "+".join(m.get("test_scales", "?") for m in members),
+        "flip": "+".join(dict.fromkeys(m.get("flip", "?") for m in members)),
+        "top1_err": round(error_percent(top1, len(first["labels"])), 3),
+        "top5_err": round(error_percent(top5, len(first["labels"])), 3),
+        "images": len(first["labels"]),
+        "checkpoint": " ".join(str(p) for p in args.scores),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    print(f"fusion of {len(args.scores)} nets ({row['config']}): top-1 error {row['top1_err']:.2f}%, top-5 error {row['top5_err']:.2f}% on {row['images']} images")
+    if args.out:
+        upsert_rows(args.out, [row])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vgg", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -133,6 +182,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (listed each epoch)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(handler=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="a test protocol of Sect. 3.2 on a trained net")
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="RUN_DIR or RUN_DIR/checkpoint.pt of our training")
+    source.add_argument("--weights", help="a torchvision-format VGG state dict (e.g. vgg16-397923af.pth)")
+    evaluate.add_argument("--data", help="dataset folder (default: the net's profile's)")
+    evaluate.add_argument("--method", default="dense", choices=("dense", "multi-crop", "multi-crop+dense"))
+    evaluate.add_argument("--scales", type=_scales, help="test scales Q in paper units, e.g. 256,384,512 (default: the paper's single scale for the net)")
+    evaluate.add_argument("--no-flip", action="store_true", help="do not average with the mirrored image")
+    evaluate.add_argument("--dense-softmax", default="after-average", choices=("after-average", "before-average"),
+                          help="soft-max after (default) or before the spatial average of the dense score map")
+    evaluate.add_argument("--limit", type=int, help="evaluate a fixed subset of N val images")
+    evaluate.add_argument("--save-scores", help="write per-image posteriors here (for fuse)")
+    evaluate.add_argument("--out", type=Path, help="upsert the results row into this CSV")
+    evaluate.add_argument("--workers", type=int, help="loader processes (default: from the CPU count)")
+    evaluate.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    evaluate.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (listed at the end)")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    fuse = commands.add_parser("fuse", help="ConvNet fusion: average the posteriors of saved score files")
+    fuse.add_argument("scores", nargs="+", help="score files written by evaluate --save-scores")
+    fuse.add_argument("--out", type=Path, help="upsert the results row into this CSV")
+    fuse.set_defaults(handler=cmd_fuse)
 
     data = commands.add_parser("data", help="datasets: generate the synthetic set, inspect a data folder")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")

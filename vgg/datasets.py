@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png"})
@@ -55,6 +55,20 @@ class ImageList:
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def subset(self, limit: int | None) -> ImageList:
+        """A fixed pseudo-random subset of `limit` images (the same for every run), in dataset order;
+        the whole list when `limit` is 0, None or at least its size."""
+        if not limit or limit >= len(self.samples):
+            return self
+        import torch
+
+        chosen = torch.randperm(len(self.samples), generator=torch.Generator().manual_seed(0))[:limit].sort().values
+        return replace(self, samples=tuple(self.samples[i] for i in chosen), ignored_files=0)
+
+    def image_ids(self) -> list[str]:
+        """Each image's path relative to the split folder: the ids of score files."""
+        return [str(path.relative_to(self.root)) for path, _ in self.samples]
 
     def describe(self) -> str:
         """One log line naming the detected layout and the sizes."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from fractions import Fraction
 from pathlib import Path
 
@@ -59,12 +60,21 @@ class Profile:
         fields["image_scale"] = str(self.image_scale)
         return fields
 
+    @classmethod
+    def from_dict(cls, fields: dict) -> Profile:
+        """A profile as stored in a checkpoint; fields it lacks (older checkpoints) come from the file."""
+        known = {f.name for f in dataclass_fields(cls)}
+        missing = known - fields.keys()
+        if missing:
+            fields = {**get_profile(fields["name"]).to_dict(), **fields}
+        return cls(**{**{k: v for k, v in fields.items() if k in known}, "image_scale": Fraction(str(fields["image_scale"]))})
+
 
 def load_profiles(path: Path = PROFILES_FILE) -> dict[str, Profile]:
     """Every profile in the TOML file."""
     with open(path, "rb") as handle:
         table = tomllib.load(handle)
-    return {name: Profile(name=name, **{**fields, "image_scale": Fraction(fields["image_scale"])}) for name, fields in table.items()}
+    return {name: Profile.from_dict({**fields, "name": name}) for name, fields in table.items()}
 
 
 def get_profile(name: str, path: Path = PROFILES_FILE) -> Profile:

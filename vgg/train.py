@@ -244,14 +244,8 @@ class Trainer:
         return PAPER_LR
 
     def _val_batches(self, val_images: ImageList) -> ImageDataset:
-        subset = val_images
         limit = self.cfg.val_images if self.cfg.val_images is not None else self.profile.val_images
-        if limit and limit < len(val_images):
-            order = torch.randperm(len(val_images), generator=torch.Generator().manual_seed(0))[:limit].sort().values
-            subset = ImageList(
-                val_images.root, "val", val_images.layout, val_images.classes, tuple(val_images.samples[i] for i in order), 0
-            )
-        return ImageDataset(subset, CentreCropTransform(self.val_scale, self.profile.crop), skip_bad_images=self.cfg.skip_bad_images)
+        return ImageDataset(val_images.subset(limit), CentreCropTransform(self.val_scale, self.profile.crop), skip_bad_images=self.cfg.skip_bad_images)
 
     # ----- the run ------------------------------------------------------------------
     def run(self) -> dict:

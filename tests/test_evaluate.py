@@ -1,0 +1,228 @@
+"""The test protocols of Sect. 3.2 on small nets, and fusion."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vgg.datasets import load_split
+from vgg.evaluate import Net, Protocol, evaluate, fuse, grid_crops, grid_positions, load_scores, save_scores
+from vgg.metrics import topk_correct
+from vgg.models import VGG
+from vgg.normalization import PAPER_MEAN_RGB
+from vgg.profiles import get_profile
+from vgg.results import read_rows, upsert_rows
+from vgg.train import TrainConfig, train
+from vgg.transforms import ScaleRange
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def small_net(classes: int = 6, crop: int = 64, **kwargs) -> Net:
+    torch.manual_seed(0)
+    model = VGG("A", num_classes=classes, width=16, crop=crop, init="glorot", **kwargs)
+    return Net(model, PAPER_MEAN_RGB, get_profile("paper"), Path("net.pt"), "net", "256", None)
+
+
+def image(height: int, width: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def plain_posteriors(net: Net, images: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return F.softmax(net.model.eval()(PAPER_MEAN_RGB(images)), dim=1)
+
+
+def test_dense_at_the_crop_size_is_the_plain_forward_pass():
+    net = small_net()
+    x = image(64, 64)
+    dense = Protocol(net, "dense", flip=False).dense(x)
+    torch.testing.assert_close(dense, plain_posteriors(net, x[None])[0], rtol=1e-5, atol=1e-6)
+
+
+def test_flip_averages_the_posteriors_of_the_image_and_its_mirror():
+    net = small_net()
+    x = image(96, 128)
+    protocol = Protocol(net, "dense", flip=False)
+    expected = (protocol.dense(x) + protocol.dense(x.flip(-1))) / 2
+    torch.testing.assert_close(Protocol(net, "dense", flip=True).dense(x), expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(protocol.dense(x), protocol.dense(x.flip(-1)))
+
+
+def test_dense_softmax_before_or_after_the_spatial_average():
+    net = small_net()
+    x = image(128, 160)
+    with torch.no_grad():
+        maps = net.model.eval().score_map(PAPER_MEAN_RGB(x[None]))
+    after = F.softmax(maps.mean(dim=(2, 3)), dim=1)[0]
+    before = F.softmax(maps, dim=1).mean(dim=(2, 3))[0]
+    torch.testing.assert_close(Protocol(net, "dense", flip=False).dense(x), after, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(Protocol(net, "dense", flip=False, dense_softmax="before-average").dense(x), before, rtol=1e-5, atol=1e-6)
+    assert maps.shape[-2:] == (3, 4) and not torch.allclose(after, before)
+
+
+def test_crop_grid_has_25_distinct_positions_with_corners_and_centre():
+    assert grid_positions(256, 224) == [0, 8, 16, 24, 32]
+    x = image(256, 320)
+    crops = grid_crops(x, 224)
+    assert crops.shape == (25, 3, 224, 224)
+    rows, columns = grid_positions(256, 224), grid_positions(320, 224)
+    positions = {(top, left) for top in rows for left in columns}
+    assert len(positions) == 25
+    corners_and_centre = [(0, 0), (0, 96), (32, 0), (32, 96), (16, 48)]
+    for top, left in corners_and_centre:
+        assert (top, left) in positions
+        assert any(torch.equal(crop, x[:, top : top + 224, left : left + 224]) for crop in crops)
+
+
+class CountingModel(torch.nn.Module):
+    """Wraps a VGG and records the batch sizes of plain forward passes."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.batches = model, []
+        self.spec = model.spec
+
+    def forward(self, x):
+        self.batches.append(x.shape[0])
+        return self.model(x)
+
+    def score_map(self, x):
+        return self.model.score_map(x)
+
+
+def test_multi_crop_is_50_crops_per_scale_in_one_batch_each():
+    net = small_net()
+    counting = CountingModel(net.model)
+    net.model = counting
+    protocol = Protocol(net, "multi-crop")
+    posteriors = protocol.posteriors([image(64, 80), image(80, 100), image(96, 120)])
+    assert counting.batches == [50, 50, 50]  # 150 crops over three scales, one forward per scale
+    assert posteriors.shape == (6,) and abs(float(posteriors.sum()) - 1) < 1e-5
+
+
+def test_multi_crop_posteriors_are_the_mean_over_crops_and_mirrors():
+    net = small_net()
+    x = image(72, 90)
+    crops = grid_crops(x, 64)
+    expected = plain_posteriors(net, torch.cat([crops, crops.flip(-1)])).mean(dim=0)
+    torch.testing.assert_close(Protocol(net, "multi-crop").multi_crop(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_multi_scale_and_combination_average_posteriors():
+    net = small_net()
+    scaled = [image(64, 70, 1), image(80, 90, 2)]
+    dense, crops = Protocol(net, "dense"), Protocol(net, "multi-crop")
+    dense_mean = (dense.dense(scaled[0]) + dense.dense(scaled[1])) / 2
+    crop_mean = (crops.multi_crop(scaled[0]) + crops.multi_crop(scaled[1])) / 2
+    torch.testing.assert_close(dense.posteriors(scaled), dense_mean)
+    torch.testing.assert_close(Protocol(net, "multi-crop+dense").posteriors(scaled), (dense_mean + crop_mean) / 2)
+
+
+@pytest.mark.parametrize(
+    "train_scale, single, multi",
+    [("256", 256, (224, 256, 288)), ("384", 384, (352, 384, 416)), ("256:512", 384, (256, 384, 512))],
+)
+def test_scale_sets_are_the_papers(train_scale, single, multi):
+    scale = ScaleRange.parse(train_scale)
+    assert scale.single_test_scale == single and scale.multi_test_scales == multi
+
+
+def test_topk_on_hand_made_scores_with_ties():
+    scores = torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.5, 0.0], [0.2, 0.3, 0.5], [1.0, 0.0, 0.0]])
+    labels = torch.tensor([1, 1, 0, 2])
+    # row 0 hits at top-1; row 1's tie between classes 0 and 1 goes to the lower index, so it hits
+    # only at top-2; row 2 misses both; row 3's tie between 1 and 2 ranks 1 first, so top-2 misses
+    assert topk_correct(scores, labels, ks=(1, 2)) == [1, 2]
+    assert topk_correct(scores, labels, ks=(3,)) == [4]
+
+
+def test_fusion_is_the_mean_of_members_and_mismatches_are_refused(ci_data, tmp_path):
+    val = load_split(ci_data, "val")
+    nets = [small_net(classes=4, crop=32), small_net(classes=4, crop=32)]
+    torch.manual_seed(1)
+    nets[1].model = VGG("B", num_classes=4, width=16, crop=32, init="glorot")
+    paths = []
+    results = []
+    for number, net in enumerate(nets):
+        result = evaluate(net, val, "dense", [40], workers=0)
+        path = tmp_path / f"member{number}.scores"
+        save_scores(path, result, val, {"run": f"m{number}"})
+        paths.append(path)
+        results.append(result)
+    fused, first = fuse(paths)
+    expected = (results[0].posteriors.half().float() + results[1].posteriors.half().float()) / 2
+    torch.testing.assert_close(fused, expected)
+    assert load_scores(paths[0])["image_ids"] == val.image_ids()
+    fewer = evaluate(nets[0], val.subset(10), "dense", [40], workers=0)
+    save_scores(tmp_path / "fewer.scores", fewer, val.subset(10), {})
+    with pytest.raises(ValueError, match="scores other images than"):
+        fuse([paths[0], tmp_path / "fewer.scores"])
+    with pytest.raises(ValueError, match="at least two"):
+        fuse([paths[0]])
+
+
+def test_results_rows_are_upserted_not_duplicated(tmp_path):
+    path = tmp_path / "results.csv"
+    row = {"profile": "smoke", "dataset": "d", "run": "A-256", "method": "dense", "test_scales": "256", "flip": True, "top1_err": 50}
+    upsert_rows(path, [row, {**row, "run": "B-256", "top1_err": 40}])
+    upsert_rows(path, [{**row, "top1_err": 45}])
+    rows = read_rows(path)
+    assert [(r["run"], r["top1_err"]) for r in rows] == [("A-256", "45"), ("B-256", "40")]
+
+
+@pytest.fixture(scope="module")
+def ci_checkpoint(ci_data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "A-256"
+    train(TrainConfig(config="A", train_scale="256", data=str(ci_data), profile="ci", init="glorot", epochs=1, workers=0, progress=False), run)
+    return run
+
+
+def test_evaluate_command_writes_a_row_with_provenance(ci_data, ci_checkpoint, tmp_path):
+    out = tmp_path / "results.csv"
+    command = [sys.executable, "-m", "vgg", "evaluate", "--checkpoint", str(ci_checkpoint), "--data", str(ci_data), "--method",
+               "multi-crop+dense", "--scales", "224,256,288", "--out", str(out), "--workers", "0", "--save-scores", str(tmp_path / "s.pt")]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    (row,) = read_rows(out)
+    assert row["config"] == "A" and row["train_scale"] == "256" and row["method"] == "multi-crop+dense"
+    assert row["test_scales"] == "224|256|288" and row["profile"] == "ci" and row["images"] == "24" and row["dataset_images"] == "24"
+    assert len(row["checkpoint_sha256"]) == 16 and row["git_commit"] and row["device"] == "cpu" and row["date"]
+    assert 0 <= float(row["top1_err"]) <= 100
+
+
+def test_two_gloo_processes_give_the_same_errors_and_scores(ci_data, ci_checkpoint, tmp_path):
+    common = ["-m", "vgg", "evaluate", "--checkpoint", str(ci_checkpoint), "--data", str(ci_data), "--limit", "11",
+              "--method", "multi-crop+dense", "--scales", "224,256", "--workers", "0", "--device", "cpu"]
+    single = subprocess.run([sys.executable, *common, "--save-scores", str(tmp_path / "one.pt"), "--out", str(tmp_path / "one.csv")], cwd=ROOT, capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr
+    double = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *common,
+         "--save-scores", str(tmp_path / "two.pt"), "--out", str(tmp_path / "two.csv")],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+    )
+    assert double.returncode == 0, double.stderr[-3000:]
+    one, two = load_scores(tmp_path / "one.pt"), load_scores(tmp_path / "two.pt")
+    assert one["image_ids"] == two["image_ids"] and len(one["image_ids"]) == 11
+    torch.testing.assert_close(one["posteriors"].float(), two["posteriors"].float(), atol=2e-3, rtol=0)
+    rows = read_rows(tmp_path / "one.csv"), read_rows(tmp_path / "two.csv")
+    assert [(r["top1_err"], r["top5_err"], r["images"]) for r in rows[0]] == [(r["top1_err"], r["top5_err"], r["images"]) for r in rows[1]]
+
+
+def test_bad_evaluation_input_is_a_clear_error(ci_data, ci_checkpoint):
+    from vgg.evaluate import load_net
+
+    net = load_net(checkpoint=ci_checkpoint)
+    val = load_split(ci_data, "val")
+    with pytest.raises(ValueError, match="below the training crop"):
+        evaluate(net, val, "dense", [100], workers=0)  # 100 paper px -> 14 px at ci scale
+    with pytest.raises(ValueError, match="unknown method 'ten-crop'"):
+        evaluate(net, val, "ten-crop", [256], workers=0)
+    with pytest.raises(ValueError, match="exactly one of --checkpoint"):
+        load_net()
+    with pytest.raises(ValueError, match="weights file .* does not exist"):
+        load_net(weights="/nonexistent/vgg16.pth")

@@ -1,0 +1,369 @@
+"""The paper's test protocols (Sect. 3.2, Tables 3-6): dense, multi-crop, their combination,
+multi-scale averaging, and ConvNet fusion.
+
+Every protocol first rescales the test image isotropically so that its shorter side is the
+test scale Q (given in the paper's units, mapped by the net's profile).
+
+- dense: the net applied fully convolutionally (`VGG.score_map`) to the whole image; the
+  class-score map is averaged spatially, and by default the soft-max comes after that
+  average (`dense_softmax="after-average"`; the paper leaves the order open, so
+  "before-average" soft-maxes each map cell first). With flips (the default), the
+  posteriors of the image and its mirror are averaged.
+- multi-crop: a regular 5x5 grid of crop x crop crops per scale, evenly spaced with the
+  corners included, and their mirrors: 50 crops per scale, batched through the net; their
+  soft-max posteriors are averaged.
+- multi-crop+dense: the average of the two methods' posteriors (Table 5).
+- several scales: posteriors averaged over them (Table 4).
+- fusion: the average of several nets' saved posteriors (Table 6).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from vgg import distributed
+from vgg.checkpoint import git_commit, load_checkpoint
+from vgg.datasets import ImageList, load_split
+from vgg.loaders import BadImageError, EpochSampler, default_workers, read_image
+from vgg.metrics import error_percent, topk_correct
+from vgg.models import VGG, VGGSpec
+from vgg.normalization import TORCHVISION, Normalization
+from vgg.profiles import Profile, get_profile
+from vgg.torchvision_compat import vgg_from_torchvision_state_dict
+from vgg.transforms import rescale
+
+METHODS = ("dense", "multi-crop", "multi-crop+dense")
+DENSE_SOFTMAX = ("after-average", "before-average")
+GRID = 5
+SCORES_FORMAT = 1
+
+
+@dataclass
+class Net:
+    """A trained net ready to evaluate, with where it came from."""
+
+    model: VGG
+    normalization: Normalization
+    profile: Profile
+    source: Path
+    run: str
+    train_scale: str
+    classes: tuple[str, ...] | None
+
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        with open(self.source, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()[:16]
+
+
+def load_net(checkpoint: Path | str | None = None, weights: Path | str | None = None) -> Net:
+    """A net from one of our checkpoints, or from a torchvision-format state dict (`weights`)."""
+    if (checkpoint is None) == (weights is None):
+        raise ValueError("give exactly one of --checkpoint (our runs) and --weights (a torchvision-format state dict)")
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        path = path / "checkpoint.pt" if path.is_dir() else path
+        state = load_checkpoint(path)
+        model = VGG.from_spec(VGGSpec(**state["spec"]))
+        model.load_state_dict(state["model"])
+        profile = Profile.from_dict(state["profile"])
+        return Net(model, Normalization.from_dict(state["normalization"]), profile, path, path.parent.name, state["train_scale"], tuple(state["classes"]))
+    path = Path(weights)
+    if not path.is_file():
+        raise ValueError(f"weights file {path} does not exist")
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"cannot read weights {path}: {type(error).__name__}: {error}".splitlines()[0]) from None
+    model = vgg_from_torchvision_state_dict(state_dict)
+    return Net(model, TORCHVISION, get_profile("paper"), path, path.stem, "unknown", None)
+
+
+def grid_positions(length: int, crop: int, count: int = GRID) -> list[int]:
+    """`count` evenly spaced crop offsets along a side of `length`, both ends included."""
+    if length < crop:
+        raise ValueError(f"a side of {length} px cannot hold a {crop} px crop")
+    return [round(i * (length - crop) / (count - 1)) for i in range(count)]
+
+
+def grid_crops(image: torch.Tensor, crop: int, count: int = GRID) -> torch.Tensor:
+    """The count x count grid of crop x crop crops of a (3, H, W) image: (count^2, 3, crop, crop)."""
+    rows = grid_positions(image.shape[-2], crop, count)
+    columns = grid_positions(image.shape[-1], crop, count)
+    return torch.stack([image[:, top : top + crop, left : left + crop] for top in rows for left in columns])
+
+
+class Protocol:
+    """One test protocol of one net on one device: posteriors for an image given at each scale."""
+
+    def __init__(self, net: Net, method: str, flip: bool = True, dense_softmax: str = "after-average", device: torch.device | str = "cpu"):
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        if dense_softmax not in DENSE_SOFTMAX:
+            raise ValueError(f"--dense-softmax must be one of {', '.join(DENSE_SOFTMAX)}, got {dense_softmax!r}")
+        self.net, self.method, self.flip, self.dense_softmax = net, method, flip, dense_softmax
+        self.device = torch.device(device)
+        self.model = net.model.to(self.device, memory_format=torch.channels_last).eval()
+        self.crop = net.model.spec.crop
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
+
+    def _inputs(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True)
+        if self.flip:
+            images = torch.cat([images, images.flip(-1)])
+        return self.net.normalization(images).contiguous(memory_format=torch.channels_last)
+
+    @torch.no_grad()
+    def dense(self, image: torch.Tensor) -> torch.Tensor:
+        """Dense posteriors (K,) of one (3, Q, W) uint8 image, flip-averaged."""
+        with self.autocast:
+            maps = self.model.score_map(self._inputs(image[None])).float()
+        if self.dense_softmax == "after-average":
+            posteriors = F.softmax(maps.mean(dim=(2, 3)), dim=1)
+        else:
+            posteriors = F.softmax(maps, dim=1).mean(dim=(2, 3))
+        return posteriors.mean(dim=0)
+
+    @torch.no_grad()
+    def multi_crop(self, image: torch.Tensor) -> torch.Tensor:
+        """Posteriors (K,) averaged over the 5x5 grid of crops (and their mirrors), in one batch."""
+        with self.autocast:
+            logits = self.model(self._inputs(grid_crops(image, self.crop))).float()
+        return F.softmax(logits, dim=1).mean(dim=0)
+
+    def posteriors(self, scaled_images: list[torch.Tensor]) -> torch.Tensor:
+        """The protocol's posteriors (K,) for one image given rescaled to each test scale."""
+        parts = []
+        if self.method in ("dense", "multi-crop+dense"):
+            parts.append(torch.stack([self.dense(image) for image in scaled_images]).mean(dim=0))
+        if self.method in ("multi-crop", "multi-crop+dense"):
+            parts.append(torch.stack([self.multi_crop(image) for image in scaled_images]).mean(dim=0))
+        return torch.stack(parts).mean(dim=0).cpu()
+
+
+class ScaledImages(Dataset):
+    """Each image decoded once and rescaled to every test scale (in loader workers)."""
+
+    def __init__(self, images: ImageList, scales: list[int], skip_bad_images: bool = False):
+        self.images, self.scales, self.skip_bad_images = images, scales, skip_bad_images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, key: tuple[int, int]):
+        _, index = key
+        path, label = self.images.samples[index]
+        try:
+            image = read_image(path)
+        except BadImageError:
+            if self.skip_bad_images:
+                return index, label, None
+            raise
+        return index, label, [rescale(image, scale) for scale in self.scales]
+
+
+@dataclass
+class EvalResult:
+    posteriors: torch.Tensor  # (N, K) in dataset order
+    labels: torch.Tensor
+    image_ids: list[str]
+    top1_err: float
+    top5_err: float
+    wall_s: float
+    skipped: list[str]
+
+
+def evaluate(
+    net: Net,
+    images: ImageList,
+    method: str,
+    scales: list[int],
+    flip: bool = True,
+    dense_softmax: str = "after-average",
+    workers: int | None = None,
+    device: torch.device | str | None = None,
+    skip_bad_images: bool = False,
+) -> EvalResult:
+    """Run a protocol over every image of `images` (split over the ranks when distributed).
+
+    `scales` are in the paper's units. Each image is counted exactly once whatever the
+    number of ranks; rank 0 gets the posteriors of all images in dataset order.
+    """
+    if net.classes is not None and tuple(net.classes) != images.classes:
+        raise ValueError(f"the net was trained on {len(net.classes)} other classes than the {len(images.classes)} of {images.root}")
+    if net.model.spec.num_classes != len(images.classes):
+        raise ValueError(f"the net has {net.model.spec.num_classes} classes, {images.root} has {len(images.classes)}")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if device is None:
+        device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    pixels = [net.profile.size(scale) for scale in scales]
+    if min(pixels) < net.model.spec.crop:
+        raise ValueError(f"test scale {min(scales)} ({min(pixels)} px) is below the training crop {net.model.spec.crop} px")
+    protocol = Protocol(net, method, flip, dense_softmax, device)
+    sampler = EpochSampler(len(images), shuffle=False, rank=rank, world_size=world, pad=False)
+    workers = default_workers() if workers is None else workers
+    loader = DataLoader(
+        ScaledImages(images, pixels, skip_bad_images), batch_size=None, sampler=sampler, num_workers=workers, prefetch_factor=4 if workers else None
+    )
+    started = time.perf_counter()
+    indices, posteriors, skipped = [], [], []
+    for index, _, scaled in loader:
+        if scaled is None:
+            skipped.append(str(images.samples[index][0]))
+            continue
+        indices.append(index)
+        posteriors.append(protocol.posteriors(scaled))
+    local = (indices, torch.stack(posteriors) if posteriors else torch.empty(0, len(images.classes)), skipped)
+    if world > 1:
+        gathered: list = [None] * world
+        dist.all_gather_object(gathered, local)
+    else:
+        gathered = [local]
+    all_indices = [i for part in gathered for i in part[0]]
+    all_posteriors = torch.cat([part[1] for part in gathered])
+    order = torch.tensor(all_indices).argsort()
+    kept = [all_indices[i] for i in order.tolist()]
+    result_posteriors = all_posteriors[order]
+    labels = torch.tensor([images.samples[i][1] for i in kept])
+    top1, top5 = topk_correct(result_posteriors, labels)
+    ids = images.image_ids()
+    return EvalResult(
+        posteriors=result_posteriors,
+        labels=labels,
+        image_ids=[ids[i] for i in kept],
+        top1_err=error_percent(top1, len(kept)),
+        top5_err=error_percent(top5, len(kept)),
+        wall_s=time.perf_counter() - started,
+        skipped=[path for part in gathered for path in part[2]],
+    )
+
+
+def save_scores(path: Path | str, result: EvalResult, images: ImageList, provenance: dict) -> None:
+    """Per-image posteriors (float16) with the dataset, classes, image ids and labels, for fusion."""
+    from vgg.checkpoint import save_checkpoint
+
+    state = {
+        "format": SCORES_FORMAT,
+        "dataset": str(images.root),
+        "classes": list(images.classes),
+        "image_ids": result.image_ids,
+        "labels": result.labels,
+        "posteriors": result.posteriors.to(torch.float16),
+        "provenance": {key: str(value) for key, value in provenance.items()},
+    }
+    save_checkpoint(state, Path(path))
+
+
+def load_scores(path: Path | str) -> dict:
+    """A score file written by `save_scores`."""
+    state = load_checkpoint(Path(path))
+    if state.get("format") != SCORES_FORMAT or "posteriors" not in state:
+        raise ValueError(f"{path} is not a score file (python -m vgg evaluate --save-scores writes them)")
+    return state
+
+
+def fuse(paths: list[Path | str]) -> tuple[torch.Tensor, dict]:
+    """Average the posteriors of several score files over the same images: (posteriors, first file)."""
+    if len(paths) < 2:
+        raise ValueError("fusion needs at least two score files")
+    members = [load_scores(path) for path in paths]
+    first = members[0]
+    for path, member in zip(paths[1:], members[1:]):
+        if member["classes"] != first["classes"]:
+            raise ValueError(f"{path} scores other classes than {paths[0]}")
+        if member["image_ids"] != first["image_ids"] or not torch.equal(member["labels"], first["labels"]):
+            raise ValueError(
+                f"{path} scores other images than {paths[0]} ({len(member['image_ids'])} vs {len(first['image_ids'])}, "
+                f"datasets {member['dataset']} and {first['dataset']}): evaluate every member on the same images"
+            )
+    posteriors = torch.stack([member["posteriors"].float() for member in members]).mean(dim=0)
+    return posteriors, first
+
+
+def provenance_row(net: Net, images: ImageList, method: str, scales: list[int], flip: bool, dense_softmax: str, result: EvalResult, dataset_size: int, device) -> dict:
+    """A results row: the errors and everything needed to know what produced them."""
+    return {
+        "profile": net.profile.name,
+        "dataset": str(images.root.parent),
+        "dataset_images": dataset_size,
+        "run": net.run,
+        "config": net.model.config,
+        "train_scale": net.train_scale,
+        "method": method,
+        "test_scales": "|".join(str(scale) for scale in scales),
+        "flip": flip,
+        "dense_softmax": dense_softmax if method != "multi-crop" else "",
+        "top1_err": round(result.top1_err, 3),
+        "top5_err": round(result.top5_err, 3),
+        "images": len(result.labels),
+        "wall_s": round(result.wall_s, 2),
+        "checkpoint": str(net.source),
+        "checkpoint_sha256": net.sha256(),
+        "normalization": net.normalization.name,
+        "git_commit": git_commit(),
+        "device": str(device),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def run_evaluation(
+    checkpoint: str | None,
+    weights: str | None,
+    data: str | None,
+    method: str,
+    scales: list[int] | None,
+    flip: bool,
+    dense_softmax: str,
+    limit: int | None,
+    save_scores_to: str | None,
+    out: str | None,
+    workers: int | None,
+    device: str,
+    skip_bad_images: bool,
+) -> dict | None:
+    """The `evaluate` command: returns the results row (on rank 0)."""
+    from vgg.results import upsert_rows
+    from vgg.transforms import ScaleRange
+
+    context = distributed.setup(device)
+    try:
+        net = load_net(checkpoint, weights)
+        data = data or net.profile.data
+        if not data:
+            raise ValueError("pass --data DIR (the net's profile has no default dataset)")
+        if scales is None:
+            if net.train_scale == "unknown":
+                raise ValueError("pass --scales (torchvision weights carry no training scale)")
+            scales = [ScaleRange.parse(net.train_scale).single_test_scale]
+        val = load_split(data, "val")
+        images = val.subset(limit)
+        result = evaluate(net, images, method, scales, flip, dense_softmax, workers, context.device, skip_bad_images)
+        if not context.is_main:
+            return None
+        row = provenance_row(net, images, method, scales, flip, dense_softmax, result, len(val), context.device)
+        print(
+            f"VGG-{row['config']} (S={row['train_scale']}, {row['profile']} profile) {method} at Q={row['test_scales']}"
+            f"{' with flips' if flip else ''}: top-1 error {row['top1_err']:.2f}%, top-5 error {row['top5_err']:.2f}% "
+            f"on {row['images']} images ({row['wall_s']:.1f} s)"
+        )
+        if result.skipped:
+            print(f"skipped {len(result.skipped)} unreadable image(s): {', '.join(result.skipped)}")
+        if save_scores_to:
+            save_scores(save_scores_to, result, images, row)
+        if out:
+            upsert_rows(Path(out), [row])
+        return row
+    finally:
+        distributed.teardown()
