@@ -8,13 +8,23 @@ STAMP := $(VENV)/.requirements.stamp
 REPORTS := reports
 
 .DEFAULT_GOAL := help
-DATA ?= data/synthetic
-.PHONY: help venv test bench data table1 table2 table3 params clean-venv
+PROFILE ?= smoke
+DATA ?=
+GPUS ?= 0
+LAUNCH ?= local
+RUNS ?= runs
+SLURM_ARGS ?=
+RESULT_TABLES := table3 table4 table5 table6 table7 ablations
+RUN_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA)) --runs $(RUNS) --gpus $(GPUS) --launch $(LAUNCH) --slurm-args='$(SLURM_ARGS)' 
+REPORT_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA))
+.PHONY: help venv test bench data table1 table2 params clean-venv report all-ablations $(RESULT_TABLES)
 
 help: ## list the targets
 	@echo "vgg-repro make targets:"
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## (.*)/  make \1\t\2/' | expand -t 24
-	@echo "variables: PYTHON (the interpreter that creates .venv, default python3)"
+	@echo "variables: PROFILE=smoke|paper|ci (default smoke)  DATA=dataset folder (default: the profile's; smoke: data/synthetic)"
+	@echo "           GPUS=N (torchrun)  LAUNCH=local|slurm  SLURM_ARGS='--partition=...'  RUNS=runs folder (default runs)"
+	@echo "           PYTHON (the interpreter that creates .venv, default python3)"
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
@@ -43,9 +53,23 @@ table2: $(STAMP) ## write reports/table2.md (parameters and MACs per configurati
 params: $(STAMP) ## print the Table 2 figures
 	$(PY) -m vgg params
 
-table3: ## (coming) train and evaluate Table 3 on the embedded synthetic dataset
-	@echo "make table3: the experiment runner is not built yet; available now: make table1 table2 params test" >&2
-	@exit 2
+$(RESULT_TABLES): %: $(STAMP)
+	$(PY) -m vgg run $* $(RUN_ARGS)
+	@if [ "$(LAUNCH)" = local ]; then $(PY) -m vgg report $* $(REPORT_ARGS); fi
+
+table3: ## Table 3: single-scale dense evaluation of A-E (PROFILE=smoke on the synthetic set by default)
+table4: ## Table 4: multi-scale dense evaluation
+table5: ## Table 5: dense vs multi-crop vs both (D, E at S in [256, 512])
+table6: ## Table 6: ConvNet fusion
+table7: ## Table 7: comparison with the state of the art, with our best results
+ablations: ## ablations: LRN, depth, 1x1 vs 3x3, B vs B-5x5, init, training and test scale
+
+all-ablations: $(STAMP) ## every table and ablation, then every report
+	$(PY) -m vgg run $(RESULT_TABLES) $(RUN_ARGS)
+	@if [ "$(LAUNCH)" = local ]; then $(PY) -m vgg report table1 table2 $(RESULT_TABLES) $(REPORT_ARGS); fi
+
+report: $(STAMP) ## re-render every report from results/ (PROFILE's rows)
+	$(PY) -m vgg report table1 table2 $(RESULT_TABLES) $(REPORT_ARGS)
 
 clean-venv: ## remove .venv
 	rm -rf $(VENV)

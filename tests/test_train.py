@@ -155,9 +155,9 @@ def test_init_chains_load_the_right_parents(ci_data, tmp_path):
     a_weights = weights(tmp_path / "A-256")
     # B at S=256 from A: first four convs and the three FC layers, paper lr 1e-2
     trainer = Trainer(config(ci_data, config="B", init=f"from:{tmp_path / 'A-256'}"), tmp_path / "B-256")
-    model, lr = trainer._build_model(tuple(f"n9{i:07d}" for i in range(4)), None)
+    model, lr, epochs = trainer._build_model(tuple(f"n9{i:07d}" for i in range(4)), None)
     state = model.state_dict()
-    assert lr == 1e-2
+    assert lr == 1e-2 and epochs == 2
     # B's convs: block 1 at features.0/2, block 2 at 5/7, block 3 at 10/12; A's first four at 0, 3, 6, 8
     for ours, theirs in [("features.0", "features.0"), ("features.5", "features.3"), ("features.10", "features.6"), ("features.12", "features.8"), ("classifier.0", "classifier.0"), ("classifier.6", "classifier.6")]:
         assert torch.equal(state[f"{ours}.weight"], a_weights[f"{theirs}.weight"]), ours
@@ -167,8 +167,8 @@ def test_init_chains_load_the_right_parents(ci_data, tmp_path):
         assert weight.std().item() == pytest.approx((2 / (fan_in + fan_out)) ** 0.5, rel=0.3), fresh
     # A at S=384 from A at S=256: every layer, fine-tuning lr 1e-3
     trainer = Trainer(config(ci_data, train_scale="384", init=f"from:{tmp_path / 'A-256'}"), tmp_path / "A-384")
-    model, lr = trainer._build_model(tuple(f"n9{i:07d}" for i in range(4)), None)
-    assert lr == 1e-3
+    model, lr, epochs = trainer._build_model(tuple(f"n9{i:07d}" for i in range(4)), None)
+    assert lr == 1e-3 and epochs == 2  # TrainConfig.epochs=2 given; the ci profile's fine-tuning default is 1
     assert_same_weights(model.state_dict(), a_weights)
 
 

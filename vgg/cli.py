@@ -43,7 +43,7 @@ def cmd_describe(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     for name in args.names:
-        print(f"wrote {write_report(name, args.out_dir)}")
+        print(f"wrote {write_report(name, args.out_dir, args.profile, args.results, args.data)}")
 
 
 def cmd_data_synth(args: argparse.Namespace) -> None:
@@ -79,6 +79,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         normalization=args.normalization,
         batch_norm=args.batch_norm,
         dropout=args.dropout,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        plateau_patience=args.plateau_patience,
         val_images=args.val_images,
         workers=args.workers,
         device=args.device,
@@ -110,34 +113,24 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_fuse(args: argparse.Namespace) -> None:
-    from datetime import datetime, timezone
-
-    from vgg.evaluate import fuse, load_scores
-    from vgg.metrics import error_percent, topk_correct
+    from vgg.evaluate import fusion_row
     from vgg.results import upsert_rows
 
-    posteriors, first = fuse(args.scores)
-    top1, top5 = topk_correct(posteriors, first["labels"])
-    members = [load_scores(path)["provenance"] for path in args.scores]
-    row = {
-        "profile": first["provenance"].get("profile", ""),
-        "dataset": first["provenance"].get("dataset", first["dataset"]),
-        "dataset_images": first["provenance"].get("dataset_images", ""),
-        "run": "fusion:" + "+".join(m.get("run", "?") for m in members),
-        "config": "+".join(m.get("config", "?") for m in members),
-        "train_scale": "+".join(m.get("train_scale", "?") for m in members),
-        "method": "fusion of " + "/".join(dict.fromkeys(m.get("method", "?") for m in members)),
-        "test_scales": "+".join(m.get("test_scales", "?") for m in members),
-        "flip": "+".join(dict.fromkeys(m.get("flip", "?") for m in members)),
-        "top1_err": round(error_percent(top1, len(first["labels"])), 3),
-        "top5_err": round(error_percent(top5, len(first["labels"])), 3),
-        "images": len(first["labels"]),
-        "checkpoint": " ".join(str(p) for p in args.scores),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
+    row = fusion_row(args.scores)
     print(f"fusion of {len(args.scores)} nets ({row['config']}): top-1 error {row['top1_err']:.2f}%, top-5 error {row['top5_err']:.2f}% on {row['images']} images")
     if args.out:
         upsert_rows(args.out, [row])
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from vgg.experiments import ExperimentRunner, load_experiment
+
+    runner = ExperimentRunner(
+        profile=args.profile, data=args.data, runs_root=args.runs, results_dir=args.results, gpus=args.gpus,
+        launch=args.launch, workers=args.workers, device=args.device, slurm_args=args.slurm_args, progress=not args.no_progress,
+    )
+    for name in args.experiments:
+        runner.run(load_experiment(name, runner.catalog))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="write markdown reports under reports/")
     report.add_argument("names", nargs="+", choices=REPORTS, metavar="NAME", help=f"one or more of {', '.join(REPORTS)}")
     report.add_argument("--out-dir", type=Path, default=Path("reports"), help="where to write (default reports/)")
+    report.add_argument("--profile", default="smoke", help="whose results to report (tables 3-7, ablations; default smoke)")
+    report.add_argument("--results", type=Path, default=Path("results"), help="results folder (default results/)")
+    report.add_argument("--data", help="the dataset, when the results hold several for the profile")
     report.set_defaults(handler=cmd_report)
 
     train = commands.add_parser("train", help="train one net with the paper's recipe (resumes; skips if finished)")
@@ -173,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--normalization", default="mean-rgb", help="mean-rgb (the paper's) | torchvision")
     train.add_argument("--batch-norm", action="store_true", help="BatchNorm after every conv (not in the paper)")
     train.add_argument("--dropout", type=float, default=0.5)
+    train.add_argument("--momentum", type=float, default=0.9)
+    train.add_argument("--weight-decay", type=float, default=5e-4)
+    train.add_argument("--plateau-patience", type=int, help="epochs without a val gain before the lr drops (default: the profile's)")
     train.add_argument("--val-images", type=int, help="per-epoch validation subset size (default: the profile's; 0 = all)")
     train.add_argument("--workers", type=int, help="loader processes per rank (default: from the CPU count)")
     train.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -188,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--checkpoint", help="RUN_DIR or RUN_DIR/checkpoint.pt of our training")
     source.add_argument("--weights", help="a torchvision-format VGG state dict (e.g. vgg16-397923af.pth)")
     evaluate.add_argument("--data", help="dataset folder (default: the net's profile's)")
-    evaluate.add_argument("--method", default="dense", choices=("dense", "multi-crop", "multi-crop+dense"))
+    evaluate.add_argument("--method", default="dense", choices=("dense", "multi-crop", "multi-crop+dense", "centre-crop"))
     evaluate.add_argument("--scales", type=_scales, help="test scales Q in paper units, e.g. 256,384,512 (default: the paper's single scale for the net)")
     evaluate.add_argument("--no-flip", action="store_true", help="do not average with the mirrored image")
     evaluate.add_argument("--dense-softmax", default="after-average", choices=("after-average", "before-average"),
@@ -205,6 +204,20 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("scores", nargs="+", help="score files written by evaluate --save-scores")
     fuse.add_argument("--out", type=Path, help="upsert the results row into this CSV")
     fuse.set_defaults(handler=cmd_fuse)
+
+    run = commands.add_parser("run", help="run experiments (tables): train what is missing, evaluate, write results/<table>.csv")
+    run.add_argument("experiments", nargs="+", help="table3 ... table7, ablations, or paths to experiment files")
+    run.add_argument("--profile", default="smoke", help="paper | smoke | ci (default smoke)")
+    run.add_argument("--data", help="dataset folder (default: the profile's; smoke: data/synthetic, generated when absent)")
+    run.add_argument("--runs", type=Path, default=Path("runs"), help="runs folder (default runs/)")
+    run.add_argument("--results", type=Path, default=Path("results"), help="results folder (default results/)")
+    run.add_argument("--gpus", type=int, default=0, help="train and evaluate under torchrun with this many processes")
+    run.add_argument("--launch", default="local", choices=("local", "slurm"), help="slurm: submit each run as an sbatch job")
+    run.add_argument("--slurm-args", default="", help="extra #SBATCH options, e.g. '--partition=gpu --time=72:00:00'")
+    run.add_argument("--workers", type=int, help="loader processes (default: from the CPU count)")
+    run.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(handler=cmd_run)
 
     data = commands.add_parser("data", help="datasets: generate the synthetic set, inspect a data folder")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")

@@ -9,6 +9,7 @@ and MASTER_PORT defaults to 29500.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -40,7 +41,8 @@ def _environment() -> tuple[int, int, int, int] | None:
         local_world = int(env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"]))
         return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)), local_world
     if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
-        tasks_per_node = int(env.get("SLURM_NTASKS_PER_NODE", env.get("SLURM_TASKS_PER_NODE", "1")).split("(")[0])
+        # SLURM_TASKS_PER_NODE looks like "4(x2)" or "2,1": the first count is this layout's per-node size
+        tasks_per_node = int(re.split(r"[(,]", env.get("SLURM_NTASKS_PER_NODE", env.get("SLURM_TASKS_PER_NODE", "1")))[0])
         return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)), tasks_per_node
     return None
 
@@ -63,7 +65,8 @@ def setup(device: str = "auto") -> DistributedContext:
         os.environ.setdefault("MASTER_PORT", DEFAULT_MASTER_PORT)
         os.environ.setdefault("RANK", str(rank))
         os.environ.setdefault("WORLD_SIZE", str(world_size))
-        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world_size)
+        # gloo carries the small CPU tensors (step flags, counts), NCCL the CUDA ones (gradients)
+        dist.init_process_group("cpu:gloo,cuda:nccl" if use_cuda else "gloo", rank=rank, world_size=world_size)
     return DistributedContext(rank, world_size, local_rank, local_world, target)
 
 

@@ -13,6 +13,7 @@ test scale Q (given in the paper's units, mapped by the net's profile).
   corners included, and their mirrors: 50 crops per scale, batched through the net; their
   soft-max posteriors are averaged.
 - multi-crop+dense: the average of the two methods' posteriors (Table 5).
+- centre-crop: the central crop x crop crop only (the Sect. 4.1 B vs B-5x5 comparison).
 - several scales: posteriors averaged over them (Table 4).
 - fusion: the average of several nets' saved posteriors (Table 6).
 """
@@ -20,6 +21,7 @@ test scale Q (given in the paper's units, mapped by the net's profile).
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -42,7 +44,7 @@ from vgg.profiles import Profile, get_profile
 from vgg.torchvision_compat import vgg_from_torchvision_state_dict
 from vgg.transforms import rescale
 
-METHODS = ("dense", "multi-crop", "multi-crop+dense")
+METHODS = ("dense", "multi-crop", "multi-crop+dense", "centre-crop")
 DENSE_SOFTMAX = ("after-average", "before-average")
 GRID = 5
 SCORES_FORMAT = 1
@@ -143,6 +145,14 @@ class Protocol:
             logits = self.model(self._inputs(grid_crops(image, self.crop))).float()
         return F.softmax(logits, dim=1).mean(dim=0)
 
+    @torch.no_grad()
+    def centre_crop(self, image: torch.Tensor) -> torch.Tensor:
+        """Posteriors (K,) of the central crop x crop crop (and its mirror, with flips)."""
+        top, left = (image.shape[-2] - self.crop) // 2, (image.shape[-1] - self.crop) // 2
+        with self.autocast:
+            logits = self.model(self._inputs(image[None, :, top : top + self.crop, left : left + self.crop])).float()
+        return F.softmax(logits, dim=1).mean(dim=0)
+
     def posteriors(self, scaled_images: list[torch.Tensor]) -> torch.Tensor:
         """The protocol's posteriors (K,) for one image given rescaled to each test scale."""
         parts = []
@@ -150,6 +160,8 @@ class Protocol:
             parts.append(torch.stack([self.dense(image) for image in scaled_images]).mean(dim=0))
         if self.method in ("multi-crop", "multi-crop+dense"):
             parts.append(torch.stack([self.multi_crop(image) for image in scaled_images]).mean(dim=0))
+        if self.method == "centre-crop":
+            parts.append(torch.stack([self.centre_crop(image) for image in scaled_images]).mean(dim=0))
         return torch.stack(parts).mean(dim=0).cpu()
 
 
@@ -213,7 +225,7 @@ def evaluate(
         raise ValueError(f"test scale {min(scales)} ({min(pixels)} px) is below the training crop {net.model.spec.crop} px")
     protocol = Protocol(net, method, flip, dense_softmax, device)
     sampler = EpochSampler(len(images), shuffle=False, rank=rank, world_size=world, pad=False)
-    workers = default_workers() if workers is None else workers
+    workers = default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", world))) if workers is None else workers
     loader = DataLoader(
         ScaledImages(images, pixels, skip_bad_images), batch_size=None, sampler=sampler, num_workers=workers, prefetch_factor=4 if workers else None
     )
@@ -292,11 +304,45 @@ def fuse(paths: list[Path | str]) -> tuple[torch.Tensor, dict]:
     return posteriors, first
 
 
-def provenance_row(net: Net, images: ImageList, method: str, scales: list[int], flip: bool, dense_softmax: str, result: EvalResult, dataset_size: int, device) -> dict:
+def fusion_row(paths: list[Path | str]) -> dict:
+    """The results row of a fusion of saved score files."""
+    posteriors, first = fuse(paths)
+    top1, top5 = topk_correct(posteriors, first["labels"])
+    members = [load_scores(path)["provenance"] for path in paths]
+
+    def joined(name: str, unique: bool = False) -> str:
+        values = [m.get(name, "?") for m in members]
+        return "+".join(dict.fromkeys(values) if unique else values)
+
+    return {
+        "profile": joined("profile", unique=True),
+        "dataset": joined("dataset", unique=True),
+        "dataset_images": joined("dataset_images", unique=True),
+        "run": joined("run"),
+        "config": joined("config"),
+        "train_scale": joined("train_scale"),
+        "method": joined("method", unique=True),
+        "test_scales": joined("test_scales", unique=True),
+        "flip": joined("flip", unique=True),
+        "dense_softmax": joined("dense_softmax", unique=True),
+        "top1_err": round(error_percent(top1, len(first["labels"])), 3),
+        "top5_err": round(error_percent(top5, len(first["labels"])), 3),
+        "images": len(first["labels"]),
+        "checkpoint": " ".join(m.get("checkpoint", "?") for m in members),
+        "checkpoint_sha256": joined("checkpoint_sha256"),
+        "git_commit": git_commit(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "fusion": "yes",
+    }
+
+
+def provenance_row(
+    net: Net, dataset: str, method: str, scales: list[int], flip: bool, dense_softmax: str, result: EvalResult, dataset_size: int, device
+) -> dict:
     """A results row: the errors and everything needed to know what produced them."""
     return {
         "profile": net.profile.name,
-        "dataset": str(images.root.parent),
+        "dataset": str(dataset),
         "dataset_images": dataset_size,
         "run": net.run,
         "config": net.model.config,
@@ -304,7 +350,7 @@ def provenance_row(net: Net, images: ImageList, method: str, scales: list[int], 
         "method": method,
         "test_scales": "|".join(str(scale) for scale in scales),
         "flip": flip,
-        "dense_softmax": dense_softmax if method != "multi-crop" else "",
+        "dense_softmax": dense_softmax if "dense" in method else "",
         "top1_err": round(result.top1_err, 3),
         "top5_err": round(result.top5_err, 3),
         "images": len(result.labels),
@@ -352,7 +398,7 @@ def run_evaluation(
         result = evaluate(net, images, method, scales, flip, dense_softmax, workers, context.device, skip_bad_images)
         if not context.is_main:
             return None
-        row = provenance_row(net, images, method, scales, flip, dense_softmax, result, len(val), context.device)
+        row = provenance_row(net, data, method, scales, flip, dense_softmax, result, len(val), context.device)
         print(
             f"VGG-{row['config']} (S={row['train_scale']}, {row['profile']} profile) {method} at Q={row['test_scales']}"
             f"{' with flips' if flip else ''}: top-1 error {row['top1_err']:.2f}%, top-5 error {row['top5_err']:.2f}% "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, field
 from dataclasses import fields as dataclass_fields
 from fractions import Fraction
 from pathlib import Path
@@ -31,10 +31,12 @@ class Profile:
     width: int
     batch_size: int
     max_epochs: int
+    finetune_max_epochs: int
     plateau_patience: int
     val_images: int
     random_init: str
     data: str
+    synthetic: dict = field(default_factory=dict)  # SynthSpec fields: generate `data` when absent
 
     def __post_init__(self) -> None:
         crop = self.size(PAPER_CROP)
@@ -64,7 +66,8 @@ class Profile:
     def from_dict(cls, fields: dict) -> Profile:
         """A profile as stored in a checkpoint; fields it lacks (older checkpoints) come from the file."""
         known = {f.name for f in dataclass_fields(cls)}
-        missing = known - fields.keys()
+        required = {f.name for f in dataclass_fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        missing = required - fields.keys()
         if missing:
             fields = {**get_profile(fields["name"]).to_dict(), **fields}
         return cls(**{**{k: v for k, v in fields.items() if k in known}, "image_scale": Fraction(str(fields["image_scale"]))})

@@ -1,5 +1,6 @@
 """Markdown reports. Table 1 and Table 2 are generated from the configuration data and the
-built networks; they depend on no run, so their text is deterministic."""
+built networks; they depend on no run, so their text is deterministic. Tables 3-7 and the
+ablations are rendered from results CSVs by `vgg.results_report`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from vgg.configs import FC_WIDTH, TABLE1_CONFIGS, get_config, weight_layers
 from vgg.models import VGGSpec
 
 PAPER_DIR = Path(__file__).parent / "paper"
-REPORTS = ("table1", "table2")
+ARCHITECTURE_REPORTS = ("table1", "table2")
+RESULTS_REPORTS = ("table3", "table4", "table5", "table6", "table7", "ablations")
+REPORTS = (*ARCHITECTURE_REPORTS, *RESULTS_REPORTS)
 
 
 def render_table1(num_classes: int = 1000, crop: int = 224) -> str:
@@ -109,8 +112,14 @@ def render(name: str) -> str:
     return renderers[name]()
 
 
-def write_report(name: str, out_dir: Path = Path("reports")) -> Path:
-    """Render report `name` into `out_dir/<name>.md` and return the path."""
+def write_report(
+    name: str, out_dir: Path = Path("reports"), profile: str = "smoke", results_dir: Path = Path("results"), dataset: str | None = None
+) -> Path:
+    """Render report `name` into `out_dir/<name>.md` and return the path (results reports: for one profile)."""
+    if name in RESULTS_REPORTS:
+        from vgg.results_report import write_results_report
+
+        return write_results_report(name, profile, Path(results_dir), Path(out_dir), dataset)
     text = render(name)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.md"

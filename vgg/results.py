@@ -4,6 +4,7 @@ or loses a row, written atomically."""
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 from pathlib import Path
 
@@ -46,8 +47,18 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 def upsert_rows(path: Path, rows: list[dict], key: tuple[str, ...] = RESULT_KEY) -> None:
-    """Insert `rows` into the CSV at `path`, replacing rows with the same key; other rows stay in order."""
+    """Insert `rows` into the CSV at `path`, replacing rows with the same key; other rows stay in order.
+
+    Writers of the same file (runners of different profiles) take turns under a lock file.
+    """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _upsert_locked(path, rows, key)
+
+
+def _upsert_locked(path: Path, rows: list[dict], key: tuple[str, ...]) -> None:
     existing = read_rows(path)
     fields = list(dict.fromkeys([*RESULT_FIELDS, *(f for row in existing for f in row), *(f for row in rows for f in row)]))
     position = {tuple(str(row.get(k, "")) for k in key): i for i, row in enumerate(existing)}

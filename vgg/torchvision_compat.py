@@ -76,10 +76,11 @@ def load_torchvision_state_dict(model: VGG, state_dict: Mapping[str, torch.Tenso
     state = clean_state_dict(state_dict)
     spec = infer_spec(state)
     if (spec.config, spec.batch_norm) != (model.config, model.spec.batch_norm):
-        raise ValueError(
-            f"the state dict is torchvision's {torchvision_name(spec)} (configuration {spec.config}), "
-            f"but the model is {torchvision_name(model.spec)} (configuration {model.config})"
-        )
+        def describe(s: VGGSpec) -> str:
+            name = TORCHVISION_NAMES.get(s.config)
+            return f"{name}{'_bn' if s.batch_norm else ''} (configuration {s.config})" if name else f"configuration {s.config}"
+
+        raise ValueError(f"the state dict is {describe(spec)}, but the model is {describe(model.spec)}")
     model.load_state_dict(state, strict=True)
 
 

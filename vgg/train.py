@@ -37,7 +37,7 @@ from vgg import distributed
 from vgg.checkpoint import CHECKPOINT_NAME, git_commit, load_checkpoint, read_done, save_checkpoint, write_done
 from vgg.datasets import ImageList, load_split
 from vgg.initialization import init_from_a
-from vgg.loaders import EpochSampler, ImageDataset, iterate_epoch, make_loader
+from vgg.loaders import EpochSampler, ImageDataset, default_workers, iterate_epoch, make_loader
 from vgg.metrics import append_metrics, error_percent, plot_curves, topk_correct, truncate_metrics
 from vgg.models import VGG, VGGSpec
 from vgg.normalization import Normalization, get_normalization
@@ -53,6 +53,7 @@ FINE_TUNE_LR = 1e-3
 """Sect. 3.1: the S=384 nets start from the S=256 ones with a learning rate of 1e-3; the paper
 gives none for the jittered fine-tuning, which uses the same."""
 CHECKPOINT_FORMAT = 1
+PLOT_EVERY_EPOCH_AFTER_S = 30.0
 A_CONFIGS = ("A", "A-LRN")
 
 
@@ -159,7 +160,7 @@ def _rng_state() -> dict:
 
 def _restore_rng(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
@@ -183,7 +184,6 @@ class Trainer:
         self.scale = _parse_scale(cfg.train_scale)
         self.pixel_scale = self.scale.scaled(self.profile.size)
         self.val_scale = self.profile.size(self.scale.single_test_scale)
-        self.epochs = cfg.epochs if cfg.epochs is not None else self.profile.max_epochs
         self.global_batch = cfg.batch_size or self.profile.batch_size
         self.normalization: Normalization = get_normalization(cfg.normalization)
         per_step = self.context.world_size * cfg.accum
@@ -203,7 +203,8 @@ class Trainer:
         self.log(val_images.describe())
         return train_images, val_images
 
-    def _build_model(self, classes: tuple[str, ...], checkpoint: dict | None) -> tuple[VGG, float]:
+    def _build_model(self, classes: tuple[str, ...], checkpoint: dict | None) -> tuple[VGG, float, int]:
+        """The network (initialised), its initial learning rate and its epoch limit."""
         spec = VGGSpec(
             self.cfg.config,
             num_classes=len(classes),
@@ -217,12 +218,20 @@ class Trainer:
         if init not in ("paper", "glorot") and not init.startswith("from:"):
             raise ValueError(f"--init must be paper, glorot or from:CHECKPOINT, got {init!r}")
         model = VGG.from_spec(spec, init=scheme, init_std=self.profile.init_std)
-        default_lr = PAPER_LR
+        fine_tune = False
         if checkpoint is None and init.startswith("from:"):
-            default_lr = self._init_from(model, Path(init[len("from:") :]), classes)
-        return model, self.cfg.lr if self.cfg.lr is not None else default_lr
+            fine_tune = self._init_from(model, Path(init[len("from:") :]), classes)
+        lr = self.cfg.lr if self.cfg.lr is not None else (FINE_TUNE_LR if fine_tune else PAPER_LR)
+        if checkpoint is not None:
+            epochs = checkpoint["max_epochs"]
+        elif self.cfg.epochs is not None:
+            epochs = self.cfg.epochs
+        else:
+            epochs = self.profile.finetune_max_epochs if fine_tune else self.profile.max_epochs
+        return model, lr, epochs
 
-    def _init_from(self, model: VGG, path: Path, classes: tuple[str, ...]) -> float:
+    def _init_from(self, model: VGG, path: Path, classes: tuple[str, ...]) -> bool:
+        """Initialise from a parent run; True when fine-tuning a net of the same configuration."""
         parent_state = load_checkpoint(path)
         parent_spec = VGGSpec(**parent_state["spec"])
         if tuple(parent_state["classes"]) != classes:
@@ -236,12 +245,12 @@ class Trainer:
                 raise ValueError(f"cannot fine-tune from {path}: its network is {parent_spec}, this run's is {model.spec}")
             model.load_state_dict(parent.state_dict())
             self.log(f"initialised every layer from {path} (fine-tuning, default lr {FINE_TUNE_LR})")
-            return FINE_TUNE_LR
+            return True
         if parent_spec.config not in A_CONFIGS:
             raise ValueError(f"--init from: takes a net of the same configuration (fine-tuning) or a net A; {path} is {parent_spec.config}")
         copied = init_from_a(model, parent, std=self.profile.init_std, scheme=self.profile.random_init)
         self.log(f"initialised {len(copied)} tensors (first four conv and three FC layers) from A at {path}; the rest {self.profile.random_init} init")
-        return PAPER_LR
+        return False
 
     def _val_batches(self, val_images: ImageList) -> ImageDataset:
         limit = self.cfg.val_images if self.cfg.val_images is not None else self.profile.val_images
@@ -265,7 +274,7 @@ class Trainer:
 
         train_images, val_images = self._data()
         torch.manual_seed(cfg.seed)  # the random init
-        model, lr = self._build_model(train_images.classes, checkpoint)
+        model, lr, self.epochs = self._build_model(train_images.classes, checkpoint)
         schedule = PlateauSchedule(lr=lr, patience=cfg.plateau_patience or self.profile.plateau_patience)
         optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         epoch, step_in_epoch, global_step, totals = 0, 0, 0, EpochTotals()
@@ -276,7 +285,8 @@ class Trainer:
             epoch, step_in_epoch, global_step = checkpoint["epoch"], checkpoint["step_in_epoch"], checkpoint["global_step"]
             totals = EpochTotals(**checkpoint["epoch_totals"])
             _restore_rng(checkpoint["rng"])
-            truncate_metrics(self.out, epoch - 1)
+            if context.is_main:
+                truncate_metrics(self.out, epoch - 1)
             self.log(f"resuming {self.out} at epoch {epoch}, step {step_in_epoch} of the epoch")
 
         device = context.device
@@ -295,7 +305,8 @@ class Trainer:
         transform = TrainTransform(self.pixel_scale, self.profile.crop)
         dataset = ImageDataset(train_images, transform, seed=cfg.seed, skip_bad_images=cfg.skip_bad_images)
         sampler = EpochSampler(len(dataset), shuffle=True, seed=cfg.seed, rank=context.rank, world_size=context.world_size)
-        loader = make_loader(dataset, sampler, self.micro_batch, cfg.workers, device)
+        workers = cfg.workers if cfg.workers is not None else default_workers(context.local_world_size)
+        loader = make_loader(dataset, sampler, self.micro_batch, workers, device)
         val_dataset = self._val_batches(val_images)
         steps_per_epoch = len(sampler) // (self.micro_batch * cfg.accum)
         if steps_per_epoch == 0:
@@ -323,6 +334,7 @@ class Trainer:
                     "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(),
                     "epoch": epoch_,
+                    "max_epochs": self.epochs,
                     "step_in_epoch": step_,
                     "global_step": global_step,
                     "epoch_totals": asdict(totals),
@@ -347,7 +359,7 @@ class Trainer:
                         batch = next(micro_batches).to(device, memory_format)
                         # dropout masks from (seed, step) alone; seeded after fetching the batch, since
                         # creating a loader iterator draws from the global generator
-                        torch.manual_seed(_step_seed(cfg.seed, global_step * cfg.accum + micro))
+                        torch.manual_seed(_step_seed(cfg.seed, (global_step * cfg.accum + micro) * context.world_size + context.rank))
                         sync = nullcontext() if (micro == cfg.accum - 1 or not context.distributed) else network.no_sync()
                         with sync:
                             with autocast:
@@ -394,31 +406,38 @@ class Trainer:
                     progress.close()
                 del micro_batches
                 row = self._end_epoch(network, model, val_dataset, schedule, epoch, global_step, totals, device, memory_format)
+                if context.is_main:  # the row first: a kill before the checkpoint leaves a row that resume truncates
+                    append_metrics(self.out, row)
+                    if row["wall_s"] > PLOT_EVERY_EPOCH_AFTER_S:  # long epochs: keep the curve current
+                        plot_curves(self.out, self._curve_title(model))
                 epoch, step_in_epoch, totals = epoch + 1, 0, EpochTotals()
                 save(epoch, 0)
                 last_save = time.monotonic()
-                if context.is_main:
-                    append_metrics(self.out, row)
-                    plot_curves(self.out, f"VGG-{model.config}, S={self.scale}, {self.profile.name} profile")
 
+        if not context.is_main:
+            return {"rank": context.rank, "epochs": epoch, "steps": global_step}
         final = self._final_metrics(schedule, epoch, global_step)
-        if context.is_main:
-            write_done(self.out, final)
+        plot_curves(self.out, self._curve_title(model))
+        write_done(self.out, final)
         self.log(f"finished: {final}")
         return final
+
+    def _curve_title(self, model: VGG) -> str:
+        return f"VGG-{model.config}, S={self.scale}, {self.profile.name} profile"
 
     def _progress(self, total: int, done: int, epoch: int):
         if not (self.context.is_main and self.cfg.progress):
             return None
         from tqdm import tqdm
 
-        return tqdm(total=total, initial=done, desc=f"epoch {epoch}", unit="step", mininterval=1.0, file=sys.stderr, leave=False)
+        return tqdm(total=total, initial=done, desc=f"epoch {epoch}", unit="step", mininterval=1.0, file=sys.stderr, leave=False, disable=None)
 
     @torch.no_grad()
     def _validate(self, model: VGG, dataset: ImageDataset, device: torch.device, memory_format) -> tuple[float, float, int]:
         model.eval()
         sampler = EpochSampler(len(dataset), shuffle=False, rank=self.context.rank, world_size=self.context.world_size, pad=False)
-        loader = make_loader(dataset, sampler, max(1, self.micro_batch * 2), workers=self.cfg.workers if self.cfg.workers is not None else 0, device=device)
+        workers = self.cfg.workers if self.cfg.workers is not None else default_workers(self.context.local_world_size)
+        loader = make_loader(dataset, sampler, max(1, self.micro_batch * 2), workers=workers, device=device)
         counts = torch.zeros(3, dtype=torch.float64)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
         for batch in iterate_epoch(loader, log=self.log):
@@ -478,10 +497,28 @@ class Trainer:
         }
 
 
+_FLAGS = {"batch_norm": "--batch-norm", "compile": "--compile", "skip_bad_images": "--skip-bad-images"}
+
+
+def train_command(cfg: TrainConfig, out: Path | str) -> list[str]:
+    """The `python -m vgg train` command line of `cfg` (for torchrun and SLURM jobs)."""
+    command = [sys.executable, "-m", "vgg", "train", "--out", str(out)]
+    for item in fields(cfg):
+        value = getattr(cfg, item.name)
+        if value == item.default or value is None:
+            continue
+        if item.name in _FLAGS:
+            command.append(_FLAGS[item.name])
+        elif item.name == "progress":
+            command.append("--no-progress")
+        else:
+            command.extend([f"--{item.name.replace('_', '-')}", str(value)])
+    return command
+
+
 def train(cfg: TrainConfig, out: Path | str) -> dict:
     """Train (or resume, or skip if finished) the run in `out`; returns its final metrics."""
-    trainer = Trainer(cfg, Path(out))
     try:
-        return trainer.run()
+        return Trainer(cfg, Path(out)).run()
     finally:
         distributed.teardown()
