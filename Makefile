@@ -17,7 +17,7 @@ SLURM_ARGS ?=
 RESULT_TABLES := table3 table4 table5 table6 table7 ablations
 RUN_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA)) --runs $(RUNS) --gpus $(GPUS) --launch $(LAUNCH) --slurm-args='$(SLURM_ARGS)' 
 REPORT_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA))
-.PHONY: help venv test bench data table1 table2 params clean-venv report all-ablations $(RESULT_TABLES)
+.PHONY: help venv test bench data table1 table2 params clean-venv report all-ablations pretrained $(RESULT_TABLES)
 
 help: ## list the targets
 	@echo "vgg-repro make targets:"
@@ -67,6 +67,13 @@ ablations: ## ablations: LRN, depth, 1x1 vs 3x3, B vs B-5x5, init, training and 
 all-ablations: $(STAMP) ## every table and ablation, then every report
 	$(PY) -m vgg run $(RESULT_TABLES) $(RUN_ARGS)
 	@if [ "$(LAUNCH)" = local ]; then $(PY) -m vgg report table1 table2 $(RESULT_TABLES) $(REPORT_ARGS); fi
+
+WEIGHTS_DIR ?=
+LIMIT ?=
+pretrained: $(STAMP) ## torchvision's VGG weights in WEIGHTS_DIR under the paper's protocols (DATA=imagenet; LIMIT=N images)
+	@test -n "$(WEIGHTS_DIR)" || { echo "make pretrained needs WEIGHTS_DIR=folder of vgg*.pth files (and DATA=...)"; exit 2; }
+	$(PY) -m vgg pretrained --weights-dir $(WEIGHTS_DIR) --data $(if $(DATA),$(DATA),data/synthetic) $(if $(LIMIT),--limit $(LIMIT))
+	$(PY) -m vgg report pretrained $(if $(DATA),--data $(DATA))
 
 report: $(STAMP) ## re-render every report from results/ (PROFILE's rows)
 	$(PY) -m vgg report table1 table2 $(RESULT_TABLES) $(REPORT_ARGS)

@@ -224,5 +224,5 @@ def test_bad_evaluation_input_is_a_clear_error(ci_data, ci_checkpoint):
         evaluate(net, val, "ten-crop", [256], workers=0)
     with pytest.raises(ValueError, match="exactly one of --checkpoint"):
         load_net()
-    with pytest.raises(ValueError, match="weights file .* does not exist"):
+    with pytest.raises(ValueError, match="weights file .* does not exist .*torchvision:vgg16"):
         load_net(weights="/nonexistent/vgg16.pth")

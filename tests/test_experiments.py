@@ -194,3 +194,26 @@ def test_ablation_findings_state_the_direction(tmp_path):
     assert "A-LRN-256 vs A-256: +1.5 top-1, +0.0 top-5 on smoke, paper +0.1 / +0.1 (same direction in top-1)" in text
     assert "B-5x5-256 vs B-256: -2.0 top-1, +0.0 top-5 on smoke, paper +7.0 top-1 (opposite direction)" in text
     assert "D-256-glorot: not run yet" in text
+
+
+def test_killed_runner_resumes_without_retraining_or_duplicates(ci_data, tmp_path):
+    import signal
+    import time
+
+    command = [sys.executable, "-m", "vgg", "run", "table3", "--profile", "ci", "--data", str(ci_data), "--runs", str(tmp_path / "runs"),
+               "--results", str(tmp_path / "results"), "--workers", "0", "--no-progress"]
+    victim = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = tmp_path / "runs" / "ci"
+    deadline = time.monotonic() + 120
+    while len(list(runs.glob("*/DONE"))) < 3 and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    finished = {p.parent.name for p in runs.glob("*/DONE")}
+    assert 3 <= len(finished) < 12, "the runner should be killed part-way"
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    retrained = {line.split("]")[0][1:] for line in result.stdout.splitlines() if "] training" in line}
+    assert retrained.isdisjoint(finished) and len(retrained | finished) == 12
+    rows = read_rows(tmp_path / "results" / "table3.csv")
+    assert len(rows) == 12 and len({row["run"] for row in rows}) == 12

@@ -133,6 +133,53 @@ def cmd_run(args: argparse.Namespace) -> None:
         runner.run(load_experiment(name, runner.catalog))
 
 
+def cmd_predict(args: argparse.Namespace) -> None:
+    from vgg.evaluate import load_net
+    from vgg.predict import predict, save_figure
+
+    net = load_net(args.checkpoint, args.weights)
+    device = "cuda" if args.device == "auto" and __import__("torch").cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+    predictions = predict(net, args.images, args.method, args.topk, args.scales, device)
+    for prediction in predictions:
+        print(prediction.line())
+    if args.save_figure:
+        print(f"wrote {save_figure(predictions, args.save_figure)}")
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from vgg.evaluate import load_net, profile_for_crop
+    from vgg.train import CHECKPOINT_SPEC, TrainConfig, train
+
+    weights = f"{CHECKPOINT_SPEC}{args.checkpoint}" if args.checkpoint else args.weights
+    source = load_net(checkpoint=args.checkpoint) if args.checkpoint else load_net(weights=args.weights)
+    profile = args.profile or profile_for_crop(source.model.spec.crop).name
+    cfg = TrainConfig(
+        config=source.model.config,
+        train_scale=args.train_scale,
+        data=str(args.data),
+        profile=profile,
+        weights=weights,
+        freeze=args.freeze,
+        head_lr_mult=args.head_lr_mult,
+        normalization=source.normalization.name,
+        batch_norm=source.model.spec.batch_norm,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        workers=args.workers,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    train(cfg, args.out)
+
+
+def cmd_pretrained(args: argparse.Namespace) -> None:
+    from vgg.pretrained import run_pretrained
+
+    run_pretrained(args.weights_dir, str(args.data), args.results / "pretrained.csv", args.limit, args.workers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vgg", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -218,6 +265,45 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto | cpu | cuda")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(handler=cmd_run)
+
+    predict = commands.add_parser("predict", help="top-k classes of images under a test protocol")
+    predict.add_argument("images", nargs="+", type=Path, help="image files (JPEG or PNG)")
+    source = predict.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", help="torchvision-format state dict, or torchvision:vgg16 (ImageNet class names)")
+    source.add_argument("--checkpoint", help="one of our runs (class names from its dataset)")
+    predict.add_argument("--method", default="dense", choices=("dense", "multi-crop", "multi-crop+dense", "centre-crop"))
+    predict.add_argument("--scales", type=_scales, help="test scales in paper units (default: the net's single scale; 256 for weights)")
+    predict.add_argument("--topk", type=int, default=5)
+    predict.add_argument("--save-figure", type=Path, help="draw each image beside a bar chart of its top-k")
+    predict.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    predict.set_defaults(handler=cmd_predict)
+
+    finetune = commands.add_parser("finetune", help="transfer a trained VGG to a folder of images (a new last layer)")
+    source = finetune.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", help="torchvision-format state dict, or torchvision:vgg16")
+    source.add_argument("--checkpoint", help="one of our runs")
+    finetune.add_argument("--data", type=Path, required=True, help="class-folder dataset: DIR/train/<class>/*, DIR/val/<class>/*")
+    finetune.add_argument("--out", type=Path, required=True, help="run folder (resumes; skips if finished)")
+    finetune.add_argument("--freeze", default="none", choices=("none", "features"), help="features: train the FC layers only")
+    finetune.add_argument("--head-lr-mult", type=float, default=10.0, help="learning-rate multiplier of the new last layer (default 10)")
+    finetune.add_argument("--train-scale", default="256:512", help="S in paper units (default 256:512, the paper's jittering)")
+    finetune.add_argument("--profile", help="default: the profile of the weights' crop (paper for torchvision's)")
+    finetune.add_argument("--epochs", type=int, help="maximum epochs (default: the profile's fine-tuning length)")
+    finetune.add_argument("--batch-size", type=int)
+    finetune.add_argument("--lr", type=float, help="initial learning rate (default 1e-3)")
+    finetune.add_argument("--seed", type=int, default=0)
+    finetune.add_argument("--workers", type=int)
+    finetune.add_argument("--device", default="auto")
+    finetune.add_argument("--no-progress", action="store_true")
+    finetune.set_defaults(handler=cmd_finetune)
+
+    pretrained = commands.add_parser("pretrained", help="evaluate every VGG weight file of a folder under the paper's protocols")
+    pretrained.add_argument("--weights-dir", type=Path, required=True, help="folder of torchvision-format VGG state dicts")
+    pretrained.add_argument("--data", type=Path, required=True, help="dataset folder (ImageNet for numbers comparable with the paper)")
+    pretrained.add_argument("--results", type=Path, default=Path("results"))
+    pretrained.add_argument("--limit", type=int, help="a fixed subset of N val images")
+    pretrained.add_argument("--workers", type=int)
+    pretrained.set_defaults(handler=cmd_pretrained)
 
     data = commands.add_parser("data", help="datasets: generate the synthetic set, inspect a data folder")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")

@@ -40,7 +40,7 @@ from vgg.loaders import BadImageError, EpochSampler, default_workers, read_image
 from vgg.metrics import error_percent, topk_correct
 from vgg.models import VGG, VGGSpec
 from vgg.normalization import TORCHVISION, Normalization
-from vgg.profiles import Profile, get_profile
+from vgg.profiles import Profile
 from vgg.torchvision_compat import vgg_from_torchvision_state_dict
 from vgg.transforms import rescale
 
@@ -61,6 +61,7 @@ class Net:
     run: str
     train_scale: str
     classes: tuple[str, ...] | None
+    data_dir: str | None = None  # the dataset a checkpoint was trained on
 
     def sha256(self) -> str:
         digest = hashlib.sha256()
@@ -71,9 +72,10 @@ class Net:
 
 
 def load_net(checkpoint: Path | str | None = None, weights: Path | str | None = None) -> Net:
-    """A net from one of our checkpoints, or from a torchvision-format state dict (`weights`)."""
+    """A net from one of our checkpoints, or from a weight spec (`vgg.weights`: a torchvision-format
+    state dict file, or torchvision:vgg16)."""
     if (checkpoint is None) == (weights is None):
-        raise ValueError("give exactly one of --checkpoint (our runs) and --weights (a torchvision-format state dict)")
+        raise ValueError("give exactly one of --checkpoint (our runs) and --weights (a torchvision-format state dict or torchvision:NAME)")
     if checkpoint is not None:
         path = Path(checkpoint)
         path = path / "checkpoint.pt" if path.is_dir() else path
@@ -81,16 +83,25 @@ def load_net(checkpoint: Path | str | None = None, weights: Path | str | None = 
         model = VGG.from_spec(VGGSpec(**state["spec"]))
         model.load_state_dict(state["model"])
         profile = Profile.from_dict(state["profile"])
-        return Net(model, Normalization.from_dict(state["normalization"]), profile, path, path.parent.name, state["train_scale"], tuple(state["classes"]))
-    path = Path(weights)
-    if not path.is_file():
-        raise ValueError(f"weights file {path} does not exist")
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"cannot read weights {path}: {type(error).__name__}: {error}".splitlines()[0]) from None
-    model = vgg_from_torchvision_state_dict(state_dict)
-    return Net(model, TORCHVISION, get_profile("paper"), path, path.stem, "unknown", None)
+        return Net(
+            model, Normalization.from_dict(state["normalization"]), profile, path, path.parent.name, state["train_scale"],
+            tuple(state["classes"]), state["run"].get("data"),
+        )
+    from vgg.weights import load_weights
+
+    loaded = load_weights(str(weights))
+    model = vgg_from_torchvision_state_dict(loaded.state_dict)
+    return Net(model, TORCHVISION, profile_for_crop(model.spec.crop), loaded.path, loaded.name, "unknown", None)
+
+
+def profile_for_crop(crop: int) -> Profile:
+    """The profile whose crop is `crop` (torchvision's weights: 224, the paper profile)."""
+    from vgg.profiles import load_profiles
+
+    for profile in load_profiles().values():
+        if profile.crop == crop:
+            return profile
+    raise ValueError(f"no profile has a {crop} px crop; add one to experiments/profiles.toml")
 
 
 def grid_positions(length: int, crop: int, count: int = GRID) -> list[int]:
@@ -344,6 +355,7 @@ def provenance_row(
         "profile": net.profile.name,
         "dataset": str(dataset),
         "dataset_images": dataset_size,
+        "classes": net.model.spec.num_classes,
         "run": net.run,
         "config": net.model.config,
         "train_scale": net.train_scale,

@@ -17,7 +17,7 @@ from vgg.models import VGGSpec
 PAPER_DIR = Path(__file__).parent / "paper"
 ARCHITECTURE_REPORTS = ("table1", "table2")
 RESULTS_REPORTS = ("table3", "table4", "table5", "table6", "table7", "ablations")
-REPORTS = (*ARCHITECTURE_REPORTS, *RESULTS_REPORTS)
+REPORTS = (*ARCHITECTURE_REPORTS, *RESULTS_REPORTS, "pretrained")
 
 
 def render_table1(num_classes: int = 1000, crop: int = 224) -> str:
@@ -120,6 +120,14 @@ def write_report(
         from vgg.results_report import write_results_report
 
         return write_results_report(name, profile, Path(results_dir), Path(out_dir), dataset)
+    if name == "pretrained":
+        from vgg.pretrained import render_pretrained
+
+        text = render_pretrained(Path(results_dir) / "pretrained.csv", dataset)
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        path = Path(out_dir) / "pretrained.md"
+        path.write_text(text)
+        return path
     text = render(name)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.md"

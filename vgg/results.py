@@ -17,6 +17,7 @@ RESULT_FIELDS = (
     "profile",
     "dataset",
     "dataset_images",
+    "classes",
     "run",
     "config",
     "train_scale",

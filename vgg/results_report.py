@@ -41,19 +41,18 @@ def _number(text: str | None) -> float | None:
         return None
 
 
-def paper_numbers(spec: EvalSpec, config: str, train_scale: str, tables: tuple[str, ...] = ("3", "4", "5")) -> Numbers:
-    """The paper's errors for a single-net evaluation, matched on config, S, Q and method."""
+def paper_numbers_for(config: str, train_scale: str, test_scales: str, method: str, tables: tuple[str, ...] = ("3", "4", "5")) -> Numbers:
+    """The paper's errors for a single net, matched on config, S (e.g. 256 or 256-512), Q ("a|b|c") and method."""
     scale = train_scale.replace(":", "-")
     for row in published_rows():
-        if (
-            row["table"] in tables
-            and row["config"] == config
-            and row["train_scale"] == scale
-            and row["test_scales"] == spec.test_scales
-            and row["eval_method"] == spec.method
-        ):
+        if row["table"] in tables and (row["config"], row["train_scale"], row["test_scales"], row["eval_method"]) == (config, scale, test_scales, method):
             return Numbers(_number(row["top1_err"]), _number(row["top5_err"]))
     return NONE
+
+
+def paper_numbers(spec: EvalSpec, config: str, train_scale: str, tables: tuple[str, ...] = ("3", "4", "5")) -> Numbers:
+    """The paper's errors for a single-net evaluation of ours."""
+    return paper_numbers_for(config, train_scale, spec.test_scales, spec.method, tables)
 
 
 def paper_row_numbers(table: int, label: str, method: str | None) -> Numbers:

@@ -57,6 +57,11 @@ PLOT_EVERY_EPOCH_AFTER_S = 30.0
 A_CONFIGS = ("A", "A-LRN")
 
 
+_LATER_FIELDS = ("weights", "freeze", "head_lr_mult")
+FREEZE_CHOICES = ("none", "features")
+CHECKPOINT_SPEC = "checkpoint:"
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite: training stops, keeping the last good checkpoint."""
 
@@ -86,6 +91,9 @@ class TrainConfig:
     batch_norm: bool = False
     val_images: int | None = None
     plateau_patience: int | None = None
+    weights: str | None = None  # fine-tuning: a weight spec (vgg.weights) or "checkpoint:RUN_DIR"
+    freeze: str = "none"  # fine-tuning: "features" trains the classifier only
+    head_lr_mult: float = 1.0  # fine-tuning: learning-rate multiplier of the new last layer
     # how it runs, not what it computes:
     workers: int | None = None
     device: str = "auto"
@@ -96,9 +104,15 @@ class TrainConfig:
     progress: bool = True
 
     def identity(self) -> dict:
-        """The fields that define what the run computes."""
+        """The fields that define what the run computes (fields added after the first runs
+        count only when set, so that earlier runs keep their hash)."""
         names = [f.name for f in fields(self)]
-        return {name: getattr(self, name) for name in names[: names.index("workers")]}
+        defaults = {f.name: f.default for f in fields(self)}
+        return {
+            name: getattr(self, name)
+            for name in names[: names.index("workers")]
+            if name not in _LATER_FIELDS or getattr(self, name) != defaults[name]
+        }
 
     def run_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
@@ -217,9 +231,18 @@ class Trainer:
         scheme = init if init in ("paper", "glorot") else self.profile.random_init
         if init not in ("paper", "glorot") and not init.startswith("from:"):
             raise ValueError(f"--init must be paper, glorot or from:CHECKPOINT, got {init!r}")
-        model = VGG.from_spec(spec, init=scheme, init_std=self.profile.init_std)
         fine_tune = False
-        if checkpoint is None and init.startswith("from:"):
+        if self.cfg.weights is not None:
+            if self.cfg.init is not None:
+                raise ValueError("fine-tuning from --weights replaces --init: give one of them")
+            source = self._weights_source()
+            spec = VGGSpec(**{**source.model.spec.to_dict(), "num_classes": len(classes), "dropout": self.cfg.dropout})
+        model = VGG.from_spec(spec, init=scheme, init_std=self.profile.init_std)
+        if self.cfg.weights is not None:
+            fine_tune = True
+            if checkpoint is None:
+                self._init_from_weights(model, source)
+        elif checkpoint is None and init.startswith("from:"):
             fine_tune = self._init_from(model, Path(init[len("from:") :]), classes)
         lr = self.cfg.lr if self.cfg.lr is not None else (FINE_TUNE_LR if fine_tune else PAPER_LR)
         if checkpoint is not None:
@@ -229,6 +252,31 @@ class Trainer:
         else:
             epochs = self.profile.finetune_max_epochs if fine_tune else self.profile.max_epochs
         return model, lr, epochs
+
+    def _weights_source(self):
+        """The net to fine-tune from, checked against this run's profile and normalisation."""
+        from vgg.evaluate import load_net
+
+        spec = self.cfg.weights
+        source = load_net(checkpoint=spec[len(CHECKPOINT_SPEC) :]) if spec.startswith(CHECKPOINT_SPEC) else load_net(weights=spec)
+        if source.model.spec.crop != self.profile.crop:
+            raise ValueError(
+                f"{spec} was trained at a {source.model.spec.crop} px crop but the {self.profile.name} profile crops "
+                f"{self.profile.crop} px; use the profile of that crop (torchvision's weights: --profile paper)"
+            )
+        if source.normalization != self.normalization:
+            raise ValueError(f"{spec} expects the {source.normalization.name} normalisation, not {self.normalization.name}")
+        if self.cfg.freeze not in FREEZE_CHOICES:
+            raise ValueError(f"--freeze must be one of {', '.join(FREEZE_CHOICES)}, got {self.cfg.freeze!r}")
+        return source
+
+    def _init_from_weights(self, model: VGG, source) -> None:
+        """Every layer from the source but the last, which is new (sized from this dataset)."""
+        head = "classifier.6."
+        state = {key: value for key, value in source.model.state_dict().items() if not key.startswith(head)}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        assert not unexpected and all(key.startswith(head) for key in missing), (missing, unexpected)
+        self.log(f"fine-tuning VGG-{model.config} from {self.cfg.weights}: every layer but a new {model.spec.num_classes}-way last layer")
 
     def _init_from(self, model: VGG, path: Path, classes: tuple[str, ...]) -> bool:
         """Initialise from a parent run; True when fine-tuning a net of the same configuration."""
@@ -276,7 +324,16 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # the random init
         model, lr, self.epochs = self._build_model(train_images.classes, checkpoint)
         schedule = PlateauSchedule(lr=lr, patience=cfg.plateau_patience or self.profile.plateau_patience)
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        if cfg.freeze == "features":
+            model.features.requires_grad_(False)
+        trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        groups = [{"params": [p for _, p in trainable], "lr_mult": 1.0}]
+        if cfg.head_lr_mult != 1.0:  # the new last layer in a group of its own
+            groups = [
+                {"params": [p for name, p in trainable if not name.startswith("classifier.6.")], "lr_mult": 1.0},
+                {"params": [p for name, p in trainable if name.startswith("classifier.6.")], "lr_mult": cfg.head_lr_mult},
+            ]
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         epoch, step_in_epoch, global_step, totals = 0, 0, 0, EpochTotals()
         if checkpoint is not None:
             model.load_state_dict(checkpoint["model"])
@@ -348,8 +405,10 @@ class Trainer:
             while epoch < self.epochs and not schedule.finished:
                 sampler.set_epoch(epoch, start=step_in_epoch * self.micro_batch * cfg.accum)
                 for group in optimizer.param_groups:
-                    group["lr"] = schedule.lr
+                    group["lr"] = schedule.lr * group["lr_mult"]
                 network.train()
+                if cfg.freeze == "features":
+                    model.features.eval()  # frozen: batch-norm statistics stay the source's too
                 started = time.perf_counter() - totals.elapsed
                 progress = self._progress(steps_per_epoch, step_in_epoch, epoch)
                 micro_batches = iter(iterate_epoch(loader, log=self.log))
