@@ -201,3 +201,19 @@ def test_nan_stops_at_once_keeping_the_last_good_checkpoint(ci_data, tmp_path):
     kept = load_checkpoint(run)
     assert all(torch.isfinite(value).all() for value in kept["model"].values() if value.is_floating_point())
     assert read_done(run) is None
+
+
+def test_checkpoints_get_the_usual_file_permissions(tmp_path):
+    import stat
+
+    from vgg.checkpoint import save_checkpoint
+
+    save_checkpoint({"x": torch.zeros(1)}, tmp_path / "c.pt")
+    mode = stat.S_IMODE((tmp_path / "c.pt").stat().st_mode)
+    assert mode == 0o666 & ~_current_umask() and mode & 0o044  # group/other can read (with a usual umask)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

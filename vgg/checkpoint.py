@@ -30,6 +30,7 @@ def atomic_write_bytes(path: Path, writer) -> None:
             writer(file)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600 files; keep the usual permissions
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -39,6 +40,12 @@ def atomic_write_bytes(path: Path, writer) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
