@@ -41,7 +41,7 @@ from vgg.loaders import EpochSampler, ImageDataset, default_workers, iterate_epo
 from vgg.metrics import append_metrics, error_percent, plot_curves, topk_correct, truncate_metrics
 from vgg.models import VGG, VGGSpec
 from vgg.normalization import Normalization, get_normalization
-from vgg.profiles import Profile, get_profile
+from vgg.profiles import PAPER_INIT_STD, Profile, get_profile
 from vgg.schedule import PlateauSchedule
 from vgg.torchvision_compat import clean_state_dict
 from vgg.transforms import CentreCropTransform, ScaleRange, TrainTransform
@@ -276,6 +276,11 @@ class Trainer:
         state = {key: value for key, value in source.model.state_dict().items() if not key.startswith(head)}
         missing, unexpected = model.load_state_dict(state, strict=False)
         assert not unexpected and all(key.startswith(head) for key in missing), (missing, unexpected)
+        # The new layer starts small (N(0, 0.01^2), as torchvision and the paper init FC layers): a
+        # Glorot-sized head on a trained net's large activations saturates the soft-max at once.
+        with torch.no_grad():
+            model.classifier[6].weight.normal_(0.0, PAPER_INIT_STD)
+            model.classifier[6].bias.zero_()
         self.log(f"fine-tuning VGG-{model.config} from {self.cfg.weights}: every layer but a new {model.spec.num_classes}-way last layer")
 
     def _init_from(self, model: VGG, path: Path, classes: tuple[str, ...]) -> bool:
