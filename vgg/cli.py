@@ -137,8 +137,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from vgg.evaluate import load_net
     from vgg.predict import predict, save_figure
 
+    import torch
+
     net = load_net(args.checkpoint, args.weights)
-    device = "cuda" if args.device == "auto" and __import__("torch").cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     predictions = predict(net, args.images, args.method, args.topk, args.scales, device)
     for prediction in predictions:
         print(prediction.line())
