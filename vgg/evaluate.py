@@ -206,6 +206,7 @@ class EvalResult:
     top5_err: float
     wall_s: float
     skipped: list[str]
+    device: str
 
 
 def evaluate(
@@ -270,6 +271,7 @@ def evaluate(
         top5_err=error_percent(top5, len(kept)),
         wall_s=time.perf_counter() - started,
         skipped=[path for part in gathered for path in part[2]],
+        device=str(protocol.device),
     )
 
 
@@ -348,7 +350,7 @@ def fusion_row(paths: list[Path | str]) -> dict:
 
 
 def provenance_row(
-    net: Net, dataset: str, method: str, scales: list[int], flip: bool, dense_softmax: str, result: EvalResult, dataset_size: int, device
+    net: Net, dataset: str, method: str, scales: list[int], flip: bool, dense_softmax: str, result: EvalResult, dataset_size: int
 ) -> dict:
     """A results row: the errors and everything needed to know what produced them."""
     return {
@@ -371,7 +373,7 @@ def provenance_row(
         "checkpoint_sha256": net.sha256(),
         "normalization": net.normalization.name,
         "git_commit": git_commit(),
-        "device": str(device),
+        "device": result.device,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
@@ -410,7 +412,7 @@ def run_evaluation(
         result = evaluate(net, images, method, scales, flip, dense_softmax, workers, context.device, skip_bad_images)
         if not context.is_main:
             return None
-        row = provenance_row(net, data, method, scales, flip, dense_softmax, result, len(val), context.device)
+        row = provenance_row(net, data, method, scales, flip, dense_softmax, result, len(val))
         print(
             f"VGG-{row['config']} (S={row['train_scale']}, {row['profile']} profile) {method} at Q={row['test_scales']}"
             f"{' with flips' if flip else ''}: top-1 error {row['top1_err']:.2f}%, top-5 error {row['top5_err']:.2f}% "

@@ -356,7 +356,7 @@ class ExperimentRunner:
 
         images = load_split(self.data, "val")
         result = evaluate(net, images, spec.method, list(spec.scales), spec.flip, workers=self.workers)
-        row = provenance_row(net, self.data, spec.method, list(spec.scales), spec.flip, "after-average", result, len(images), result_device())
+        row = provenance_row(net, self.data, spec.method, list(spec.scales), spec.flip, "after-average", result, len(images))
         path.parent.mkdir(parents=True, exist_ok=True)
         save_scores(path, result, images, row)
         return row
@@ -453,12 +453,6 @@ class ExperimentRunner:
         jobs["evaluate"] = _sbatch(script, list(jobs.values()))
         self.log(f"[{experiment.name}] evaluation and results submitted as job {jobs['evaluate']}")
         return jobs
-
-
-def result_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _queued_job(record: Path) -> str | None:

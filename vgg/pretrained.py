@@ -55,7 +55,7 @@ def run_pretrained(weights_dir: Path | str, data: str, results: Path, limit: int
             scales = list(protocol["scales"])
             flip = bool(protocol.get("flip", True))
             result = evaluate(net, images, protocol["method"], scales, flip, workers=workers)
-            row = {**provenance_row(net, data, protocol["method"], scales, flip, "after-average", result, len(val), "cpu"), "label": protocol["label"]}
+            row = {**provenance_row(net, data, protocol["method"], scales, flip, "after-average", result, len(val)), "label": protocol["label"]}
             upsert_rows(results, [row])
             rows.append(row)
             log(f"{path.name} ({net.model.config}{'+BN' if net.model.spec.batch_norm else ''}): {protocol['label']}: top-1 {row['top1_err']}%, top-5 {row['top5_err']}%")

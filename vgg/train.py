@@ -147,10 +147,6 @@ class _PreemptionFlag:
             signal.signal(sig, handler)
 
 
-def _parse_scale(text: str) -> ScaleRange:
-    return ScaleRange.parse(text)
-
-
 def _log_to(run_dir: Path, enabled: bool):
     def log(message: str) -> None:
         if not enabled:
@@ -195,7 +191,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
         self.log = _log_to(self.out, self.context.is_main)
         self.profile: Profile = get_profile(cfg.profile)
-        self.scale = _parse_scale(cfg.train_scale)
+        self.scale = ScaleRange.parse(cfg.train_scale)
         self.pixel_scale = self.scale.scaled(self.profile.size)
         self.val_scale = self.profile.size(self.scale.single_test_scale)
         self.global_batch = cfg.batch_size or self.profile.batch_size
@@ -207,6 +203,7 @@ class Trainer:
                 f"process(es) x {cfg.accum} accumulation step(s)"
             )
         self.micro_batch = self.global_batch // per_step
+        self._val_loader = None
 
     # ----- set-up -------------------------------------------------------------------
     def _data(self) -> tuple[ImageList, ImageList]:
@@ -499,9 +496,11 @@ class Trainer:
     @torch.no_grad()
     def _validate(self, model: VGG, dataset: ImageDataset, device: torch.device, memory_format) -> tuple[float, float, int]:
         model.eval()
-        sampler = EpochSampler(len(dataset), shuffle=False, rank=self.context.rank, world_size=self.context.world_size, pad=False)
-        workers = self.cfg.workers if self.cfg.workers is not None else default_workers(self.context.local_world_size)
-        loader = make_loader(dataset, sampler, max(1, self.micro_batch * 2), workers=workers, device=device)
+        if self._val_loader is None:  # built once: its workers persist across epochs
+            sampler = EpochSampler(len(dataset), shuffle=False, rank=self.context.rank, world_size=self.context.world_size, pad=False)
+            workers = self.cfg.workers if self.cfg.workers is not None else default_workers(self.context.local_world_size)
+            self._val_loader = make_loader(dataset, sampler, max(1, self.micro_batch * 2), workers=workers, device=device)
+        loader = self._val_loader
         counts = torch.zeros(3, dtype=torch.float64)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
         for batch in iterate_epoch(loader, log=self.log):
