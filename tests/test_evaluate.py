@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from vgg.datasets import load_split
-from vgg.evaluate import Net, Protocol, evaluate, fuse, grid_crops, grid_positions, load_scores, save_scores
+from vgg.evaluate import Net, Protocol, average_results, evaluate, fuse, grid_crops, grid_positions, load_scores, save_scores
 from vgg.metrics import topk_correct
 from vgg.models import VGG
 from vgg.normalization import PAPER_MEAN_RGB
@@ -121,6 +121,17 @@ def test_multi_scale_and_combination_average_posteriors():
     crop_mean = (crops.multi_crop(scaled[0]) + crops.multi_crop(scaled[1])) / 2
     torch.testing.assert_close(dense.posteriors(scaled), dense_mean)
     torch.testing.assert_close(Protocol(net, "multi-crop+dense").posteriors(scaled), (dense_mean + crop_mean) / 2)
+
+
+def test_multi_crop_plus_dense_from_its_parts_equals_evaluating_it(ci_data):
+    net, val = small_net(classes=4, crop=32), load_split(ci_data, "val").subset(6)
+    parts = [evaluate(net, val, method, [40, 48], workers=0) for method in ("dense", "multi-crop")]
+    direct = evaluate(net, val, "multi-crop+dense", [40, 48], workers=0)
+    combined = average_results(parts)
+    assert torch.equal(combined.posteriors, direct.posteriors) and combined.image_ids == direct.image_ids
+    assert (combined.top1_err, combined.top5_err) == (direct.top1_err, direct.top5_err)
+    with pytest.raises(ValueError, match="different images"):
+        average_results([parts[0], evaluate(net, val.subset(3), "dense", [40], workers=0)])
 
 
 @pytest.mark.parametrize(

@@ -45,6 +45,8 @@ from vgg.torchvision_compat import vgg_from_torchvision_state_dict
 from vgg.transforms import rescale
 
 METHODS = ("dense", "multi-crop", "multi-crop+dense", "centre-crop")
+COMBINED_METHODS = {"multi-crop+dense": ("dense", "multi-crop")}
+"""Methods whose posteriors are the average of other methods' at the same scales (Sect. 4.3)."""
 DENSE_SOFTMAX = ("after-average", "before-average")
 GRID = 5
 SCORES_FORMAT = 1
@@ -272,6 +274,28 @@ def evaluate(
         wall_s=time.perf_counter() - started,
         skipped=[path for part in gathered for path in part[2]],
         device=str(protocol.device),
+    )
+
+
+def average_results(results: list[EvalResult]) -> EvalResult:
+    """The posterior average of evaluations of the same images: multi-crop+dense from its dense and
+    multi-crop parts gives exactly what evaluating it directly gives, at no cost. `wall_s` is the
+    parts' sum (what the combination took to compute)."""
+    first = results[0]
+    for other in results[1:]:
+        if other.image_ids != first.image_ids or not torch.equal(other.labels, first.labels):
+            raise ValueError(f"cannot average evaluations of different images ({len(other.image_ids)} vs {len(first.image_ids)})")
+    posteriors = torch.stack([result.posteriors for result in results]).mean(dim=0)
+    top1, top5 = topk_correct(posteriors, first.labels)
+    return EvalResult(
+        posteriors=posteriors,
+        labels=first.labels,
+        image_ids=first.image_ids,
+        top1_err=error_percent(top1, len(first.labels)),
+        top5_err=error_percent(top5, len(first.labels)),
+        wall_s=sum(result.wall_s for result in results),
+        skipped=first.skipped,
+        device=first.device,
     )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from vgg.datasets import load_split
-from vgg.evaluate import evaluate, load_net, provenance_row
+from vgg.evaluate import COMBINED_METHODS, EvalResult, average_results, evaluate, load_net, provenance_row
 from vgg.experiments import EXPERIMENTS_DIR, _read_toml
 from vgg.results import read_rows, upsert_rows
 from vgg.results_report import paper_numbers_for, _delta, _fmt, _number
@@ -45,17 +45,26 @@ def protocols() -> list[dict]:
 
 
 def run_pretrained(weights_dir: Path | str, data: str, results: Path, limit: int | None = None, workers: int | None = None, log=print) -> list[dict]:
-    """Evaluate every weight file under every protocol; rows are upserted into `results`."""
+    """Evaluate every weight file under every protocol; rows are upserted into `results`.
+    A combined protocol (multi-crop+dense) reuses its parts' posteriors when they were evaluated
+    at the same scales, which halves the cost of the multi-crop protocols."""
     val = load_split(data, "val")
     images = val.subset(limit)
+    wanted = {(part, tuple(p["scales"]), bool(p.get("flip", True))) for p in protocols() for part in COMBINED_METHODS.get(p["method"], ())}
     rows = []
     for path in weight_files(weights_dir, log):
         net = load_net(weights=str(path))
+        kept: dict[tuple, EvalResult] = {}
         for protocol in protocols():
-            scales = list(protocol["scales"])
-            flip = bool(protocol.get("flip", True))
-            result = evaluate(net, images, protocol["method"], scales, flip, workers=workers)
-            row = {**provenance_row(net, data, protocol["method"], scales, flip, "after-average", result, len(val)), "label": protocol["label"]}
+            method, scales, flip = protocol["method"], list(protocol["scales"]), bool(protocol.get("flip", True))
+            parts = [kept.get((part, tuple(scales), flip)) for part in COMBINED_METHODS.get(method, ())]
+            if parts and all(parts):
+                result = average_results(parts)
+            else:
+                result = evaluate(net, images, method, scales, flip, workers=workers)
+            if (method, tuple(scales), flip) in wanted:
+                kept[(method, tuple(scales), flip)] = result
+            row = {**provenance_row(net, data, method, scales, flip, "after-average", result, len(val)), "label": protocol["label"]}
             upsert_rows(results, [row])
             rows.append(row)
             log(f"{path.name} ({net.model.config}{'+BN' if net.model.spec.batch_norm else ''}): {protocol['label']}: top-1 {row['top1_err']}%, top-5 {row['top5_err']}%")
