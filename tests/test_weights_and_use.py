@@ -144,7 +144,8 @@ FAR_BELOW_CHANCE = 20.0  # % top-1 error on two classes, where chance is 50%
 def test_finetune_command_learns_two_new_classes(two_classes, trained_source, tmp_path):
     out = tmp_path / "cats-dogs"
     result = subprocess.run([sys.executable, "-m", "vgg", "finetune", "--checkpoint", str(trained_source), "--data", str(two_classes),
-                             "--out", str(out), "--workers", "0", "--device", "cpu", "--no-progress"], cwd=ROOT, capture_output=True, text=True)
+                             "--out", str(out), "--workers", "0", "--device", "cpu", "--no-progress"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     done = read_done(out)
     assert done["profile"] == "smoke" and done["epochs"] == 8  # the smoke profile's fine-tuning length

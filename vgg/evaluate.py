@@ -225,7 +225,7 @@ def evaluate(
     """Run a protocol over every image of `images` (split over the ranks when distributed).
 
     `scales` are in the paper's units. Each image is counted exactly once whatever the
-    number of ranks; rank 0 gets the posteriors of all images in dataset order.
+    number of ranks; every rank gets the posteriors of all images in dataset order.
     """
     if net.classes is not None and tuple(net.classes) != images.classes:
         raise ValueError(f"the net was trained on {len(net.classes)} other classes than the {len(images.classes)} of {images.root}")
