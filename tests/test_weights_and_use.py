@@ -10,7 +10,8 @@ import torch
 import torchvision
 
 import vgg.weights as weights_module
-from vgg.checkpoint import read_done
+from vgg.checkpoint import load_checkpoint, read_done
+from vgg.cli import main
 from vgg.datasets import load_split
 from vgg.evaluate import evaluate, load_net
 from vgg.models import VGG
@@ -165,6 +166,26 @@ def test_finetune_on_frozen_features_trains_the_classifier_only_and_learns(two_c
         assert torch.equal(a, b), name  # frozen, batch-norm statistics included
     assert not torch.equal(tuned.classifier[0].weight, source.classifier[0].weight)  # trained
     assert tuned.classifier[6].weight.shape[0] == 2 and source.classifier[6].weight.shape[0] == 4
+
+
+def test_finetune_command_from_a_weight_file_freezes_the_features(two_classes, tmp_path):
+    """The CLI path users take with torchvision's files: --weights FILE, --freeze and --head-lr-mult reach training."""
+    torch.manual_seed(0)
+    source = VGG("A", num_classes=4, width=16, crop=32, init="glorot")  # torchvision format at ci scale: the ci profile is inferred
+    weights = tmp_path / "vgg11-small.pth"
+    torch.save(source.state_dict(), weights)
+    out = tmp_path / "ft"
+    argv = ["finetune", "--weights", str(weights), "--data", str(two_classes), "--out", str(out), "--freeze", "features",
+            "--head-lr-mult", "3", "--epochs", "1", "--workers", "0", "--device", "cpu", "--no-progress"]
+    assert main(argv) == 0
+    run = load_checkpoint(out)["run"]
+    assert (run["profile"], run["weights"], run["freeze"], run["head_lr_mult"]) == ("ci", str(weights), "features", 3.0), run
+    tuned = load_net(checkpoint=out)
+    assert tuned.normalization.name == "torchvision" and tuned.classes == ("n90000000", "n90000001")
+    for (name, a), b in zip(tuned.model.features.state_dict().items(), source.features.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert not torch.equal(tuned.model.classifier[0].weight, source.classifier[0].weight)
+    assert tuned.model.classifier[6].weight.shape == (2, source.classifier[6].weight.shape[1])
 
 
 def test_finetune_resumes_after_preemption(two_classes, source_run, tmp_path, monkeypatch):

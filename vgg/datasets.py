@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import tarfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
 
 IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png"})
 DEVKIT_ARCHIVE = "ILSVRC2012_devkit_t12.tar.gz"
@@ -42,6 +46,44 @@ class DatasetLayoutError(ValueError):
         super().__init__(f"{message}\n{ACCEPTED_LAYOUTS}")
 
 
+class Samples(Sequence):
+    """(path, class index) pairs kept in two numpy arrays: paths relative to `root` as bytes, labels as int64.
+
+    A tuple of (Path, int) costs ~450 MB for ImageNet's 1.28M images, and every loader worker
+    copies it page by page as reading items writes their reference counts; these arrays
+    (~45 MB) hold no per-image Python objects, so the workers share them.
+    """
+
+    def __init__(self, root: Path, relative_paths: np.ndarray, labels: np.ndarray) -> None:
+        self.root, self.relative_paths, self.labels = root, relative_paths, labels
+
+    @classmethod
+    def from_pairs(cls, root: Path, pairs: Sequence[tuple[Path, int]]) -> Samples:
+        """From (path under `root`, class index) pairs."""
+        relative = np.array([os.fsencode(path.relative_to(root)) for path, _ in pairs], dtype=np.bytes_)
+        return cls(root, relative, np.array([label for _, label in pairs], dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return self.root / os.fsdecode(self.relative_paths[index]), int(self.labels[index])
+
+    def __iter__(self) -> Iterator[tuple[Path, int]]:
+        return (self[i] for i in range(len(self)))
+
+    def take(self, indices: Sequence[int]) -> Samples:
+        """The samples at `indices`, in that order."""
+        chosen = np.asarray(indices, dtype=np.int64)
+        return Samples(self.root, self.relative_paths[chosen], self.labels[chosen])
+
+    def ids(self) -> list[str]:
+        """Each path relative to `root`."""
+        return [os.fsdecode(path) for path in self.relative_paths]
+
+
 @dataclass(frozen=True)
 class ImageList:
     """One split of a dataset: image paths with their class indices."""
@@ -50,7 +92,7 @@ class ImageList:
     split: str
     layout: str
     classes: tuple[str, ...]
-    samples: tuple[tuple[Path, int], ...]
+    samples: Samples
     ignored_files: int  # files without an image extension, left out
 
     def __len__(self) -> int:
@@ -64,11 +106,11 @@ class ImageList:
         import torch
 
         chosen = torch.randperm(len(self.samples), generator=torch.Generator().manual_seed(0))[:limit].sort().values
-        return replace(self, samples=tuple(self.samples[i] for i in chosen), ignored_files=0)
+        return replace(self, samples=self.samples.take(chosen.tolist()), ignored_files=0)
 
     def image_ids(self) -> list[str]:
         """Each image's path relative to the split folder: the ids of score files."""
-        return [str(path.relative_to(self.root)) for path, _ in self.samples]
+        return self.samples.ids()
 
     def describe(self) -> str:
         """One log line naming the detected layout and the sizes."""
@@ -97,7 +139,7 @@ def load_split(data_dir: Path | str, split: str) -> ImageList:
         classes = _class_names(image_root, split_dir)
         samples, ignored = _class_folder_samples(split_dir, classes)
         layout = "Kaggle ImageNet" if image_root != data_dir else "class folders"
-        return ImageList(split_dir, split, layout, classes, samples, ignored)
+        return ImageList(split_dir, split, layout, classes, Samples.from_pairs(split_dir, samples), ignored)
     images = [entry for entry in entries if is_image_file(entry)]
     if not images:
         raise DatasetLayoutError(f"{split_dir} holds neither class folders nor images")
@@ -113,7 +155,8 @@ def load_split(data_dir: Path | str, split: str) -> ImageList:
             raise DatasetLayoutError(f"{image} is labelled {wnid} by {label_source}, a class missing from {image_root / 'train'}")
         samples.append((image, index_of[wnid]))
     ignored = len(entries) - len(images)
-    return ImageList(split_dir, split, f"ImageNet flat val, labels from {label_source.name}", classes, tuple(samples), ignored)
+    layout = f"ImageNet flat val, labels from {label_source.name}"
+    return ImageList(split_dir, split, layout, classes, Samples.from_pairs(split_dir, samples), ignored)
 
 
 def _class_names(image_root: Path, split_dir: Path | None) -> tuple[str, ...]:
@@ -129,7 +172,7 @@ def _class_names(image_root: Path, split_dir: Path | None) -> tuple[str, ...]:
     return train_classes or own
 
 
-def _class_folder_samples(split_dir: Path, classes: tuple[str, ...]) -> tuple[tuple[tuple[Path, int], ...], int]:
+def _class_folder_samples(split_dir: Path, classes: tuple[str, ...]) -> tuple[list[tuple[Path, int]], int]:
     samples: list[tuple[Path, int]] = []
     ignored = 0
     for index, name in enumerate(classes):
@@ -142,7 +185,7 @@ def _class_folder_samples(split_dir: Path, classes: tuple[str, ...]) -> tuple[tu
             raise DatasetLayoutError(f"class folder {folder} has no images")
         ignored += len(files) - len(images)
         samples.extend((image, index) for image in images)
-    return tuple(samples), ignored
+    return samples, ignored
 
 
 def _flat_val_labels(data_dir: Path, image_root: Path) -> tuple[dict[str, str], Path]:

@@ -262,7 +262,7 @@ def evaluate(
     order = torch.tensor(all_indices).argsort()
     kept = [all_indices[i] for i in order.tolist()]
     result_posteriors = all_posteriors[order]
-    labels = torch.tensor([images.samples[i][1] for i in kept])
+    labels = torch.from_numpy(images.samples.labels[kept])
     top1, top5 = topk_correct(result_posteriors, labels)
     ids = images.image_ids()
     return EvalResult(

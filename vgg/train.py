@@ -278,7 +278,9 @@ class Trainer:
         with torch.no_grad():
             model.classifier[6].weight.normal_(0.0, PAPER_INIT_STD)
             model.classifier[6].bias.zero_()
-        self.log(f"fine-tuning VGG-{model.config} from {self.cfg.weights}: every layer but a new {model.spec.num_classes}-way last layer")
+        trained = "the FC layers only (features frozen)" if self.cfg.freeze == "features" else "every layer"
+        self.log(f"fine-tuning VGG-{model.config} from {self.cfg.weights}: every layer but a new {model.spec.num_classes}-way last layer "
+                 f"comes from the weights; training {trained}, the new layer at {self.cfg.head_lr_mult:g}x the learning rate")
 
     def _init_from(self, model: VGG, path: Path, classes: tuple[str, ...]) -> bool:
         """Initialise from a parent run; True when fine-tuning a net of the same configuration."""
