@@ -46,7 +46,7 @@ class DatasetLayoutError(ValueError):
         super().__init__(f"{message}\n{ACCEPTED_LAYOUTS}")
 
 
-class Samples(Sequence):
+class Samples(Sequence[tuple[Path, int]]):
     """(path, class index) pairs kept in two numpy arrays: paths relative to `root` as bytes, labels as int64.
 
     A tuple of (Path, int) costs ~450 MB for ImageNet's 1.28M images, and every loader worker
@@ -55,13 +55,13 @@ class Samples(Sequence):
     """
 
     def __init__(self, root: Path, relative_paths: np.ndarray, labels: np.ndarray) -> None:
-        self.root, self.relative_paths, self.labels = root, relative_paths, labels
+        self.root, self.relative_paths, self.labels = root, relative_paths, np.asarray(labels, dtype=np.int64)
 
     @classmethod
     def from_pairs(cls, root: Path, pairs: Sequence[tuple[Path, int]]) -> Samples:
         """From (path under `root`, class index) pairs."""
         relative = np.array([os.fsencode(path.relative_to(root)) for path, _ in pairs], dtype=np.bytes_)
-        return cls(root, relative, np.array([label for _, label in pairs], dtype=np.int64))
+        return cls(root, relative, np.array([label for _, label in pairs]))
 
     def __len__(self) -> int:
         return len(self.labels)
