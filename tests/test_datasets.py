@@ -168,7 +168,7 @@ def _read_every_sample(samples, queue) -> None:
 @pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="needs Linux's /proc/self/smaps_rollup")
 def test_loader_workers_share_the_sample_list_instead_of_copying_it(tmp_path):
     """A forked worker reading every sample of a 400k-image list: a tuple of (Path, int) pairs costs it
-    ~90 MB of private copies (reference counts written page by page), the numpy-backed list a few MB."""
+    ~120 MB of private copies (reference counts written page by page), the numpy-backed list a few MB."""
     class_folder_tree(tmp_path, classes=("n02", "n01"))
     small = load_split(tmp_path, "train")
     assert isinstance(small.samples, Samples) and small.samples.relative_paths.dtype.kind == "S"

@@ -139,6 +139,12 @@ def finetune_config(two_classes, source_run, **overrides) -> TrainConfig:
     return TrainConfig(**fields)
 
 
+def assert_same_features(tuned: VGG, source: VGG) -> None:
+    """Every tensor of the convolutional part bit-identical: what --freeze features promises."""
+    for (name, a), b in zip(tuned.features.state_dict().items(), source.features.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
 FAR_BELOW_CHANCE = 20.0  # % top-1 error on two classes, where chance is 50%
 
 
@@ -162,8 +168,7 @@ def test_finetune_on_frozen_features_trains_the_classifier_only_and_learns(two_c
     assert done["val_top1_err"] <= FAR_BELOW_CHANCE, done
     assert (tmp_path / "ft" / "curves.png").exists()
     tuned, source = load_net(checkpoint=tmp_path / "ft").model, load_net(checkpoint=trained_source).model
-    for (name, a), b in zip(tuned.features.state_dict().items(), source.features.state_dict().values()):
-        assert torch.equal(a, b), name  # frozen, batch-norm statistics included
+    assert_same_features(tuned, source)  # frozen, batch-norm statistics included
     assert not torch.equal(tuned.classifier[0].weight, source.classifier[0].weight)  # trained
     assert tuned.classifier[6].weight.shape[0] == 2 and source.classifier[6].weight.shape[0] == 4
 
@@ -182,8 +187,7 @@ def test_finetune_command_from_a_weight_file_freezes_the_features(two_classes, t
     assert (run["profile"], run["weights"], run["freeze"], run["head_lr_mult"]) == ("ci", str(weights), "features", 3.0), run
     tuned = load_net(checkpoint=out)
     assert tuned.normalization.name == "torchvision" and tuned.classes == ("n90000000", "n90000001")
-    for (name, a), b in zip(tuned.model.features.state_dict().items(), source.features.state_dict().values()):
-        assert torch.equal(a, b), name
+    assert_same_features(tuned.model, source)
     assert not torch.equal(tuned.model.classifier[0].weight, source.classifier[0].weight)
     assert tuned.model.classifier[6].weight.shape == (2, source.classifier[6].weight.shape[1])
 

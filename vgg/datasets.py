@@ -20,7 +20,7 @@ import csv
 import io
 import os
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -71,9 +71,6 @@ class Samples(Sequence[tuple[Path, int]]):
             return [self[i] for i in range(*index.indices(len(self)))]
         return self.root / os.fsdecode(self.relative_paths[index]), int(self.labels[index])
 
-    def __iter__(self) -> Iterator[tuple[Path, int]]:
-        return (self[i] for i in range(len(self)))
-
     def take(self, indices: Sequence[int]) -> Samples:
         """The samples at `indices`, in that order."""
         chosen = np.asarray(indices, dtype=np.int64)
@@ -88,12 +85,16 @@ class Samples(Sequence[tuple[Path, int]]):
 class ImageList:
     """One split of a dataset: image paths with their class indices."""
 
-    root: Path
     split: str
     layout: str
     classes: tuple[str, ...]
     samples: Samples
     ignored_files: int  # files without an image extension, left out
+
+    @property
+    def root(self) -> Path:
+        """The split folder, which image paths and ids are relative to."""
+        return self.samples.root
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -139,7 +140,7 @@ def load_split(data_dir: Path | str, split: str) -> ImageList:
         classes = _class_names(image_root, split_dir)
         samples, ignored = _class_folder_samples(split_dir, classes)
         layout = "Kaggle ImageNet" if image_root != data_dir else "class folders"
-        return ImageList(split_dir, split, layout, classes, Samples.from_pairs(split_dir, samples), ignored)
+        return ImageList(split, layout, classes, Samples.from_pairs(split_dir, samples), ignored)
     images = [entry for entry in entries if is_image_file(entry)]
     if not images:
         raise DatasetLayoutError(f"{split_dir} holds neither class folders nor images")
@@ -156,7 +157,7 @@ def load_split(data_dir: Path | str, split: str) -> ImageList:
         samples.append((image, index_of[wnid]))
     ignored = len(entries) - len(images)
     layout = f"ImageNet flat val, labels from {label_source.name}"
-    return ImageList(split_dir, split, layout, classes, Samples.from_pairs(split_dir, samples), ignored)
+    return ImageList(split, layout, classes, Samples.from_pairs(split_dir, samples), ignored)
 
 
 def _class_names(image_root: Path, split_dir: Path | None) -> tuple[str, ...]:
