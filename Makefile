@@ -14,8 +14,9 @@ GPUS ?= 0
 LAUNCH ?= local
 RUNS ?= runs
 SLURM_ARGS ?=
+SEEDS ?= 1
 RESULT_TABLES := table3 table4 table5 table6 table7 ablations
-RUN_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA)) --runs $(RUNS) --gpus $(GPUS) --launch $(LAUNCH) --slurm-args='$(SLURM_ARGS)' 
+RUN_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA)) --runs $(RUNS) --gpus $(GPUS) --launch $(LAUNCH) --slurm-args='$(SLURM_ARGS)' --seeds $(SEEDS)
 REPORT_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA))
 .PHONY: help venv test bench data table1 table2 params clean-venv report all-ablations pretrained $(RESULT_TABLES)
 
@@ -24,6 +25,7 @@ help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## (.*)/  make \1\t\2/' | expand -t 24
 	@echo "variables: PROFILE=smoke|paper|ci (default smoke)  DATA=dataset folder (default: the profile's; smoke: data/synthetic)"
 	@echo "           GPUS=N (torchrun)  LAUNCH=local|slurm  SLURM_ARGS='--partition=...'  RUNS=runs folder (default runs)"
+	@echo "           SEEDS=N (train every run with seeds 0..N-1; reports show mean [95% interval] +- std; default 1)"
 	@echo "           PYTHON (the interpreter that creates .venv, default python3)"
 
 $(STAMP): requirements.txt
@@ -62,7 +64,7 @@ table4: ## Table 4: multi-scale dense evaluation
 table5: ## Table 5: dense vs multi-crop vs both (D, E at S in [256, 512])
 table6: ## Table 6: ConvNet fusion
 table7: ## Table 7: comparison with the state of the art, with our best results
-ablations: ## ablations: LRN, depth, 1x1 vs 3x3, B vs B-5x5, init, training and test scale
+ablations: ## ablations: every paired comparison of the paper, with intervals and verdicts (results/comparisons.csv)
 
 all-ablations: $(STAMP) ## every table and ablation, then every report
 	$(PY) -m vgg run $(RESULT_TABLES) $(RUN_ARGS)

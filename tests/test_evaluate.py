@@ -9,15 +9,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.helpers_images import image_bytes
 from vgg.datasets import load_split
-from vgg.evaluate import Net, Protocol, average_results, evaluate, fuse, grid_crops, grid_positions, load_scores, save_scores
+from vgg.evaluate import Net, average_results, evaluate, fuse, load_scores, save_scores
+from vgg.loaders import read_image
 from vgg.metrics import topk_correct
 from vgg.models import VGG
 from vgg.normalization import PAPER_MEAN_RGB
 from vgg.profiles import get_profile
+from vgg.protocols import Batcher, Protocol, grid_crops, grid_positions
 from vgg.results import read_rows, upsert_rows
 from vgg.train import TrainConfig, train
-from vgg.transforms import ScaleRange
+from vgg.transforms import ScaleRange, rescale
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,11 +83,11 @@ def test_crop_grid_has_25_distinct_positions_with_corners_and_centre():
 
 
 class CountingModel(torch.nn.Module):
-    """Wraps a VGG and records the batch sizes of plain forward passes."""
+    """Wraps a VGG and records the batch sizes of plain forward and of dense passes."""
 
     def __init__(self, model):
         super().__init__()
-        self.model, self.batches = model, []
+        self.model, self.batches, self.dense_batches = model, [], []
         self.spec = model.spec
 
     def forward(self, x):
@@ -92,6 +95,7 @@ class CountingModel(torch.nn.Module):
         return self.model(x)
 
     def score_map(self, x):
+        self.dense_batches.append(x.shape[0])
         return self.model.score_map(x)
 
 
@@ -134,6 +138,75 @@ def test_multi_crop_plus_dense_from_its_parts_equals_evaluating_it(ci_data):
         average_results([parts[0], evaluate(net, val.subset(3), "dense", [40], workers=0)])
 
 
+MIXED_SIZES = [(60, 80), (80, 60), (90, 120), (64, 64), (70, 100), (120, 90), (45, 60), (100, 70), (66, 88)]
+"""Source images: 3:4 (four of them), 4:3 (two), 1:1, 7:10 and 10:7, so some rescaled sizes repeat and some do not."""
+
+
+def batched_against_one_by_one(net, method, scales, flip=True, dense_softmax="after-average", **limits):
+    """Each image's posteriors from a Batcher (keyed in reverse, fed in dataset order) and from `Protocol.posteriors`."""
+    protocol = Protocol(net, method, flip, dense_softmax)
+    scaled = [[rescale(image(h, w, seed), q) for q in scales] for seed, (h, w) in enumerate(MIXED_SIZES)]
+    batcher, done = Batcher(protocol, **limits), []
+    for number, images in enumerate(scaled):
+        done += batcher.add(len(scaled) - number, images)
+        assert batcher.waiting <= limits.get("pending", 256)
+    done += batcher.finish()
+    assert sorted(key for key, _ in done) == list(range(1, len(scaled) + 1)) and not batcher.images
+    batched = torch.stack([posteriors for _, posteriors in sorted(done, key=lambda item: -item[0])])
+    return batched, torch.stack([protocol.posteriors(images) for images in scaled])
+
+
+@pytest.mark.parametrize("dense_softmax", ["after-average", "before-average"])
+@pytest.mark.parametrize("flip", [True, False])
+@pytest.mark.parametrize("scales", [[64], [64, 72, 80]])
+def test_batched_dense_equals_dense_one_image_at_a_time(dense_softmax, flip, scales):
+    net = small_net()
+    counting = net.model = CountingModel(net.model)
+    batched, one_by_one = batched_against_one_by_one(net, "dense", scales, flip, dense_softmax, batch_images=3)
+    one_at_a_time = len(MIXED_SIZES) * len(scales)  # the passes of Protocol.posteriors, recorded last
+    batched_passes = counting.dense_batches[:-one_at_a_time]
+    assert (batched - one_by_one).abs().max() < 1e-5 and batched.shape == (len(MIXED_SIZES), 6)
+    assert len(batched_passes) < one_at_a_time and max(batched_passes) == 3 * (2 if flip else 1)
+
+
+@pytest.mark.parametrize("method", ["centre-crop", "multi-crop+dense", "multi-crop"])
+def test_batched_centre_crop_and_combinations_equal_one_image_at_a_time(method):
+    net = small_net()
+    counting = net.model = CountingModel(net.model)
+    batched, one_by_one = batched_against_one_by_one(net, method, [64, 80])
+    assert (batched - one_by_one).abs().max() < 1e-5
+    if method == "centre-crop":  # the 9 x 2 central crops, of one size whatever the scale, in one pass (then 18 of one)
+        assert counting.batches == [2 * 18] + [2] * 18
+
+
+def test_batches_are_bounded_in_images_pixels_and_waiting_images():
+    net = small_net()
+    batched, one_by_one = batched_against_one_by_one(net, "dense", [64, 72], batch_images=32, pending=4)
+    assert (batched - one_by_one).abs().max() < 1e-5
+    counting = net.model = CountingModel(net.model)
+    batched, one_by_one = batched_against_one_by_one(net, "dense", [64], batch_images=32, batch_pixels=2 * 64 * 85)
+    assert (batched - one_by_one).abs().max() < 1e-5
+    assert max(counting.dense_batches[: -len(MIXED_SIZES)]) == 2 * 2  # two 64x85 images fill the pixel budget
+
+
+def test_evaluate_puts_interleaved_sizes_back_in_dataset_order(tmp_path):
+    """Tall and wide images alternate in dataset order; batched by size, the tall ones are done first."""
+    for number in range(10):
+        size = (70, 52) if number % 2 else (52, 70)  # PIL's (width, height)
+        path = tmp_path / "val" / ("a" if number < 5 else "b") / f"{number:02d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(image_bytes(fmt="PNG", size=size, seed=number))
+    val = load_split(tmp_path, "val")
+    net = small_net(classes=2, crop=32)
+    for method in ("dense", "centre-crop"):
+        result = evaluate(net, val, method, [40, 48], workers=0)
+        protocol = Protocol(net, method)
+        expected = torch.stack([protocol.posteriors([rescale(read_image(path), q) for q in (40, 48)]) for path, _ in val.samples])
+        assert result.image_ids == val.image_ids() == [f"{'a' if n < 5 else 'b'}/{n:02d}.png" for n in range(10)]
+        assert (result.posteriors - expected).abs().max() < 1e-5 and result.labels.tolist() == [0] * 5 + [1] * 5
+        assert (result.posteriors[:-1] - result.posteriors[1:]).abs().amax(dim=1).min() > 1e-4  # distinct rows: a swap shows
+
+
 @pytest.mark.parametrize(
     "train_scale, single, multi",
     [("256", 256, (224, 256, 288)), ("384", 384, (352, 384, 416)), ("256:512", 384, (256, 384, 512))],
@@ -166,9 +239,12 @@ def test_fusion_is_the_mean_of_members_and_mismatches_are_refused(ci_data, tmp_p
         paths.append(path)
         results.append(result)
     fused, first = fuse(paths)
-    expected = (results[0].posteriors.half().float() + results[1].posteriors.half().float()) / 2
-    torch.testing.assert_close(fused, expected)
-    assert load_scores(paths[0])["image_ids"] == val.image_ids()
+    torch.testing.assert_close(fused, (results[0].posteriors + results[1].posteriors) / 2)
+    stored = load_scores(paths[0])
+    assert stored["image_ids"] == val.image_ids()
+    # the stored posteriors are the ones the row was computed from: the same errors, near-ties included
+    assert torch.equal(stored["posteriors"], results[0].posteriors.float())
+    assert 100 * (stored["posteriors"].argmax(1) != stored["labels"]).float().mean().item() == pytest.approx(results[0].top1_err, abs=1e-3)
     fewer = evaluate(nets[0], val.subset(10), "dense", [40], workers=0)
     save_scores(tmp_path / "fewer.scores", fewer, val.subset(10), {})
     with pytest.raises(ValueError, match="scores other images than"):
@@ -203,7 +279,10 @@ def test_evaluate_command_writes_a_row_with_provenance(ci_data, ci_checkpoint, t
     assert row["config"] == "A" and row["train_scale"] == "256" and row["method"] == "multi-crop+dense"
     assert row["test_scales"] == "224|256|288" and row["profile"] == "ci" and row["images"] == "24" and row["dataset_images"] == "24"
     assert len(row["checkpoint_sha256"]) == 16 and row["git_commit"] and row["device"] == "cpu" and row["date"]
-    assert 0 <= float(row["top1_err"]) <= 100
+    assert 0 <= float(row["top1_err"]) <= 100 and row["seed"] == "0"
+    for metric in ("top1", "top5"):  # the 95% bootstrap interval over the 24 val images
+        assert float(row[f"{metric}_err_lo"]) <= float(row[f"{metric}_err"]) <= float(row[f"{metric}_err_hi"])
+    assert f"top-1 error {float(row['top1_err']):.2f}% [{float(row['top1_err_lo']):.2f}, {float(row['top1_err_hi']):.2f}]" in result.stdout
 
 
 def test_two_gloo_processes_give_the_same_errors_and_scores(ci_data, ci_checkpoint, tmp_path):

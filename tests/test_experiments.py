@@ -1,5 +1,5 @@
-"""The experiment suite: plan expansion against the paper's tables, skip/resume, upsert keys,
-the lock, SLURM submission, report rendering, and the ci-profile chain end to end."""
+"""The experiment suite: plan expansion against the paper's tables, seeds, skip/resume, upsert
+keys, the lock, SLURM submission, report rendering, and the ci-profile chain end to end."""
 
 import os
 import subprocess
@@ -9,9 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from vgg.experiments import TABLES, ExperimentRunner, load_catalog, load_experiment, plan_runs
+from vgg.checkpoint import read_done
+from vgg.comparisons import upsert_comparisons
+from vgg.plan import TABLES, load_catalog, load_experiment, plan_runs
 from vgg.results import read_rows, upsert_rows
 from vgg.results_report import write_results_report
+from vgg.runner import ExperimentRunner
+from vgg.slurm import submit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,14 +68,59 @@ def test_init_chains_and_training_order(catalog):
         assert all(r.parent is None or ids.index(r.parent) < ids.index(r.id) for r in runs), name
 
 
+def test_seeds_expand_into_runs_with_their_own_init_chains(ci_data, tmp_path, catalog):
+    experiment = load_experiment("table5", catalog)
+    assert plan_runs(experiment, catalog, seeds=1) == plan_runs(experiment, catalog)
+    runs = plan_runs(experiment, catalog, seeds=3)
+    assert [r.id for r in runs[:7]] == ["A-256", "D-256", "D-384", "D-256-512", "E-256", "E-384", "E-256-512"]
+    assert [r.id for r in runs[7:14]] == ["A-256-seed1", "D-256-seed1", "D-384-seed1", "D-256-512-seed1", "E-256-seed1", "E-384-seed1", "E-256-512-seed1"]
+    seeded = {r.id: r for r in runs}
+    assert seeded["D-384-seed2"].parent == "D-256-seed2" and seeded["D-256-seed2"].parent == "A-256-seed2" and seeded["A-256-seed2"].init == "random"
+    assert seeded["D-384-seed2"].catalog_id == "D-384" and seeded["D-384-seed2"].seed == 2 and seeded["D-384"].seed == 0
+    ids = [r.id for r in runs]
+    assert all(r.parent is None or ids.index(r.parent) < ids.index(r.id) for r in runs)
+    # seed 0 trains exactly as before seeds existed (same folder, same run hash); seed k trains with seed k from its own parent
+    local = runner(ci_data, tmp_path, seeds=3)
+    first, second = local.train_config(seeded["D-384"]), local.train_config(seeded["D-384-seed2"])
+    assert local.run_dir("D-384") == tmp_path / "runs" / "ci" / "D-384" and first.seed == 0 and first.init == f"from:{tmp_path / 'runs' / 'ci' / 'D-256'}"
+    assert first.run_hash() == runner(ci_data, tmp_path).train_config(catalog["D-384"]).run_hash()
+    assert second.seed == 2 and second.init == f"from:{tmp_path / 'runs' / 'ci' / 'D-256-seed2'}" and second.run_hash() != first.run_hash()
+    spec = experiment.evaluations[0]
+    assert local.scores_path(spec).name == f"{spec.key}.pt" and local.scores_path(spec, 2).name == f"{spec.key}__seed2.pt"
+    with pytest.raises(ValueError, match="at least 1"):
+        plan_runs(experiment, catalog, seeds=0)
+
+
+def test_ablations_cover_the_papers_comparisons(catalog):
+    ablations = {a.name: a for a in load_experiment("ablations", catalog).ablations}
+    pairs = {name: [p.label for p in a.pairs()] for name, a in ablations.items()}
+    assert pairs["depth"] == ["B-256 vs A-256", "D-256 vs B-256", "E-256 vs D-256"]
+    assert pairs["1x1 vs 3x3"] == ["D-256 vs C-256", "D-384 vs C-384", "D-256-512 vs C-256-512"]
+    assert pairs["extra non-linearity (C vs B)"] == ["C-256 vs B-256"]
+    assert pairs["training scale"] == [f"{x}-256-512 vs {x}-{s}" for x in "CDE" for s in ("256", "384")]
+    assert len(pairs["test scale"]) == 10 and pairs["test scale"][0] == "B-256 Q=224,256,288 vs B-256 Q=256"
+    assert pairs["evaluation method"][:3] == [
+        "D-256-512 multi-crop vs D-256-512 dense", "D-256-512 multi-crop+dense vs D-256-512 dense", "D-256-512 multi-crop+dense vs D-256-512 multi-crop",
+    ]
+    assert pairs["fusion"][1] == "post-submission D+E, dense vs its best member" and len(pairs["fusion"]) == 4
+    assert sum(map(len, pairs.values())) == 39
+    fusion = ablations["fusion"].entries[0]
+    assert [m.run for m in fusion.members] == ["D-256", "D-384", "D-256-512", "C-256", "C-384", "E-256", "E-384"] and fusion.members[1].scales == (352, 384, 416)
+
+
 def test_bad_experiment_files_are_clear_errors(tmp_path, catalog):
     bad = tmp_path / "bad.toml"
-    bad.write_text('[[evaluation]]\nrun = "Z-256"\n')
-    with pytest.raises(ValueError, match="unknown run 'Z-256'"):
-        load_experiment(bad, catalog)
-    bad.write_text('[[evaluation]]\nrun = "A-256"\nscales = "many"\n')
-    with pytest.raises(ValueError, match='scales must be "single", "multi"'):
-        load_experiment(bad, catalog)
+    cases = [
+        ('[[evaluation]]\nrun = "Z-256"\n', "unknown run 'Z-256'"),
+        ('[[evaluation]]\nrun = "A-256"\nscales = "many"\n', 'scales must be "single", "multi"'),
+        ('[[ablation]]\nname = "x"\npairs = "random"\nevaluation = [{ run = "A-256" }, { run = "B-256" }]\n', "pairs must be one of baseline, successive, all, best-member"),
+        ('[[ablation]]\nname = "x"\npairs = "best-member"\nevaluation = [{ run = "A-256" }]\n', "every entry must be a fusion"),
+        ('[[ablation]]\nname = "x"\ngroups = [[{ run = "A-256" }]]\n', "at least two entries"),
+    ]
+    for text, message in cases:
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            load_experiment(bad, catalog)
     with pytest.raises(ValueError, match="experiment file .*table9.toml does not exist"):
         load_experiment("table9", catalog)
     runs = tmp_path / "runs.toml"
@@ -101,6 +150,11 @@ def test_upsert_keys_replace_only_the_same_evaluation(tmp_path):
     upsert_rows(path, [{**base, "top1_err": "49"}])
     rows = read_rows(path)
     assert len(rows) == 4 and rows[0]["top1_err"] == "49" and [r["top1_err"] for r in rows[1:]] == ["50", "50", "50"]
+    # a row from before seeds (no seed column) is seed 0's; other seeds and the mean are rows of their own
+    old = tmp_path / "old.csv"
+    old.write_text("profile,dataset,run,method,test_scales,flip,top1_err\nsmoke,d,A-256,dense,256,True,50\n")
+    upsert_rows(old, [{**base, "seed": 0, "top1_err": "48"}, {**base, "seed": 1, "top1_err": "47"}, {**base, "seed": "mean", "top1_err": "47.5"}])
+    assert [(r["seed"], r["top1_err"]) for r in read_rows(old)] == [("0", "48"), ("1", "47"), ("mean", "47.5")]
 
 
 def test_ci_table3_end_to_end_then_skip_and_resume(ci_data, tmp_path):
@@ -122,7 +176,12 @@ def test_ci_table3_end_to_end_then_skip_and_resume(ci_data, tmp_path):
     report = write_results_report("table3", "ci", tmp_path / "results", tmp_path / "reports")
     text = report.read_text()
     assert text.startswith("> **Toy-scale run (ci profile)") and "| E " in text and (tmp_path / "reports" / "table3.png").stat().st_size > 1000
-
+    # how each net trained, from its DONE: the ci profile trains 2 epochs (1 when fine-tuning) of 6 steps
+    a_row = next(row for row in read_rows(tmp_path / "results" / "table3.csv") if row["run"] == "A-256")
+    done = read_done(tmp_path / "runs" / "ci" / "A-256")
+    assert (a_row["epochs"], a_row["steps"], float(a_row["train_loss"])) == ("2", "12", done["train_loss"])
+    training = text.split("## How each net trained")[1]
+    assert "| A-256 " in training and "| E-256-512 " in training and "(chance 1.39)" in training  # ln 4 classes
 
 def test_make_style_cli_run_and_report(ci_data, tmp_path):
     common = ["--profile", "ci", "--data", str(ci_data), "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results"), "--workers", "0", "--no-progress"]
@@ -145,8 +204,9 @@ def test_slurm_submission_chains_jobs_after_their_parents(ci_data, tmp_path, mon
     )
     (bin_dir / "sbatch").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    jobs = runner(ci_data, tmp_path, launch="slurm", gpus=4, slurm_args="--partition=gpu --time=72:00:00").submit_slurm(
-        load_experiment("table5"), plan_runs(load_experiment("table5"), load_catalog())
+    jobs = submit(
+        runner(ci_data, tmp_path, launch="slurm", gpus=4, slurm_args="--partition=gpu --time=72:00:00"),
+        load_experiment("table5"), plan_runs(load_experiment("table5"), load_catalog()),
     )
     assert jobs == {"A-256": "101", "D-256": "102", "D-384": "103", "D-256-512": "104", "E-256": "105", "E-384": "106", "E-256-512": "107", "evaluate": "108"}
     lines = log.read_text().splitlines()
@@ -159,8 +219,18 @@ def test_slurm_submission_chains_jobs_after_their_parents(ci_data, tmp_path, mon
     # submitting again while the jobs are queued submits only a new evaluation job, chained after the queued ones
     (bin_dir / "squeue").write_text("#!/bin/bash\necho PENDING\n")
     (bin_dir / "squeue").chmod(0o755)
-    again = runner(ci_data, tmp_path, launch="slurm").submit_slurm(load_experiment("table5"), plan_runs(load_experiment("table5"), load_catalog()))
+    again = submit(runner(ci_data, tmp_path, launch="slurm"), load_experiment("table5"), plan_runs(load_experiment("table5"), load_catalog()))
     assert again["D-384"] == "103" and again["evaluate"] == "109" and len(log.read_text().splitlines()) == 9
+    # with seeds, each seed's chain waits on its own parents, and the evaluation job runs every seed
+    seeded = submit(runner(ci_data, tmp_path / "seeded", launch="slurm", seeds=2), load_experiment("table5"),
+                    plan_runs(load_experiment("table5"), load_catalog(), seeds=2))
+    assert list(seeded)[7:] == ["A-256-seed1", "D-256-seed1", "D-384-seed1", "D-256-512-seed1", "E-256-seed1", "E-384-seed1", "E-256-512-seed1", "evaluate"]
+    lines = {line.split()[0]: line for line in log.read_text().splitlines()}
+    assert f"--dependency=afterok:{seeded['A-256-seed1']} " in lines[seeded["D-256-seed1"]]
+    assert f"--dependency=afterok:{seeded['D-256-seed1']} " in lines[seeded["D-384-seed1"]]
+    script = (tmp_path / "seeded" / "runs" / "ci" / "D-384-seed1" / "slurm.sh").read_text()
+    assert "--seed 1" in script and f"--init from:{tmp_path / 'seeded' / 'runs' / 'ci' / 'D-256-seed1'}" in script
+    assert "--seeds 2" in (tmp_path / "seeded" / "runs" / "ci" / "evaluate-table5.sh").read_text()
 
 
 def test_report_rendering_from_a_hand_made_results_csv(tmp_path):
@@ -183,17 +253,56 @@ def test_report_rendering_from_a_hand_made_results_csv(tmp_path):
 
 def test_ablation_findings_state_the_direction(tmp_path):
     results = tmp_path / "results"
-    base = {"profile": "smoke", "dataset": "d", "method": "dense", "flip": "True", "top5_err": "5"}
+    base = {"profile": "smoke", "dataset": "d", "method": "dense", "flip": "True", "top5_err": "5", "classes": "50"}
     upsert_rows(results / "ablations.csv", [
-        {**base, "run": "A-256", "test_scales": "256", "top1_err": "40.0"},
+        {**base, "run": "A-256", "test_scales": "256", "top1_err": "40.0", "top1_err_lo": "38.0", "top1_err_hi": "42.0"},
         {**base, "run": "A-LRN-256", "test_scales": "256", "top1_err": "41.5"},
         {**base, "run": "B-256", "method": "centre-crop", "flip": "False", "test_scales": "256", "top1_err": "30"},
         {**base, "run": "B-5x5-256", "method": "centre-crop", "flip": "False", "test_scales": "256", "top1_err": "28"},
     ])
+    pair = {"profile": "smoke", "dataset": "d", "seed": "0", "seeds": "1", "top5_diff": "0.0", "top5_diff_lo": "-0.4", "top5_diff_hi": "0.4"}
+    upsert_comparisons(results, [
+        {**pair, "comparison": "LRN", "pair": "A-LRN-256 vs A-256", "top1_diff": "1.5", "top1_diff_lo": "0.3", "top1_diff_hi": "2.7"},
+        {**pair, "comparison": "B vs B-5x5", "pair": "B-5x5-256 vs B-256", "top1_diff": "-2.0", "top1_diff_lo": "-3.1", "top1_diff_hi": "-0.9"},
+        {**pair, "comparison": "depth", "pair": "B-256 vs A-256", "top1_diff": "-0.5", "top1_diff_lo": "-1.5", "top1_diff_hi": "0.5"},
+        {**pair, "comparison": "initialisation (D)", "pair": "D-256-glorot vs D-256", "top1_diff": "3.0", "top1_diff_lo": "1.0", "top1_diff_hi": "5.0"},
+        {**pair, "comparison": "fusion", "pair": "post-submission D+E, dense vs its best member", "reference": "E-256-512",
+         "top1_diff": "-1.0", "top1_diff_lo": "-2.0", "top1_diff_hi": "-0.1"},
+    ])
     text = write_results_report("ablations", "smoke", results, tmp_path / "reports").read_text()
-    assert "A-LRN-256 vs A-256: +1.5 top-1, +0.0 top-5 on smoke, paper +0.1 / +0.1 (same direction in top-1)" in text
-    assert "B-5x5-256 vs B-256: -2.0 top-1, +0.0 top-5 on smoke, paper +7.0 top-1 (opposite direction)" in text
-    assert "D-256-glorot: not run yet" in text
+    assert text.startswith("> **Toy-scale run (smoke profile)") and "Chance: 98.0% top-1, 90.0% top-5 error (50 classes)." in text.splitlines()[0]
+    summary = text[text.index("## Summary"):text.index("## LRN")]
+    rows = {cells[1]: cells for cells in ([c.strip() for c in line.split("|")[1:-1]] for line in summary.splitlines() if line.startswith("| "))}
+    assert rows["A-LRN-256 vs A-256"] == ["LRN", "A-LRN-256 vs A-256", "+1.5 [+0.3, +2.7]", "+0.1", "agrees with the paper",
+                                          "+0.0 [-0.4, +0.4]", "+0.1", "inconclusive at this size"]
+    assert rows["B-5x5-256 vs B-256"][2:] == ["-2.0 [-3.1, -0.9]", "+7.0", "opposite to the paper", "+0.0 [-0.4, +0.4]", "-", "no paper figure"]
+    assert rows["B-256 vs A-256"][4] == "inconclusive at this size" and rows["D-256-glorot vs D-256"][3:5] == ["-", "no paper figure"]
+    # the best member named; the paper's difference: D+E dense 24.0 (Table 6) - E multi-scale dense 24.8 (Table 4)
+    assert rows["post-submission D+E, dense vs its best member (E-256-512)"][3:5] == ["-0.8", "agrees with the paper"]
+    assert rows["D-256 vs B-256"][2:] == ["not run yet", "-1.7", "not run yet", "not run yet", "-1.1", "not run yet"]
+    assert "  - A-LRN-256 vs A-256: top-1 +1.5 [+0.3, +2.7], paper +0.1: agrees with the paper; top-5 +0.0 [-0.4, +0.4], paper +0.1: inconclusive" in text
+    assert "| A-256     | dense    | 256      | 40.0 [38.0, 42.0] " in text
+
+
+def test_reports_show_intervals_and_aggregate_seeds(tmp_path):
+    results = tmp_path / "results"
+    base = {"profile": "paper", "dataset": "/data/imagenet", "dataset_images": "50000", "classes": "1000", "method": "dense", "flip": "True",
+            "git_commit": "abc", "device": "cuda", "date": "2026-11-28T00:00:00Z"}
+    a256 = {**base, "run": "A-256", "config": "A", "train_scale": "256", "test_scales": "256"}
+    upsert_rows(results / "table3.csv", [
+        {**a256, "seed": "0", "top1_err": "31.0", "top5_err": "11.0", "top1_err_lo": "30.6", "top1_err_hi": "31.4", "top5_err_lo": "10.7", "top5_err_hi": "11.3"},
+        {**a256, "seed": "1", "top1_err": "32.0", "top5_err": "11.2", "top1_err_lo": "31.6", "top1_err_hi": "32.4", "top5_err_lo": "10.9", "top5_err_hi": "11.5"},
+        {**a256, "seed": "mean", "seeds": "2", "top1_err": "31.5", "top5_err": "11.1", "top1_err_std": "0.71", "top5_err_std": "0.14",
+         "top1_err_lo": "30.7", "top1_err_hi": "32.3", "top5_err_lo": "10.8", "top5_err_hi": "11.4"},
+        {**base, "run": "D-256", "config": "D", "train_scale": "256", "test_scales": "256", "seed": "0", "top1_err": "27.0", "top5_err": "8.8",
+         "top1_err_lo": "26.6", "top1_err_hi": "27.4", "top5_err_lo": "8.5", "top5_err_hi": "9.1"},
+    ])
+    text = write_results_report("table3", "paper", results, tmp_path / "reports").read_text()
+    lines = {line.split("|")[1].strip() + line.split("|")[2].strip(): [c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines() if line.startswith("| ")}
+    assert lines["A256"][4:] == ["31.5 [30.7, 32.3] ± 0.7 (2 seeds)", "29.6", "+1.9", "11.1 [10.8, 11.4] ± 0.1 (2 seeds)", "10.4", "+0.7"]
+    assert lines["D256"][4:7] == ["27.0 [26.6, 27.4]", "27.0", "+0.0"]
+    assert "- chance: 99.9% top-1, 99.5% top-5 error (1000 classes)" in text and "- seeds: 2; each of our errors is the mean over the seeds" in text
+    assert (tmp_path / "reports" / "table3.png").stat().st_size > 1000
 
 
 def test_killed_runner_resumes_without_retraining_or_duplicates(ci_data, tmp_path):

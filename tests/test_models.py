@@ -4,7 +4,7 @@ from torch import nn
 
 from tests.conftest import meta_model
 from vgg.configs import CONFIGS
-from vgg.models import LRN_ALPHA_ALEXNET, LRN_ALPHA_CAFFE, VGG
+from vgg.models import LRN_ALPHA_ALEXNET, LRN_ALPHA_CAFFE, VGG, LocalResponseNorm
 
 PAPER_COUNTS = {
     "A": 132_863_336,
@@ -68,11 +68,25 @@ def test_c_1x1_convs_have_no_padding():
 
 def test_lrn_sits_after_the_first_conv_relu_and_before_the_first_pool():
     layers = list(meta_model(config="A-LRN").features)
-    assert [type(m) for m in layers[:4]] == [nn.Conv2d, nn.ReLU, nn.LocalResponseNorm, nn.MaxPool2d]
+    assert [type(m) for m in layers[:4]] == [nn.Conv2d, nn.ReLU, LocalResponseNorm, nn.MaxPool2d]
     lrn = layers[2]
     assert (lrn.size, lrn.alpha, lrn.beta, lrn.k) == (5, LRN_ALPHA_CAFFE, 0.75, 2.0)
     assert sum(isinstance(m, nn.LocalResponseNorm) for m in layers) == 1
     assert not any(isinstance(m, nn.LocalResponseNorm) for m in meta_model(config="A").features)
+
+
+@pytest.mark.parametrize("channels, size", [(8, 5), (9, 5), (64, 5), (9, 4)])
+def test_our_lrn_equals_torchs_in_value_and_gradient(channels, size):
+    torch.manual_seed(0)
+    x = (torch.randn(3, channels, 6, 5) * 40).contiguous(memory_format=torch.channels_last)
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    outputs = [lrn(inp) for lrn, inp in ((LocalResponseNorm(size, 5e-4, 0.75, 2.0), ours), (nn.LocalResponseNorm(size, 5e-4, 0.75, 2.0), theirs))]
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
+    weights = torch.randn_like(x)
+    for output in outputs:
+        (output * weights).sum().backward()
+    torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-5, atol=1e-6)
+    assert LocalResponseNorm(5).state_dict() == {}  # no parameters or buffers: state dicts load as before
 
 
 def test_alexnet_alpha_reproduces_the_alexnet_formula():

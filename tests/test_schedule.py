@@ -22,3 +22,49 @@ def test_state_round_trips():
     restored = PlateauSchedule(lr=1.0)
     restored.load_state_dict(schedule.state_dict())
     assert restored == schedule and restored.lr == 0.001
+
+
+def test_the_rate_never_drops_while_the_net_is_near_chance():
+    # 50 classes: chance is 2% top-1 accuracy; near_chance 0.3 asks for 2 + 0.3 * 98 = 31.4%
+    schedule = PlateauSchedule(lr=0.01, patience=1, chance_accuracy=2.0, near_chance=0.3)
+    stalled_near_chance = [2.5, 3.0, 2.9, 2.8, 8.0, 7.0, 20.0, 19.0]
+    assert [schedule.step(a) for a in stalled_near_chance] == ["improved", "improved", "hold", "hold", "improved", "hold", "improved", "hold"]
+    assert schedule.lr == 0.01 and schedule.drops == 0 and schedule.learned_fraction() < 0.3
+    assert schedule.step(35.0) == "improved" and schedule.step(34.0) == "drop"  # 33.7% of the way: a plateau is a plateau
+    assert schedule.drops == 1 and abs(schedule.lr - 1e-3) < 1e-15
+    # the same curve without the guard drops at the first stall, at 3% accuracy
+    unguarded = PlateauSchedule(lr=0.01, patience=1, chance_accuracy=2.0)
+    assert [unguarded.step(a) for a in stalled_near_chance[:3]] == ["improved", "improved", "drop"]
+
+
+def test_gains_within_the_threshold_are_not_improvements():
+    schedule = PlateauSchedule(lr=0.01, patience=1, threshold=1.0)
+    assert [schedule.step(a) for a in (50.0, 50.9)] == ["improved", "drop"]
+    assert schedule.best == 50.0  # 50.9 was noise, not a new best
+    assert [schedule.step(a) for a in (51.5, 52.4)] == ["improved", "drop"]
+
+
+def test_each_rate_runs_its_minimum_epochs_before_it_drops():
+    schedule = PlateauSchedule(lr=0.01, patience=1, min_stage_epochs=3)
+    assert [schedule.step(a) for a in (40, 39, 38)] == ["improved", "hold", "drop"]
+    assert [schedule.step(a) for a in (41, 40, 39)] == ["improved", "hold", "drop"]  # the new stage counts from its own first epoch
+    assert schedule.drops == 2
+
+
+def test_a_net_still_at_chance_is_given_up_and_one_that_learns_is_not():
+    stuck = PlateauSchedule(lr=0.01, patience=1, chance_accuracy=2.0, near_chance=0.5, give_up_epochs=4)
+    assert [stuck.step(a) for a in (2.0, 3.0, 2.5, 4.0)] == ["improved", "improved", "hold", "give up"]  # 4.0%: 2% of the way
+    assert stuck.finished and stuck.gave_up and stuck.drops == 0
+    learning = PlateauSchedule(lr=0.01, patience=1, chance_accuracy=2.0, near_chance=0.5, give_up_epochs=4)
+    assert [learning.step(a) for a in (2.0, 3.0, 2.5, 8.0, 7.0)] == ["improved", "improved", "hold", "improved", "hold"]  # 8%: 6% of the way
+    assert not learning.finished
+
+
+def test_the_epochs_after_which_the_rate_dropped_are_recorded():
+    schedule = PlateauSchedule(lr=0.01, patience=1)
+    for accuracy in (10, 20, 20, 30, 30, 30):
+        schedule.step(accuracy)
+    assert schedule.drop_epochs == [2, 4, 5] and schedule.drops == 3
+    restored = PlateauSchedule(lr=1.0)
+    restored.load_state_dict(schedule.state_dict())
+    assert restored.drop_epochs == [2, 4, 5] and restored.epochs == 6

@@ -1,4 +1,5 @@
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -48,7 +49,8 @@ def test_layout_balance_sizes_and_labels(tmp_path):
 def test_classes_are_distinct_shape_texture_pairs():
     pairs = [class_definition(i) for i in range(MAX_CLASSES)]
     assert len(set(pairs)) == MAX_CLASSES
-    assert len({shape for shape, _ in pairs[:8]}) == 8  # the first eight differ in shape
+    assert MAX_CLASSES == 50 and len({shape for shape, _ in pairs[:10]}) == 10  # the first ten differ in shape
+    assert len({texture for _, texture in pairs[:5]}) == 5  # and the first five in texture
     assert sorted(wnid(i) for i in range(12)) == [wnid(i) for i in range(12)]
 
 
@@ -58,12 +60,17 @@ def test_regeneration_is_a_no_op_and_conflicts_are_errors(tmp_path):
     assert generate(root, TINY) == root and tree_hash(root) == before
     with pytest.raises(ValueError, match="other parameters"):
         generate(root, SynthSpec(classes=4, train_per_class=4, val_per_class=2))
+    # a set from an older generator (its synthetic.json has no version) is not silently reused
+    description = json.loads((root / "synthetic.json").read_text())
+    (root / "synthetic.json").write_text(json.dumps({k: v for k, v in description.items() if k != "generator"}))
+    with pytest.raises(ValueError, match="another version of the generator"):
+        generate(root, TINY)
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "file").write_text("x")
     with pytest.raises(ValueError, match="not a complete synthetic dataset"):
         generate(tmp_path / "junk", TINY)
-    with pytest.raises(ValueError, match="--classes must be between 2 and 32"):
-        SynthSpec(classes=40)
+    with pytest.raises(ValueError, match="--classes must be between 2 and 50"):
+        SynthSpec(classes=51)
 
 
 def test_cli_generates_the_dataset(tmp_path):

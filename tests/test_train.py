@@ -150,6 +150,19 @@ def test_lr_drops_on_plateaus_and_training_stops_after_three(ci_data, tmp_path):
     assert done["stopped"] == "plateau" and done["lr_drops"] == 3 and done["epochs"] == 5
 
 
+def test_the_profiles_near_chance_guard_holds_the_rate_in_training(ci_data, tmp_path, monkeypatch):
+    # the flat run above, with a profile that asks for 90% of the way from chance before any drop
+    import vgg.train as training
+    from vgg.profiles import get_profile
+
+    guarded = replace(get_profile("ci"), near_chance=0.9, plateau_threshold=0.5)
+    monkeypatch.setattr(training, "get_profile", lambda name: guarded)
+    done = train(config(ci_data, epochs=4, lr=1e-12, plateau_patience=1), tmp_path / "flat")
+    rates = [float(row["lr"]) for row in csv.DictReader(open(tmp_path / "flat" / "metrics.csv"))]
+    assert rates == pytest.approx([1e-12] * 4, rel=1e-6) and done["lr_drops"] == 0 and done["stopped"] == "max_epochs"
+    assert (tmp_path / "flat" / "train.log").read_text().count("plateau, but the lr holds") == 3
+
+
 def test_init_chains_load_the_right_parents(ci_data, tmp_path):
     train(config(ci_data, epochs=1), tmp_path / "A-256")
     a_weights = weights(tmp_path / "A-256")

@@ -16,6 +16,7 @@ from vgg.datasets import load_split
 from vgg.evaluate import evaluate, load_net
 from vgg.models import VGG
 from vgg.predict import predict, save_figure
+from vgg.profiles import get_profile
 from vgg.results import read_rows
 from vgg.synthetic import SynthSpec, generate
 from vgg.train import Preempted, TrainConfig, train
@@ -145,7 +146,8 @@ def assert_same_features(tuned: VGG, source: VGG) -> None:
         assert torch.equal(a, b), name
 
 
-FAR_BELOW_CHANCE = 20.0  # % top-1 error on two classes, where chance is 50%
+FAR_BELOW_CHANCE = 30.0  # % top-1 error on two classes, where chance is 50%: 4 standard errors below it on 100 val images
+                         # (generator 2, darker textures and clutter: 23-27% after 4-6 epochs)
 
 
 def test_finetune_command_learns_two_new_classes(two_classes, trained_source, tmp_path):
@@ -155,7 +157,7 @@ def test_finetune_command_learns_two_new_classes(two_classes, trained_source, tm
                             timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     done = read_done(out)
-    assert done["profile"] == "smoke" and done["epochs"] == 8  # the smoke profile's fine-tuning length
+    assert done["profile"] == "smoke" and done["epochs"] <= get_profile("smoke").finetune_max_epochs  # the smoke profile's fine-tuning length
     assert done["val_top1_err"] <= FAR_BELOW_CHANCE, done
     tuned = load_net(checkpoint=out)
     assert tuned.classes == ("n90000000", "n90000001") and tuned.model.spec.batch_norm

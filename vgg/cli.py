@@ -113,24 +113,25 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_fuse(args: argparse.Namespace) -> None:
-    from vgg.evaluate import fusion_row
+    from vgg.evaluate import errors_line, fusion_row
     from vgg.results import upsert_rows
 
     row = fusion_row(args.scores)
-    print(f"fusion of {len(args.scores)} nets ({row['config']}): top-1 error {row['top1_err']:.2f}%, top-5 error {row['top5_err']:.2f}% on {row['images']} images")
+    print(f"fusion of {len(args.scores)} nets ({row['config']}): {errors_line(row)} on {row['images']} images")
     if args.out:
         upsert_rows(args.out, [row])
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from vgg.experiments import ExperimentRunner, load_experiment
+    from vgg.plan import load_experiment
+    from vgg.runner import ExperimentRunner
 
     runner = ExperimentRunner(
         profile=args.profile, data=args.data, runs_root=args.runs, results_dir=args.results, gpus=args.gpus,
         launch=args.launch, workers=args.workers, device=args.device, slurm_args=args.slurm_args, progress=not args.no_progress,
+        seeds=args.seeds,
     )
-    for name in args.experiments:
-        runner.run(load_experiment(name, runner.catalog))
+    runner.run_all([load_experiment(name, runner.catalog) for name in args.experiments])
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -217,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--accum", type=int, default=1, help="gradient accumulation steps per optimizer step")
     train.add_argument("--normalization", default="mean-rgb", help="mean-rgb (the paper's) | torchvision")
     train.add_argument("--batch-norm", action="store_true", help="BatchNorm after every conv (not in the paper)")
-    train.add_argument("--dropout", type=float, default=0.5)
+    train.add_argument("--dropout", type=float, help="dropout on FC1 and FC2 (default: the profile's; paper 0.5)")
     train.add_argument("--momentum", type=float, default=0.9)
     train.add_argument("--weight-decay", type=float, default=5e-4)
     train.add_argument("--plateau-patience", type=int, help="epochs without a val gain before the lr drops (default: the profile's)")
@@ -261,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runs", type=Path, default=Path("runs"), help="runs folder (default runs/)")
     run.add_argument("--results", type=Path, default=Path("results"), help="results folder (default results/)")
     run.add_argument("--gpus", type=int, default=0, help="train and evaluate under torchrun with this many processes")
+    run.add_argument("--seeds", type=int, default=1,
+                     help="train every run with seeds 0..N-1 (seed k >= 1 into RUNS/<profile>/<run>-seed<k>) and add mean rows (default 1)")
     run.add_argument("--launch", default="local", choices=("local", "slurm"), help="slurm: submit each run as an sbatch job")
     run.add_argument("--slurm-args", default="", help="extra #SBATCH options, e.g. '--partition=gpu --time=72:00:00'")
     run.add_argument("--workers", type=int, help="loader processes (default: from the CPU count)")

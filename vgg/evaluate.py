@@ -1,21 +1,8 @@
-"""The paper's test protocols (Sect. 3.2, Tables 3-6): dense, multi-crop, their combination,
-multi-scale averaging, and ConvNet fusion.
+"""A net evaluated over a dataset under one of the paper's test protocols (`vgg.protocols`, Sect. 3.2),
+split over the ranks when distributed; per-image scores, their fusion (Table 6) and results rows.
 
-Every protocol first rescales the test image isotropically so that its shorter side is the
-test scale Q (given in the paper's units, mapped by the net's profile).
-
-- dense: the net applied fully convolutionally (`VGG.score_map`) to the whole image; the
-  class-score map is averaged spatially, and by default the soft-max comes after that
-  average (`dense_softmax="after-average"`; the paper leaves the order open, so
-  "before-average" soft-maxes each map cell first). With flips (the default), the
-  posteriors of the image and its mirror are averaged.
-- multi-crop: a regular 5x5 grid of crop x crop crops per scale, evenly spaced with the
-  corners included, and their mirrors: 50 crops per scale, batched through the net; their
-  soft-max posteriors are averaged.
-- multi-crop+dense: the average of the two methods' posteriors (Table 5).
-- centre-crop: the central crop x crop crop only (the Sect. 4.1 B vs B-5x5 comparison).
-- several scales: posteriors averaged over them (Table 4).
-- fusion: the average of several nets' saved posteriors (Table 6).
+Dense and centre-crop evaluation batch images of the same rescaled size (`Batcher`): the
+posteriors are those of one image at a time, up to float rounding, in a fraction of the time.
 """
 
 from __future__ import annotations
@@ -23,32 +10,28 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from vgg import distributed
 from vgg.checkpoint import git_commit, load_checkpoint
 from vgg.datasets import ImageList, load_split
 from vgg.loaders import BadImageError, EpochSampler, default_workers, read_image
-from vgg.metrics import error_percent, topk_correct
+from vgg.metrics import error_percent, per_image_errors, topk_correct
 from vgg.models import VGG, VGGSpec
 from vgg.normalization import TORCHVISION, Normalization
 from vgg.profiles import Profile
+from vgg.protocols import Batcher, Protocol
+from vgg.protocols import COMBINED_METHODS, DENSE_SOFTMAX, GRID, METHODS, grid_crops, grid_positions  # noqa: F401 (importable from here too)
+from vgg.statistics import error_interval_fields
 from vgg.torchvision_compat import vgg_from_torchvision_state_dict
 from vgg.transforms import rescale
 
-METHODS = ("dense", "multi-crop", "multi-crop+dense", "centre-crop")
-COMBINED_METHODS = {"multi-crop+dense": ("dense", "multi-crop")}
-"""Methods whose posteriors are the average of other methods' at the same scales (Sect. 4.3)."""
-DENSE_SOFTMAX = ("after-average", "before-average")
-GRID = 5
 SCORES_FORMAT = 1
 
 
@@ -64,6 +47,7 @@ class Net:
     train_scale: str
     classes: tuple[str, ...] | None
     data_dir: str | None = None  # the dataset a checkpoint was trained on
+    seed: int | None = None  # the training seed of our checkpoints (None: published weights)
 
     def sha256(self) -> str:
         digest = hashlib.sha256()
@@ -87,7 +71,7 @@ def load_net(checkpoint: Path | str | None = None, weights: Path | str | None = 
         profile = Profile.from_dict(state["profile"])
         return Net(
             model, Normalization.from_dict(state["normalization"]), profile, path, path.parent.name, state["train_scale"],
-            tuple(state["classes"]), state["run"].get("data"),
+            tuple(state["classes"]), state["run"].get("data"), int(state["run"].get("seed", 0)),
         )
     from vgg.weights import load_weights
 
@@ -104,78 +88,6 @@ def profile_for_crop(crop: int) -> Profile:
         if profile.crop == crop:
             return profile
     raise ValueError(f"no profile has a {crop} px crop; add one to experiments/profiles.toml")
-
-
-def grid_positions(length: int, crop: int, count: int = GRID) -> list[int]:
-    """`count` evenly spaced crop offsets along a side of `length`, both ends included."""
-    if length < crop:
-        raise ValueError(f"a side of {length} px cannot hold a {crop} px crop")
-    return [round(i * (length - crop) / (count - 1)) for i in range(count)]
-
-
-def grid_crops(image: torch.Tensor, crop: int, count: int = GRID) -> torch.Tensor:
-    """The count x count grid of crop x crop crops of a (3, H, W) image: (count^2, 3, crop, crop)."""
-    rows = grid_positions(image.shape[-2], crop, count)
-    columns = grid_positions(image.shape[-1], crop, count)
-    return torch.stack([image[:, top : top + crop, left : left + crop] for top in rows for left in columns])
-
-
-class Protocol:
-    """One test protocol of one net on one device: posteriors for an image given at each scale."""
-
-    def __init__(self, net: Net, method: str, flip: bool = True, dense_softmax: str = "after-average", device: torch.device | str = "cpu"):
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-        if dense_softmax not in DENSE_SOFTMAX:
-            raise ValueError(f"--dense-softmax must be one of {', '.join(DENSE_SOFTMAX)}, got {dense_softmax!r}")
-        self.net, self.method, self.flip, self.dense_softmax = net, method, flip, dense_softmax
-        self.device = torch.device(device)
-        self.model = net.model.to(self.device, memory_format=torch.channels_last).eval()
-        self.crop = net.model.spec.crop
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
-
-    def _inputs(self, images: torch.Tensor) -> torch.Tensor:
-        images = images.to(self.device, non_blocking=True)
-        if self.flip:
-            images = torch.cat([images, images.flip(-1)])
-        return self.net.normalization(images).contiguous(memory_format=torch.channels_last)
-
-    @torch.no_grad()
-    def dense(self, image: torch.Tensor) -> torch.Tensor:
-        """Dense posteriors (K,) of one (3, Q, W) uint8 image, flip-averaged."""
-        with self.autocast:
-            maps = self.model.score_map(self._inputs(image[None])).float()
-        if self.dense_softmax == "after-average":
-            posteriors = F.softmax(maps.mean(dim=(2, 3)), dim=1)
-        else:
-            posteriors = F.softmax(maps, dim=1).mean(dim=(2, 3))
-        return posteriors.mean(dim=0)
-
-    @torch.no_grad()
-    def multi_crop(self, image: torch.Tensor) -> torch.Tensor:
-        """Posteriors (K,) averaged over the 5x5 grid of crops (and their mirrors), in one batch."""
-        with self.autocast:
-            logits = self.model(self._inputs(grid_crops(image, self.crop))).float()
-        return F.softmax(logits, dim=1).mean(dim=0)
-
-    @torch.no_grad()
-    def centre_crop(self, image: torch.Tensor) -> torch.Tensor:
-        """Posteriors (K,) of the central crop x crop crop (and its mirror, with flips)."""
-        top, left = (image.shape[-2] - self.crop) // 2, (image.shape[-1] - self.crop) // 2
-        with self.autocast:
-            logits = self.model(self._inputs(image[None, :, top : top + self.crop, left : left + self.crop])).float()
-        return F.softmax(logits, dim=1).mean(dim=0)
-
-    def posteriors(self, scaled_images: list[torch.Tensor]) -> torch.Tensor:
-        """The protocol's posteriors (K,) for one image given rescaled to each test scale."""
-        parts = []
-        if self.method in ("dense", "multi-crop+dense"):
-            parts.append(torch.stack([self.dense(image) for image in scaled_images]).mean(dim=0))
-        if self.method in ("multi-crop", "multi-crop+dense"):
-            parts.append(torch.stack([self.multi_crop(image) for image in scaled_images]).mean(dim=0))
-        if self.method == "centre-crop":
-            parts.append(torch.stack([self.centre_crop(image) for image in scaled_images]).mean(dim=0))
-        return torch.stack(parts).mean(dim=0).cpu()
 
 
 class ScaledImages(Dataset):
@@ -244,13 +156,14 @@ def evaluate(
         ScaledImages(images, pixels, skip_bad_images), batch_size=None, sampler=sampler, num_workers=workers, prefetch_factor=4 if workers else None
     )
     started = time.perf_counter()
-    indices, posteriors, skipped = [], [], []
+    batcher, done, skipped = Batcher(protocol), [], []
     for index, _, scaled in loader:
         if scaled is None:
             skipped.append(str(images.samples[index][0]))
             continue
-        indices.append(index)
-        posteriors.append(protocol.posteriors(scaled))
+        done += batcher.add(index, scaled)
+    done += batcher.finish()  # in the order batches completed: sorted by index below
+    indices, posteriors = [index for index, _ in done], [posterior for _, posterior in done]
     local = (indices, torch.stack(posteriors) if posteriors else torch.empty(0, len(images.classes)), skipped)
     if world > 1:
         gathered: list = [None] * world
@@ -300,7 +213,9 @@ def average_results(results: list[EvalResult]) -> EvalResult:
 
 
 def save_scores(path: Path | str, result: EvalResult, images: ImageList, provenance: dict) -> None:
-    """Per-image posteriors (float16) with the dataset, classes, image ids and labels, for fusion."""
+    """Per-image posteriors with the dataset, classes, image ids and labels, for fusion and paired
+    comparisons. Kept in float32 (200 MB for ImageNet's 50,000 x 1,000): rounding to float16 broke
+    near-ties and gave errors other than the results row's, which is computed from these posteriors."""
     from vgg.checkpoint import save_checkpoint
 
     state = {
@@ -309,7 +224,7 @@ def save_scores(path: Path | str, result: EvalResult, images: ImageList, provena
         "classes": list(images.classes),
         "image_ids": result.image_ids,
         "labels": result.labels,
-        "posteriors": result.posteriors.to(torch.float16),
+        "posteriors": result.posteriors.to(torch.float32),
         "provenance": {key: str(value) for key, value in provenance.items()},
     }
     save_checkpoint(state, Path(path))
@@ -341,6 +256,11 @@ def fuse(paths: list[Path | str]) -> tuple[torch.Tensor, dict]:
     return posteriors, first
 
 
+def interval_fields(posteriors: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """The 95% bootstrap intervals (over the images) of the top-1 and top-5 errors of per-image posteriors."""
+    return error_interval_fields(*per_image_errors(posteriors, labels))
+
+
 def fusion_row(paths: list[Path | str]) -> dict:
     """The results row of a fusion of saved score files."""
     posteriors, first = fuse(paths)
@@ -355,7 +275,9 @@ def fusion_row(paths: list[Path | str]) -> dict:
         "profile": joined("profile", unique=True),
         "dataset": joined("dataset", unique=True),
         "dataset_images": joined("dataset_images", unique=True),
+        "classes": len(first["classes"]),
         "run": joined("run"),
+        "seed": "+".join(dict.fromkeys(m.get("seed") or "0" for m in members)),
         "config": joined("config"),
         "train_scale": joined("train_scale"),
         "method": joined("method", unique=True),
@@ -364,6 +286,7 @@ def fusion_row(paths: list[Path | str]) -> dict:
         "dense_softmax": joined("dense_softmax", unique=True),
         "top1_err": round(error_percent(top1, len(first["labels"])), 3),
         "top5_err": round(error_percent(top5, len(first["labels"])), 3),
+        **interval_fields(posteriors, first["labels"]),
         "images": len(first["labels"]),
         "checkpoint": " ".join(m.get("checkpoint", "?") for m in members),
         "checkpoint_sha256": joined("checkpoint_sha256"),
@@ -383,6 +306,7 @@ def provenance_row(
         "dataset_images": dataset_size,
         "classes": net.model.spec.num_classes,
         "run": net.run,
+        "seed": "" if net.seed is None else net.seed,
         "config": net.model.config,
         "train_scale": net.train_scale,
         "method": method,
@@ -391,6 +315,7 @@ def provenance_row(
         "dense_softmax": dense_softmax if "dense" in method else "",
         "top1_err": round(result.top1_err, 3),
         "top5_err": round(result.top5_err, 3),
+        **interval_fields(result.posteriors, result.labels),
         "images": len(result.labels),
         "wall_s": round(result.wall_s, 2),
         "checkpoint": str(net.source),
@@ -400,6 +325,14 @@ def provenance_row(
         "device": result.device,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+
+
+def errors_line(row: dict) -> str:
+    """A row's errors with their 95% intervals, for the command line: top-1 error 27.00% [26.61, 27.39], ..."""
+    return ", ".join(
+        f"{name} error {float(row[f'{key}_err']):.2f}% [{float(row[f'{key}_err_lo']):.2f}, {float(row[f'{key}_err_hi']):.2f}]"
+        for name, key in (("top-1", "top1"), ("top-5", "top5"))
+    )
 
 
 def run_evaluation(
@@ -439,8 +372,7 @@ def run_evaluation(
         row = provenance_row(net, data, method, scales, flip, dense_softmax, result, len(val))
         print(
             f"VGG-{row['config']} (S={row['train_scale']}, {row['profile']} profile) {method} at Q={row['test_scales']}"
-            f"{' with flips' if flip else ''}: top-1 error {row['top1_err']:.2f}%, top-5 error {row['top5_err']:.2f}% "
-            f"on {row['images']} images ({row['wall_s']:.1f} s)"
+            f"{' with flips' if flip else ''}: {errors_line(row)} on {row['images']} images ({row['wall_s']:.1f} s)"
         )
         if result.skipped:
             print(f"skipped {len(result.skipped)} unreadable image(s): {', '.join(result.skipped)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import torch
 
 METRICS_NAME = "metrics.csv"
@@ -23,15 +24,26 @@ METRIC_FIELDS = (
 )
 
 
-def topk_correct(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:
-    """How many rows have their label among the k highest scores, for each k.
+def topk_hits(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> torch.Tensor:
+    """Per row, whether its label is among the k highest scores, for each k: (len(ks), rows), bool.
 
     Ties are broken by class index (the lower index ranks first), so results are deterministic.
     k is capped at the number of classes.
     """
     order = torch.sort(scores.float(), dim=1, descending=True, stable=True).indices
     hits = order == labels.view(-1, 1)
-    return [int(hits[:, : min(k, scores.shape[1])].any(dim=1).sum()) for k in ks]
+    return torch.stack([hits[:, : min(k, scores.shape[1])].any(dim=1) for k in ks])
+
+
+def topk_correct(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:
+    """How many rows have their label among the k highest scores, for each k (see `topk_hits`)."""
+    return [int(count) for count in topk_hits(scores, labels, ks).sum(dim=1)]
+
+
+def per_image_errors(scores: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's top-1 and top-5 error as 0/1 (numpy bool arrays), for bootstrap intervals."""
+    hits = topk_hits(scores, labels).numpy()
+    return ~hits[0], ~hits[1]
 
 
 def error_percent(correct: int, total: int) -> float:

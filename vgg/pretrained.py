@@ -11,9 +11,10 @@ from tabulate import tabulate
 
 from vgg.datasets import load_split
 from vgg.evaluate import COMBINED_METHODS, EvalResult, average_results, evaluate, load_net, provenance_row
-from vgg.experiments import EXPERIMENTS_DIR, _read_toml
+from vgg.plan import EXPERIMENTS_DIR, read_toml
 from vgg.results import read_rows, upsert_rows
-from vgg.results_report import paper_numbers_for, _delta, _fmt, _number
+from vgg.published import number, paper_numbers_for
+from vgg.results_report import delta, fmt, ours_cell
 
 PROTOCOLS_FILE = EXPERIMENTS_DIR / "pretrained.toml"
 TORCHVISION_DOCS = Path(__file__).parent / "paper" / "torchvision_weights.csv"
@@ -41,7 +42,7 @@ def weight_files(directory: Path | str, log=print) -> list[Path]:
 
 
 def protocols() -> list[dict]:
-    return _read_toml(PROTOCOLS_FILE)["protocol"]
+    return read_toml(PROTOCOLS_FILE)["protocol"]
 
 
 def run_pretrained(weights_dir: Path | str, data: str, results: Path, limit: int | None = None, workers: int | None = None, log=print) -> list[dict]:
@@ -92,15 +93,15 @@ def render_pretrained(results: Path, dataset: str | None = None) -> str:
     if classes != {"1000"}:
         lines += [f"> **Not ImageNet ({', '.join(sorted(classes))} classes): these numbers test the pipeline only and are not comparable with the paper's.**", ""]
     lines += [
-        f"# {_read_toml(PROTOCOLS_FILE)['title']}",
+        f"# {read_toml(PROTOCOLS_FILE)['title']}",
         "",
-        _read_toml(PROTOCOLS_FILE)["description"],
+        read_toml(PROTOCOLS_FILE)["description"],
         "",
         f"- dataset: `{dataset}` ({', '.join(sorted({r['images'] for r in rows}))} val images evaluated)",
         f"- commit: {', '.join(sorted({r['git_commit'] for r in rows}))}; device: {', '.join(sorted({r['device'] for r in rows}))}",
         f"- date: {min(r['date'] for r in rows)} to {max(r['date'] for r in rows)}",
-        "- errors in %; Δ = ours - reference; the reference is the paper's net of the same configuration trained at the S named "
-        "in the protocol, or torchvision's documented centre-crop figure",
+        "- errors in % with our [95% bootstrap interval over the val images]; Δ = ours - reference; the reference is the "
+        "paper's net of the same configuration trained at the S named in the protocol, or torchvision's documented centre-crop figure",
         "",
     ]
     for run in dict.fromkeys(row["run"] for row in rows):
@@ -110,7 +111,7 @@ def render_pretrained(results: Path, dataset: str | None = None) -> str:
         for protocol in protocols():
             test_scales = "|".join(map(str, protocol["scales"]))
             row = next((r for r in mine if r["method"] == protocol["method"] and r["test_scales"] == test_scales), None)
-            ours1, ours5 = (_number(row["top1_err"]), _number(row["top5_err"])) if row else (None, None)
+            ours1, ours5 = (number(row["top1_err"]), number(row["top5_err"])) if row else (None, None)
             if protocol.get("paper") == "torchvision":
                 model = next((name for name in documented if run.startswith(name + "-") or run == name), None)
                 ref1, ref5 = documented.get(model, (None, None)) if model else (None, None)
@@ -118,7 +119,7 @@ def render_pretrained(results: Path, dataset: str | None = None) -> str:
             else:
                 ref = paper_numbers_for(config, protocol["paper_train_scale"], test_scales, protocol["method"])
                 ref1, ref5, source = ref.top1, ref.top5, f"paper, {config} S={protocol['paper_train_scale']}"
-            table.append([protocol["label"], _fmt(ours1), _fmt(ref1), _delta(ours1, ref1), _fmt(ours5), _fmt(ref5), _delta(ours5, ref5), source])
+            table.append([protocol["label"], ours_cell(row, "top1"), fmt(ref1), delta(ours1, ref1), ours_cell(row, "top5"), fmt(ref5), delta(ours5, ref5), source])
         lines += [f"## {run} (configuration {config})", ""]
         lines.append(tabulate(table, headers=["protocol", "top-1 ours", "top-1 ref", "Δ", "top-5 ours", "top-5 ref", "Δ", "reference"], tablefmt="github", disable_numparse=True))
         lines.append("")

@@ -23,7 +23,8 @@ PAPER_INIT_STD = 0.01
 
 @dataclass(frozen=True)
 class Profile:
-    """How big a run is: image scale, width divisor, batch, epochs, validation size, data."""
+    """How big a run is (image scale, width divisor, batch, epochs, validation size, data) and what
+    the scale needs on top of the paper's recipe (dropout, plateau guards)."""
 
     name: str
     description: str
@@ -37,6 +38,12 @@ class Profile:
     random_init: str
     data: str
     synthetic: dict = field(default_factory=dict)  # SynthSpec fields: generate `data` when absent
+    dropout: float = 0.5  # on FC1 and FC2 (Sect. 3.1)
+    plateau_threshold: float = 0.0  # val top-1 gain (points) that counts as an improvement
+    plateau_min_epochs: int = 1  # epochs at each learning rate before it may drop
+    near_chance: float = 0.0  # no drop until the best val accuracy is this far from chance towards 100%
+    give_up_epochs: int = 0  # stop a net still at chance after this many epochs (0: never)
+    cache_decoded: bool = False  # keep decoded training and val images in memory (small datasets)
 
     def __post_init__(self) -> None:
         crop = self.size(PAPER_CROP)

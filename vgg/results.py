@@ -10,8 +10,13 @@ from pathlib import Path
 
 from vgg.checkpoint import atomic_write_bytes
 
-RESULT_KEY = ("profile", "dataset", "run", "method", "test_scales", "flip")
+RESULT_KEY = ("profile", "dataset", "run", "method", "test_scales", "flip", "seed")
 """What identifies a result: the same evaluation run again replaces its row."""
+
+MEAN_SEED = "mean"
+"""The `seed` of a row that aggregates several seeds' rows (mean, std across seeds, two-level interval)."""
+KEY_DEFAULTS = {"seed": "0"}
+"""What a key column that an older row lacks (or leaves empty) stands for: rows before seeds were seed 0's."""
 
 RESULT_FIELDS = (
     "profile",
@@ -19,6 +24,7 @@ RESULT_FIELDS = (
     "dataset_images",
     "classes",
     "run",
+    "seed",
     "config",
     "train_scale",
     "method",
@@ -27,8 +33,21 @@ RESULT_FIELDS = (
     "dense_softmax",
     "top1_err",
     "top5_err",
+    "top1_err_lo",
+    "top1_err_hi",
+    "top5_err_lo",
+    "top5_err_hi",
+    "top1_err_std",
+    "top5_err_std",
+    "seeds",
     "images",
     "wall_s",
+    "epochs",
+    "steps",
+    "drop_epochs",
+    "final_lr",
+    "train_loss",
+    "stopped",
     "checkpoint",
     "checkpoint_sha256",
     "normalization",
@@ -47,8 +66,26 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def upsert_rows(path: Path, rows: list[dict], key: tuple[str, ...] = RESULT_KEY) -> None:
+def row_seed(row: dict) -> str:
+    """The seed a results row belongs to ("0" for rows written before seeds; "mean" for an aggregate)."""
+    return str(row.get("seed") or KEY_DEFAULTS["seed"])
+
+
+def shown_row(rows: list[dict]) -> dict | None:
+    """Among the rows of one measurement (one per seed, and "mean"), the one a report shows: the
+    aggregate over seeds where there is one, else seed 0's."""
+    by_seed = {row_seed(row): row for row in rows}
+    return by_seed.get(MEAN_SEED) or by_seed.get("0")
+
+
+def row_key(row: dict, key: tuple[str, ...] = RESULT_KEY) -> tuple[str, ...]:
+    """The values of `key` in `row`, an absent or empty column read as its `KEY_DEFAULTS` value."""
+    return tuple(str(row.get(k) if row.get(k) not in (None, "") else KEY_DEFAULTS.get(k, "")) for k in key)
+
+
+def upsert_rows(path: Path, rows: list[dict], key: tuple[str, ...] = RESULT_KEY, fields: tuple[str, ...] = RESULT_FIELDS) -> None:
     """Insert `rows` into the CSV at `path`, replacing rows with the same key; other rows stay in order.
+    Columns: `fields` first, then any other the rows have.
 
     Writers of the same file (runners of different profiles) take turns under a lock file.
     """
@@ -56,24 +93,24 @@ def upsert_rows(path: Path, rows: list[dict], key: tuple[str, ...] = RESULT_KEY)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(f".{path.name}.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        _upsert_locked(path, rows, key)
+        _upsert_locked(path, rows, key, fields)
 
 
-def _upsert_locked(path: Path, rows: list[dict], key: tuple[str, ...]) -> None:
+def _upsert_locked(path: Path, rows: list[dict], key: tuple[str, ...], fields: tuple[str, ...]) -> None:
     existing = read_rows(path)
-    fields = list(dict.fromkeys([*RESULT_FIELDS, *(f for row in existing for f in row), *(f for row in rows for f in row)]))
-    position = {tuple(str(row.get(k, "")) for k in key): i for i, row in enumerate(existing)}
+    columns = list(dict.fromkeys([*fields, *(f for row in existing for f in row), *(f for row in rows for f in row)]))
+    position = {row_key(row, key): i for i, row in enumerate(existing)}
     for row in rows:
         row = {name: "" if value is None else str(value) for name, value in row.items()}
-        identity = tuple(row.get(k, "") for k in key)
+        identity = row_key(row, key)
         if identity in position:
             existing[position[identity]] = row
         else:
             position[identity] = len(existing)
             existing.append(row)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in existing:
-        writer.writerow({name: row.get(name, "") for name in fields})
+        writer.writerow({name: row.get(name, "") for name in columns})
     atomic_write_bytes(path, lambda file: file.write(buffer.getvalue().encode()))

@@ -1,74 +1,56 @@
 """Reports of results against the paper: reports/<table>.md (+ .png) for Tables 3-7 and the ablations.
 
 Each report names, in its header, the dataset, profile, date, commit and device of the rows
-it shows; a toy-scale (smoke or ci) report says in its first line that its numbers are not
-comparable with the paper's in absolute terms and compares the direction of each effect.
+it shows, and the chance errors of its classes; a toy-scale (smoke or ci) report says in its
+first line that its numbers are not comparable with the paper's in absolute terms and
+compares the direction of each effect. Each of our errors carries its 95% bootstrap interval
+over the val images (`27.0 [26.6, 27.4]`); where several seeds were run, the mean over the
+seeds with the two-level interval and the standard deviation across seeds
+(`27.0 [26.4, 27.6] ± 0.3 (3 seeds)`).
 """
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass
+import math
 from pathlib import Path
 
 from tabulate import tabulate
 
-from vgg.experiments import AblationSpec, EvalSpec, Experiment, FusionSpec, load_experiment
-from vgg.results import read_rows
+from vgg.plan import EvalSpec, Experiment, FusionSpec, RunSpec, load_catalog, load_experiment
+from vgg.published import NONE, Numbers, number, paper_numbers, paper_row_numbers, published_rows
+from vgg.results import MEAN_SEED, read_rows, shown_row
 
-PUBLISHED = Path(__file__).parent / "paper" / "published_results.csv"
 TOY_PROFILES = ("smoke", "ci")
+METRICS = (("top1", "top-1"), ("top5", "top-5"))
 
 
-@dataclass(frozen=True)
-class Numbers:
-    top1: float | None
-    top5: float | None
-
-
-NONE = Numbers(None, None)
-
-
-def published_rows() -> list[dict[str, str]]:
-    with open(PUBLISHED, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def _number(text: str | None) -> float | None:
-    try:
-        return float(text) if text not in (None, "") else None
-    except ValueError:
-        return None
-
-
-def paper_numbers_for(config: str, train_scale: str, test_scales: str, method: str, tables: tuple[str, ...] = ("3", "4", "5")) -> Numbers:
-    """The paper's errors for a single net, matched on config, S (e.g. 256 or 256-512), Q ("a|b|c") and method."""
-    scale = train_scale.replace(":", "-")
-    for row in published_rows():
-        if row["table"] in tables and (row["config"], row["train_scale"], row["test_scales"], row["eval_method"]) == (config, scale, test_scales, method):
-            return Numbers(_number(row["top1_err"]), _number(row["top5_err"]))
-    return NONE
-
-
-def paper_numbers(spec: EvalSpec, config: str, train_scale: str, tables: tuple[str, ...] = ("3", "4", "5")) -> Numbers:
-    """The paper's errors for a single-net evaluation of ours."""
-    return paper_numbers_for(config, train_scale, spec.test_scales, spec.method, tables)
-
-
-def paper_row_numbers(table: int, label: str, method: str | None) -> Numbers:
-    """The paper's errors for a named row (Tables 6 and 7), optionally of one method."""
-    for row in published_rows():
-        if row["table"] == str(table) and row["config"] == label and (method is None or row["eval_method"] in ("", method)):
-            return Numbers(_number(row["top1_err"]), _number(row["top5_err"]))
-    return NONE
-
-
-def _fmt(value: float | None) -> str:
+def fmt(value: float | None) -> str:
+    """An error to 0.1 ("-" when absent)."""
     return "-" if value is None else f"{value:.1f}"
 
 
-def _delta(ours: float | None, paper: float | None) -> str:
+def delta(ours: float | None, paper: float | None) -> str:
+    """ours - paper, signed, to 0.1 ("-" when either is absent)."""
     return "-" if ours is None or paper is None else f"{ours - paper:+.1f}"
+
+
+def ours_cell(row: dict | None, metric: str) -> str:
+    """Our error with its 95% interval, `27.0 [26.6, 27.4]`; from an aggregate over seeds,
+    `mean [lo, hi] ± std (N seeds)`; just the value where the row has no interval."""
+    value = number(row.get(f"{metric}_err")) if row else None
+    if value is None:
+        return "-"
+    low, high = number(row.get(f"{metric}_err_lo")), number(row.get(f"{metric}_err_hi"))
+    text = f"{value:.1f}" if low is None or high is None else f"{value:.1f} [{low:.1f}, {high:.1f}]"
+    std = number(row.get(f"{metric}_err_std"))
+    return text if std is None else f"{text} ± {std:.1f} ({row.get('seeds')} seeds)"
+
+
+def chance_text(rows: list[dict]) -> str | None:
+    """The errors of guessing, from the rows' classes: "chance: 98.0% top-1, 90.0% top-5 error (50 classes)"."""
+    counts = sorted({int(c) for c in (row.get("classes") for row in rows) if c and str(c).isdigit() and int(c) > 0})
+    parts = [f"{100 * (1 - 1 / k):.1f}% top-1, {100 * (1 - min(5, k) / k):.1f}% top-5 error ({k} classes)" for k in counts]
+    return f"chance: {'; '.join(parts)}" if parts else None
 
 
 class ResultsView:
@@ -86,28 +68,30 @@ class ResultsView:
         self.rows = [row for row in rows if row["dataset"] == self.dataset]
 
     def find(self, run: str, method: str, test_scales: str, flip: bool) -> dict | None:
-        for row in self.rows:
-            if (row["run"], row["method"], row["test_scales"], row["flip"]) == (run, method, test_scales, str(flip)):
-                return row
-        return None
+        """An evaluation's row: the aggregate over seeds where there is one, else seed 0's."""
+        return shown_row([row for row in self.rows if (row["run"], row["method"], row["test_scales"], row["flip"]) == (run, method, test_scales, str(flip))])
 
     def find_fusion(self, fusion: FusionSpec) -> dict | None:
-        """A fusion's row: its members' runs joined, its method and flips."""
-        for row in self.rows:
-            if (row["run"], row["method"], row["flip"]) == (fusion.run, fusion.method, str(fusion.members[0].flip)):
-                return row
-        return None
+        """A fusion's row: its members' runs joined, its method and flips (aggregate, else seed 0's)."""
+        return shown_row([row for row in self.rows if (row["run"], row["method"], row["flip"]) == (fusion.run, fusion.method, str(fusion.members[0].flip))])
+
+    def find_entry(self, entry: EvalSpec | FusionSpec) -> dict | None:
+        """The row of an evaluation or a fusion."""
+        if isinstance(entry, FusionSpec):
+            return self.find_fusion(entry)
+        return self.find(entry.run, entry.method, entry.test_scales, entry.flip)
 
     def numbers(self, row: dict | None) -> Numbers:
-        return NONE if row is None else Numbers(_number(row["top1_err"]), _number(row["top5_err"]))
+        return NONE if row is None else Numbers(number(row["top1_err"]), number(row["top5_err"]))
 
     def header(self, experiment: Experiment) -> str:
         lines = []
+        chance = chance_text(self.rows)
         if self.profile in TOY_PROFILES:
             lines.append(
                 f"> **Toy-scale run ({self.profile} profile) on a synthetic dataset: not comparable with the paper's "
-                f"ImageNet numbers in absolute terms.** Compare the direction of each effect, not the values. "
-                f"With the synthetic set's few classes (10 by default), top-5 error is near zero: read top-1."
+                f"ImageNet numbers in absolute terms.** Compare the direction of each effect, not the values."
+                + (f" {chance[0].upper()}{chance[1:]}." if chance else "")
             )
             lines.append("")
         lines.append(f"# {experiment.title}")
@@ -127,33 +111,48 @@ class ResultsView:
         lines.append(f"- date: {dates[0]} to {dates[-1]}" if len(dates) > 1 else f"- date: {values('date')}")
         lines.append(f"- commit: {values('git_commit')}")
         lines.append(f"- device: {values('device')}")
-        lines.append("- errors are ILSVRC-style top-1 / top-5 error in %; Δ = ours - paper")
+        if chance and self.profile not in TOY_PROFILES:
+            lines.append(f"- {chance}")
+        seeds = sorted({row.get("seeds", "") for row in self.rows if row.get("seed") == MEAN_SEED and row.get("seeds")})
+        if seeds:
+            lines.append(
+                f"- seeds: {', '.join(seeds)}; each of our errors is the mean over the seeds [95% two-level bootstrap interval "
+                "over seeds and val images] ± the standard deviation across seeds"
+            )
+        else:
+            lines.append("- seeds: one (seed 0); each of our errors carries its [95% bootstrap interval over the val images]")
+        meaning = "Δ = error(first) - error(second) of a pair" if experiment.ablations else "Δ = ours - paper"
+        lines.append(f"- errors are ILSVRC-style top-1 / top-5 error in %; {meaning}")
         lines.append("")
         return "\n".join(lines)
 
 
-def _plot(path: Path, labels: list[str], ours: list[float | None], paper: list[float | None], title: str) -> None:
-    """Our top-5 error beside the paper's, one pair of bars per row."""
+def _plot(path: Path, labels: list[str], ours: list[dict | None], paper: list[Numbers], title: str) -> None:
+    """Two panels, top-1 and top-5 error: ours with its 95% interval as an error bar, beside the paper's."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import pandas as pd
+    import numpy as np
     import seaborn as sns
 
-    records = [
-        {"row": label, "source": source, "top-5 error (%)": value}
-        for label, mine, theirs in zip(labels, ours, paper)
-        for source, value in (("ours", mine), ("paper", theirs))
-        if value is not None
-    ]
     sns.set_theme(style="whitegrid")
-    figure, axis = plt.subplots(figsize=(max(6, 0.7 * len(labels) + 2), 4))
-    if records:
-        sns.barplot(data=pd.DataFrame(records), x="row", y="top-5 error (%)", hue="source", ax=axis)
-    axis.set_xlabel("")
-    axis.set_title(title)
-    plt.setp(axis.get_xticklabels(), rotation=30, ha="right")
+    figure, axes = plt.subplots(1, 2, figsize=(max(9, 1.1 * len(labels) + 3), 4.5))
+    x, width = np.arange(len(labels)), 0.4
+    for axis, (metric, name) in zip(axes, METRICS):
+        def column(values: list[float | None]) -> np.ndarray:
+            return np.array([np.nan if value is None else value for value in values], dtype=float)
+
+        values, low, high = (column([number(row.get(f"{metric}_err{suffix}")) if row else None for row in ours]) for suffix in ("", "_lo", "_hi"))
+        errors = np.nan_to_num(np.stack([values - low, high - values]), nan=0.0).clip(min=0)
+        theirs = column([numbers.get(metric) for numbers in paper])
+        axis.bar(x - width / 2, values, width, yerr=errors, capsize=3, label="ours (95% interval)")
+        axis.bar(x + width / 2, theirs, width, label="paper")
+        axis.set_xticks(x, labels, rotation=30, ha="right")
+        axis.set_ylabel(f"{name} error (%)")
+        axis.set_title(f"{name} error")
+    axes[0].legend()
+    figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -163,130 +162,99 @@ def _scale_label(train_scale: str) -> str:
     return f"[{train_scale.replace(':', ';')}]" if ":" in train_scale else train_scale
 
 
-def render_evaluation_table(experiment: Experiment, view: ResultsView, catalog) -> tuple[str, list, list, list]:
+def _error_cells(row: dict | None, ours: Numbers, paper: Numbers) -> list[str]:
+    """ours [interval], paper, Δ for top-1 then top-5."""
+    return [cell for metric, _ in METRICS for cell in (ours_cell(row, metric), fmt(paper.get(metric)), delta(ours.get(metric), paper.get(metric)))]
+
+
+def render_evaluation_table(experiment: Experiment, view: ResultsView, catalog: dict[str, RunSpec]) -> tuple[str, list, list, list]:
     """Tables 3-5: one line per evaluation, ours beside the paper's."""
-    lines, labels, ours_top5, paper_top5 = [], [], [], []
+    lines, labels, ours_rows, papers = [], [], [], []
     for spec in experiment.evaluations:
         run = catalog[spec.run]
         row = view.find(spec.run, spec.method, spec.test_scales, spec.flip)
-        ours = view.numbers(row)
         paper = paper_numbers(spec, run.config, run.train_scale, tables=(str(experiment.paper_table),))
-        lines.append(
-            [run.config, _scale_label(run.train_scale), ",".join(map(str, spec.scales)), spec.method,
-             _fmt(ours.top1), _fmt(paper.top1), _delta(ours.top1, paper.top1), _fmt(ours.top5), _fmt(paper.top5), _delta(ours.top5, paper.top5)]
-        )
+        lines.append([run.config, _scale_label(run.train_scale), ",".join(map(str, spec.scales)), spec.method, *_error_cells(row, view.numbers(row), paper)])
         labels.append(f"{run.config} S={_scale_label(run.train_scale)} {spec.method}" if experiment.paper_table == 5 else f"{run.config} S={_scale_label(run.train_scale)}")
-        ours_top5.append(ours.top5)
-        paper_top5.append(paper.top5)
+        ours_rows.append(row)
+        papers.append(paper)
     headers = ["ConvNet config.", "train S", "test Q", "method", "top-1 ours", "top-1 paper", "Δ", "top-5 ours", "top-5 paper", "Δ"]
-    return tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True), labels, ours_top5, paper_top5
-
-
-def _fusion_lines(fusions: list[FusionSpec], view: ResultsView, table: int) -> tuple[list, list, list, list]:
-    lines, labels, ours_top5, paper_top5 = [], [], [], []
-    for fusion in fusions:
-        ours = view.numbers(view.find_fusion(fusion))
-        paper = paper_row_numbers(table, fusion.paper_row, fusion.method) if fusion.paper_row else NONE
-        lines.append([fusion.label, ", ".join(m.run for m in fusion.members), fusion.method,
-                      _fmt(ours.top1), _fmt(paper.top1), _delta(ours.top1, paper.top1), _fmt(ours.top5), _fmt(paper.top5), _delta(ours.top5, paper.top5)])
-        labels.append(fusion.label)
-        ours_top5.append(ours.top5)
-        paper_top5.append(paper.top5)
-    return lines, labels, ours_top5, paper_top5
+    return tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True), labels, ours_rows, papers
 
 
 def render_fusion_table(experiment: Experiment, view: ResultsView) -> tuple[str, list, list, list]:
     """Table 6: one line per fusion."""
-    lines, labels, ours, paper = _fusion_lines(experiment.fusions, view, experiment.paper_table)
+    lines, labels, ours_rows, papers = [], [], [], []
+    for fusion in experiment.fusions:
+        row = view.find_fusion(fusion)
+        paper = paper_row_numbers(experiment.paper_table, fusion.paper_row, fusion.method) if fusion.paper_row else NONE
+        lines.append([fusion.label, ", ".join(m.run for m in fusion.members), fusion.method, *_error_cells(row, view.numbers(row), paper)])
+        labels.append(fusion.label)
+        ours_rows.append(row)
+        papers.append(paper)
     headers = ["Combined ConvNet models", "members (our runs)", "method", "top-1 ours", "top-1 paper", "Δ", "top-5 ours", "top-5 paper", "Δ"]
-    return tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True), labels, ours, paper
+    return tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True), labels, ours_rows, papers
 
 
-def render_state_of_the_art(experiment: Experiment, view: ResultsView, catalog) -> tuple[str, list, list, list]:
+def render_state_of_the_art(experiment: Experiment, view: ResultsView, catalog: dict[str, RunSpec]) -> tuple[str, list, list, list]:
     """Table 7: the paper's comparison (published numbers) with our best single net and fusion added."""
     lines = []
     for row in published_rows():
         if row["table"] == "7":
             notes = row["notes"]
             test = next((part.split("=", 1)[1] for part in notes.split("; ") if part.startswith("top5_test_err=")), "-")
-            lines.append([row["config"], "paper", _fmt(_number(row["top1_err"])), _fmt(_number(row["top5_err"])), test])
-    labels, ours_top5, paper_top5 = [], [], []
-    for spec in experiment.evaluations:
-        run = catalog[spec.run]
-        ours = view.numbers(view.find(spec.run, spec.method, spec.test_scales, spec.flip))
-        paper = paper_row_numbers(7, spec.paper_row, None) if spec.paper_row else NONE
-        lines.append([spec.label or f"ours: {run.config}", f"ours ({view.profile})", _fmt(ours.top1), _fmt(ours.top5), "-"])
-        labels.append(spec.label or run.config)
-        ours_top5.append(ours.top5)
-        paper_top5.append(paper.top5)
-    for fusion in experiment.fusions:
-        ours = view.numbers(view.find_fusion(fusion))
-        paper = paper_row_numbers(7, fusion.paper_row, None) if fusion.paper_row else NONE
-        lines.append([fusion.label, f"ours ({view.profile})", _fmt(ours.top1), _fmt(ours.top5), "-"])
-        labels.append(fusion.label)
-        ours_top5.append(ours.top5)
-        paper_top5.append(paper.top5)
+            lines.append([row["config"], "paper", fmt(number(row["top1_err"])), fmt(number(row["top5_err"])), test])
+    labels, ours_rows, papers = [], [], []
+    entries = [(spec, spec.label or f"ours: {catalog[spec.run].config}", spec.label or catalog[spec.run].config) for spec in experiment.evaluations]
+    entries += [(fusion, fusion.label, fusion.label) for fusion in experiment.fusions]
+    for entry, name, label in entries:
+        row = view.find_entry(entry)
+        lines.append([name, f"ours ({view.profile})", ours_cell(row, "top1"), ours_cell(row, "top5"), "-"])
+        labels.append(label)
+        ours_rows.append(row)
+        papers.append(paper_row_numbers(7, entry.paper_row, None) if entry.paper_row else NONE)
     headers = ["Method", "source", "top-1 val. error (%)", "top-5 val. error (%)", "top-5 test error (%)"]
-    return tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True), labels, ours_top5, paper_top5
+    return tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True), labels, ours_rows, papers
 
 
-def _direction(value: float | None) -> str:
-    if value is None:
-        return "?"
-    return "lower" if value < 0 else "higher" if value > 0 else "equal"
-
-
-def ablation_finding(ablation: AblationSpec, view: ResultsView, catalog) -> tuple[str, str]:
-    """The ablation's table (markdown) and its finding in one sentence, from our numbers."""
-    lines, ours_all, paper_all = [], [], []
-    for spec in ablation.evaluations:
-        run = catalog[spec.run]
-        ours = view.numbers(view.find(spec.run, spec.method, spec.test_scales, spec.flip))
-        # the paper's numbers belong to its own init chain (random A, B-E from A), not to the init ablation's variants
-        paper = paper_numbers(spec, run.config, run.train_scale) if run.init not in ("glorot", "gaussian") else NONE
-        ours_all.append(ours)
-        paper_all.append(paper)
-        lines.append([spec.run, spec.method, ",".join(map(str, spec.scales)), _fmt(ours.top1), _fmt(ours.top5), _fmt(paper.top1), _fmt(paper.top5)])
-    table = tabulate(lines, headers=["run", "method", "test Q", "top-1 ours", "top-5 ours", "top-1 paper", "top-5 paper"], tablefmt="github", disable_numparse=True)
-    base_spec, base, base_paper = ablation.evaluations[0], ours_all[0], paper_all[0]
-    parts = []
-    for spec, ours, paper in zip(ablation.evaluations[1:], ours_all[1:], paper_all[1:]):
-        if base.top1 is None or ours.top1 is None:
-            parts.append(f"{spec.run}: not run yet")
+def training_section(view: ResultsView) -> str:
+    """How each net of the report trained (from the rows' training columns): epochs, steps, the
+    epochs at which the rate dropped, the final rate, the last epoch's train loss beside the
+    loss of guessing (ln K), and what stopped it. Empty when the rows carry no training columns."""
+    lines, seen = [], set()
+    for row in view.rows:
+        key = (row.get("run"), row.get("seed") or "0")
+        if not row.get("epochs") or key in seen or row.get("seed") == MEAN_SEED:
             continue
-        ours_d1, ours_d5 = ours.top1 - base.top1, ours.top5 - base.top5
-        name = spec.run if spec.run != base_spec.run else f"{spec.run} at Q={spec.test_scales}"
-        text = f"{name} vs {base_spec.run}: {ours_d1:+.1f} top-1, {ours_d5:+.1f} top-5 on {view.profile}"
-        if paper.top1 is not None and base_paper.top1 is not None:
-            paper_d1, paper_d5 = paper.top1 - base_paper.top1, paper.top5 - base_paper.top5
-            agree = "same direction" if _direction(ours_d1) == _direction(paper_d1) else "opposite direction"
-            text += f", paper {paper_d1:+.1f} / {paper_d5:+.1f} ({agree} in top-1)"
-        elif ablation.paper_top1_difference is not None:
-            agree = "same direction" if _direction(ours_d1) == _direction(ablation.paper_top1_difference) else "opposite direction"
-            text += f", paper {ablation.paper_top1_difference:+.1f} top-1 ({agree})"
-        parts.append(text)
-    return table, "; ".join(parts) + "."
+        seen.add(key)
+        loss = number(row.get("train_loss"))
+        classes = int(number(row.get("classes")) or 0)
+        chance = f" (chance {math.log(classes):.2f})" if classes > 1 else ""
+        lines.append([
+            row["run"] + (f" seed {key[1]}" if key[1] != "0" else ""), row["epochs"], row.get("steps", "-"),
+            (row.get("drop_epochs") or "none").replace("|", ", "), f"{float(row['final_lr']):g}" if row.get("final_lr") else "-",
+            "-" if loss is None else f"{loss:.3f}{chance}", row.get("stopped", "-"),
+        ])
+    if not lines:
+        return ""
+    table = tabulate(lines, headers=["run", "epochs", "steps", "lr drops after epoch", "final lr", "final train loss", "stopped by"],
+                     tablefmt="github", disable_numparse=True)
+    return f"\n## How each net trained\n\n{table}\n"
 
 
-def render_ablations(experiment: Experiment, view: ResultsView, catalog) -> str:
-    sections = [view.header(experiment)]
-    for ablation in experiment.ablations:
-        table, finding = ablation_finding(ablation, view, catalog)
-        sections.append(f"## {ablation.name}\n\n{ablation.question}\n\n- paper: {ablation.paper}\n- finding: {finding}\n\n{table}\n")
-    return "\n".join(sections)
-
-
-def write_results_report(name: str, profile: str, results_dir: Path, out_dir: Path, dataset: str | None = None) -> Path:
-    """Render reports/<name>.md (and .png for tables) from results/<name>.csv for one profile."""
-    from vgg.experiments import load_catalog
-
+def write_results_report(name: str | Path, profile: str, results_dir: Path, out_dir: Path, dataset: str | None = None) -> Path:
+    """Render reports/<name>.md (and .png for tables) from results/<name>.csv for one profile.
+    `name` is a table ("table3", "ablations") or the path of an experiment file."""
     catalog = load_catalog()
     experiment = load_experiment(name, catalog)
-    view = ResultsView(Path(results_dir) / f"{name}.csv", profile, dataset)
+    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    view = ResultsView(results_dir / f"{experiment.name}.csv", profile, dataset)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}.md"
+    path = out_dir / f"{experiment.name}.md"
     if experiment.ablations:
-        path.write_text(render_ablations(experiment, view, catalog))
+        from vgg.ablations_report import render_ablations
+
+        path.write_text(render_ablations(experiment, view, results_dir, catalog))
         return path
     if experiment.paper_table == 6:
         table, labels, ours, paper = render_fusion_table(experiment, view)
@@ -294,7 +262,7 @@ def write_results_report(name: str, profile: str, results_dir: Path, out_dir: Pa
         table, labels, ours, paper = render_state_of_the_art(experiment, view, catalog)
     else:
         table, labels, ours, paper = render_evaluation_table(experiment, view, catalog)
-    plot = out_dir / f"{name}.png"
-    _plot(plot, labels, ours, paper, f"{experiment.title.split(':')[0]}: top-5 error, ours ({profile}) vs paper")
-    path.write_text(f"{view.header(experiment)}\n{table}\n\n![top-5 error, ours vs paper]({plot.name})\n")
+    plot = out_dir / f"{experiment.name}.png"
+    _plot(plot, labels, ours, paper, f"{experiment.title.split(':')[0]}: ours ({profile} profile, 95% intervals) vs paper")
+    path.write_text(f"{view.header(experiment)}\n{table}\n\n![top-1 and top-5 error, ours vs paper]({plot.name})\n{training_section(view)}")
     return path

@@ -2,13 +2,28 @@
 
 Sect. 3.1: the rate started at 1e-2 and was decreased by a factor of 10 when validation
 accuracy stopped improving; it was decreased 3 times in all. Here a plateau is `patience`
-epochs in a row without a new best val top-1 accuracy; after `max_drops` drops, the next
-plateau ends training (as does the epoch limit).
+epochs in a row without a new best val top-1 accuracy (a gain of more than `threshold`
+points); after `max_drops` drops, the next plateau ends training (as does the epoch limit).
+
+The paper gives no patience or threshold; two guards keep the rule from reacting to noise
+before a net has learned anything (profile settings, `experiments/profiles.toml`):
+- `min_stage_epochs`: each rate runs at least this many epochs before it may drop (or stop);
+- `near_chance`: no drop (or stop) while the best val accuracy has covered less than this
+  fraction of the way from chance (`chance_accuracy`, 100/K % for K classes) to 100%.
+A plateau that a guard holds back is reported as "hold"; the rate drops as soon as the
+guards allow it if the net has still not improved by then.
+
+A net that has not left chance at all (`STUCK_FRACTION` of the way) after `give_up_epochs`
+epochs is given up on ("give up"): more epochs at the same rate would not help, and the
+guard above keeps the rate from dropping.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+
+STUCK_FRACTION = 0.05
+"""Below this fraction of the way from chance to 100%, a net has not started to learn."""
 
 
 @dataclass
@@ -17,24 +32,54 @@ class PlateauSchedule:
     factor: float = 0.1
     patience: int = 2
     max_drops: int = 3
+    threshold: float = 0.0
+    min_stage_epochs: int = 1
+    chance_accuracy: float = 0.0
+    near_chance: float = 0.0
+    give_up_epochs: int = 0
     best: float = float("-inf")
+    epochs: int = 0
     epochs_without_gain: int = 0
+    stage_epochs: int = 0
     drops: int = 0
+    drop_epochs: list[int] = field(default_factory=list)
     finished: bool = False
+    gave_up: bool = False
+
+    def learned_fraction(self) -> float:
+        """How far the best val accuracy (in %) has come from chance towards 100%: 0 at chance, 1 when perfect."""
+        if self.best == float("-inf"):
+            return 0.0
+        return (self.best - self.chance_accuracy) / (100.0 - self.chance_accuracy)
+
+    def near_chance_now(self) -> bool:
+        """True while the net has not yet left chance far enough for a drop to mean a plateau."""
+        return self.learned_fraction() < self.near_chance
 
     def step(self, val_accuracy: float) -> str:
-        """Record one epoch's val accuracy; returns "improved", "wait", "drop" or "stop"."""
-        if val_accuracy > self.best:
+        """Record one epoch's val top-1 accuracy (%); returns "improved", "wait", "hold", "drop", "stop"
+        or "give up"."""
+        self.epochs += 1
+        self.stage_epochs += 1
+        if val_accuracy > self.best + self.threshold:
             self.best, self.epochs_without_gain = val_accuracy, 0
+        else:
+            self.epochs_without_gain += 1
+        if self.give_up_epochs and self.epochs >= self.give_up_epochs and self.learned_fraction() < STUCK_FRACTION:
+            self.finished = self.gave_up = True
+            return "give up"
+        if self.epochs_without_gain == 0:
             return "improved"
-        self.epochs_without_gain += 1
         if self.epochs_without_gain < self.patience:
             return "wait"
-        self.epochs_without_gain = 0
+        if self.stage_epochs < self.min_stage_epochs or self.near_chance_now():
+            return "hold"
+        self.epochs_without_gain, self.stage_epochs = 0, 0
         if self.drops >= self.max_drops:
             self.finished = True
             return "stop"
         self.drops += 1
+        self.drop_epochs.append(self.epochs - 1)
         self.lr *= self.factor
         return "drop"
 

@@ -1,10 +1,16 @@
 """The embedded synthetic dataset: a deterministic, ImageNet-shaped stand-in for laptops and CI.
 
-Each class is one (shape, texture) pair, e.g. "star with stripes": colours are drawn at
-random per image, so the class survives the RGB colour shift. One object of the class sits
-at a random scale (40-80% of the shorter side), position and small rotation over a smooth
-cluttered background with smaller distractor shapes. Images vary in size (shorter side
-64-192 px) and aspect ratio (3:4 to 4:3), so training and test scales matter as on ImageNet.
+Each class is one (shape, texture) pair, e.g. "star with stripes": 10 shapes x 5 textures,
+50 classes (the default; fewer take the first ones). One object of the class sits at a
+random scale (40-80% of the shorter side), position and small rotation over a smooth,
+darker background cluttered with thin lines and smaller distractor blobs. The object is
+bright, in a random hue drawn per image (so the class survives the RGB colour shift and no
+colour gives it away), and its texture is a darker pattern of the same hue: the silhouette
+stands out from the background as objects do in photographs, and the texture is read
+inside it. (With two unrelated random colours per texture the pattern's edges were as
+strong as the silhouette's, and a width-1/8 VGG-A stayed above 80% top-1 error after 10
+epochs.) Images vary in size (shorter side 64-192 px) and aspect ratio (3:4 to 4:3), so
+training and test scales matter as on ImageNet.
 
 Every image is drawn from its own random stream, seeded by (seed, split, class, index), and
 saved as JPEG with fixed settings: the same seed gives byte-identical files, whatever the
@@ -13,6 +19,7 @@ number of worker processes.
 
 from __future__ import annotations
 
+import colorsys
 import io
 import json
 import math
@@ -25,11 +32,24 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-SHAPES = ("disc", "square", "triangle", "cross", "star", "hexagon", "crescent", "arrow")
-TEXTURES = ("stripes", "checker", "dots", "solid")
+SHAPES = ("disc", "square", "triangle", "cross", "star", "hexagon", "crescent", "arrow", "ring", "bowtie")
+TEXTURES = ("stripes", "checker", "dots", "solid", "grid")
 MAX_CLASSES = len(SHAPES) * len(TEXTURES)
 SPLITS = ("train", "val")
 JPEG_QUALITY = 90
+GENERATOR_VERSION = 2
+"""Bumped whenever the images a spec gives change (2: 50 classes, bright objects, log-uniform sizes, noise)."""
+BACKGROUND_LEVELS = (20, 120)
+"""Range of the background's coarse colour field (0-255): darker than the objects."""
+OBJECT_VALUE = (0.7, 0.9)
+"""HSV value (brightness) of an object's colour; its saturation is drawn from 0.2-1."""
+NOISE_STD = 6.0
+"""Gaussian noise over the whole image, as a camera's. Without it, flat (or clipped) regions give
+exactly equal activations, and which of them a max-pool picks flips with float rounding."""
+TEXTURE_SHADE = 0.55
+OBJECT_SIZE = (0.3, 0.85)
+"""Range of the object's size as a fraction of the image's shorter side, drawn log-uniformly."""
+"""The texture's pattern colour: the object's colour times this."""
 COMPLETE_MARKER = ".complete"
 _SUPERSAMPLE = 2
 
@@ -38,7 +58,7 @@ _SUPERSAMPLE = 2
 class SynthSpec:
     """Parameters of a synthetic dataset; written to `synthetic.json` beside the images."""
 
-    classes: int = 10
+    classes: int = 50
     train_per_class: int = 200
     val_per_class: int = 50
     seed: int = 0
@@ -58,7 +78,7 @@ class SynthSpec:
 
 
 def class_definition(index: int) -> tuple[str, str]:
-    """The (shape, texture) pair of class `index`; the first eight classes all differ in shape."""
+    """The (shape, texture) pair of class `index`: the first ten classes all differ in shape, and all 50 pairs occur."""
     shape = SHAPES[index % len(SHAPES)]
     texture = TEXTURES[(index + index // len(SHAPES)) % len(TEXTURES)]
     return shape, texture
@@ -80,7 +100,8 @@ def render_image(spec: SynthSpec, split: str, class_index: int, image_index: int
     for _ in range(int(rng.integers(1, 4))):  # distractors: irregular blobs, never a class shape
         _paste(canvas, rng, "blob", "solid", rng.uniform(0.1, 0.25) * short)
     shape, texture = class_definition(class_index)
-    _paste(canvas, rng, shape, texture, rng.uniform(0.4, 0.8) * short)
+    _paste(canvas, rng, shape, texture, math.exp(rng.uniform(*np.log(OBJECT_SIZE))) * short)
+    canvas += rng.normal(0, NOISE_STD, size=canvas.shape).astype(np.float32)  # sensor noise, over the object too
 
     image = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
     buffer = io.BytesIO()
@@ -89,10 +110,9 @@ def render_image(spec: SynthSpec, split: str, class_index: int, image_index: int
 
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    coarse = rng.uniform(40, 215, size=(3, 4, 3)).astype(np.float32)
+    coarse = rng.uniform(*BACKGROUND_LEVELS, size=(3, 4, 3)).astype(np.float32)
     smooth = np.asarray(Image.fromarray(coarse.astype(np.uint8)).resize((width, height), Image.BILINEAR), np.float32)
-    noise = rng.normal(0, 8, size=(height, width, 3)).astype(np.float32)
-    canvas = smooth + noise
+    canvas = smooth.copy()
     draw_layer = Image.new("RGB", (width, height))
     mask = Image.new("L", (width, height))
     draw, mask_draw = ImageDraw.Draw(draw_layer), ImageDraw.Draw(mask)
@@ -122,6 +142,8 @@ def _shape_polygon(shape: str) -> list[tuple[float, float]] | None:
         ]
     if shape == "hexagon":
         return [(math.cos(k * math.pi / 3), math.sin(k * math.pi / 3)) for k in range(6)]
+    if shape == "bowtie":
+        return [(-1.0, -0.85), (0.0, -0.2), (1.0, -0.85), (1.0, 0.85), (0.0, 0.2), (-1.0, 0.85)]
     if shape == "arrow":
         return [(-1.0, -0.3), (0.1, -0.3), (0.1, -0.8), (1.0, 0.0), (0.1, 0.8), (0.1, 0.3), (-1.0, 0.3)]
     return None
@@ -141,8 +163,11 @@ def _shape_mask(shape: str, size: int, angle: float, rng: np.random.Generator) -
     draw = ImageDraw.Draw(mask)
     radius = big / 2 * 0.98
     centre = big / 2
-    if shape == "disc":
+    if shape in ("disc", "ring"):
         draw.ellipse([centre - radius, centre - radius, centre + radius, centre + radius], fill=255)
+        if shape == "ring":
+            inner = 0.5 * radius
+            draw.ellipse([centre - inner, centre - inner, centre + inner, centre + inner], fill=0)
     elif shape == "crescent":
         draw.ellipse([centre - radius, centre - radius, centre + radius, centre + radius], fill=255)
         offset_x, offset_y = 0.45 * radius * math.cos(angle), 0.45 * radius * math.sin(angle)
@@ -161,9 +186,9 @@ def _shape_mask(shape: str, size: int, angle: float, rng: np.random.Generator) -
 
 
 def _texture(rng: np.random.Generator, texture: str, size: int) -> np.ndarray:
-    """A size x size x 3 texture in two random, clearly different colours."""
-    first = rng.uniform(0, 255, 3)
-    second = 255 - first + rng.uniform(-40, 40, 3)  # far from the first colour
+    """A size x size x 3 texture: a bright colour of random hue, patterned with a darker shade of it."""
+    first = 255 * np.array(colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.2, 1), rng.uniform(*OBJECT_VALUE)))
+    second = first * TEXTURE_SHADE
     if texture == "solid":
         return np.broadcast_to(first, (size, size, 3)).astype(np.float32)
     period = size / rng.uniform(3.5, 6.0)
@@ -175,6 +200,8 @@ def _texture(rng: np.random.Generator, texture: str, size: int) -> np.ndarray:
         pattern = (np.floor(u * 2) % 2) == 0
     elif texture == "checker":
         pattern = (np.floor(u) + np.floor(v)) % 2 == 0
+    elif texture == "grid":
+        pattern = ((u - np.floor(u)) < 0.3) | ((v - np.floor(v)) < 0.3)
     else:  # dots
         pattern = (u - np.round(u)) ** 2 + (v - np.round(v)) ** 2 < 0.3**2
     return np.where(pattern[..., None], first, second).astype(np.float32)
@@ -196,6 +223,11 @@ def _render_job(job: tuple[SynthSpec, str, int, int, str]) -> None:
     Path(path).write_bytes(render_image(spec, split, class_index, image_index))
 
 
+def _description(spec: SynthSpec) -> dict:
+    """What `synthetic.json` records: the parameters and the generator's version."""
+    return {**asdict(spec), "generator": GENERATOR_VERSION}
+
+
 def generate(out_dir: Path, spec: SynthSpec = SynthSpec(), workers: int | None = None) -> Path:
     """Write the dataset in the class-folder layout (`out_dir/{train,val}/<wnid>/*.JPEG`).
 
@@ -206,9 +238,12 @@ def generate(out_dir: Path, spec: SynthSpec = SynthSpec(), workers: int | None =
     out_dir = Path(out_dir)
     if (out_dir / COMPLETE_MARKER).exists():
         existing = json.loads((out_dir / "synthetic.json").read_text())
-        if existing == asdict(spec):
+        if existing == _description(spec):
             return out_dir
-        raise ValueError(f"{out_dir} already holds a synthetic dataset with other parameters ({existing}); remove it first")
+        raise ValueError(
+            f"{out_dir} already holds a synthetic dataset with other parameters or from another version of the generator "
+            f"({existing}, wanted {_description(spec)}); remove it first"
+        )
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ValueError(f"{out_dir} exists and is not a complete synthetic dataset; remove it or choose another --out")
     staging = out_dir.with_name(out_dir.name + ".partial")
@@ -228,7 +263,7 @@ def generate(out_dir: Path, spec: SynthSpec = SynthSpec(), workers: int | None =
     else:
         for job in jobs:
             _render_job(job)
-    (staging / "synthetic.json").write_text(json.dumps(asdict(spec), indent=2) + "\n")
+    (staging / "synthetic.json").write_text(json.dumps(_description(spec), indent=2) + "\n")
     descriptions = [f"{wnid(i)}\t{' with '.join(class_definition(i))}" for i in range(spec.classes)]
     (staging / "classes.txt").write_text("\n".join(descriptions) + "\n")
     (staging / COMPLETE_MARKER).write_text("")

@@ -84,7 +84,7 @@ class TrainConfig:
     lr: float | None = None
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    dropout: float = 0.5
+    dropout: float | None = None  # None: the profile's (paper 0.5)
     seed: int = 0
     accum: int = 1
     normalization: str = "mean-rgb"
@@ -203,6 +203,7 @@ class Trainer:
                 f"process(es) x {cfg.accum} accumulation step(s)"
             )
         self.micro_batch = self.global_batch // per_step
+        self.dropout = cfg.dropout if cfg.dropout is not None else self.profile.dropout
         self._val_loader = None
 
     # ----- set-up -------------------------------------------------------------------
@@ -222,7 +223,7 @@ class Trainer:
             width=self.profile.width,
             crop=self.profile.crop,
             batch_norm=self.cfg.batch_norm,
-            dropout=self.cfg.dropout,
+            dropout=self.dropout,
         )
         init = self.cfg.init or self.profile.random_init
         scheme = init if init in ("paper", "glorot") else self.profile.random_init
@@ -233,7 +234,7 @@ class Trainer:
             if self.cfg.init is not None:
                 raise ValueError("fine-tuning from --weights replaces --init: give one of them")
             source = self._weights_source()
-            spec = VGGSpec(**{**source.model.spec.to_dict(), "num_classes": len(classes), "dropout": self.cfg.dropout})
+            spec = VGGSpec(**{**source.model.spec.to_dict(), "num_classes": len(classes), "dropout": self.dropout})
         model = VGG.from_spec(spec, init=scheme, init_std=self.profile.init_std)
         if self.cfg.weights is not None:
             fine_tune = True
@@ -306,7 +307,10 @@ class Trainer:
 
     def _val_batches(self, val_images: ImageList) -> ImageDataset:
         limit = self.cfg.val_images if self.cfg.val_images is not None else self.profile.val_images
-        return ImageDataset(val_images.subset(limit), CentreCropTransform(self.val_scale, self.profile.crop), skip_bad_images=self.cfg.skip_bad_images)
+        return ImageDataset(
+            val_images.subset(limit), CentreCropTransform(self.val_scale, self.profile.crop), skip_bad_images=self.cfg.skip_bad_images,
+            cache_decoded=self.profile.cache_decoded,
+        )
 
     # ----- the run ------------------------------------------------------------------
     def run(self) -> dict:
@@ -327,7 +331,15 @@ class Trainer:
         train_images, val_images = self._data()
         torch.manual_seed(cfg.seed)  # the random init
         model, lr, self.epochs = self._build_model(train_images.classes, checkpoint)
-        schedule = PlateauSchedule(lr=lr, patience=cfg.plateau_patience or self.profile.plateau_patience)
+        schedule = PlateauSchedule(
+            lr=lr,
+            patience=cfg.plateau_patience or self.profile.plateau_patience,
+            threshold=self.profile.plateau_threshold,
+            min_stage_epochs=self.profile.plateau_min_epochs,
+            chance_accuracy=100.0 / len(train_images.classes),
+            near_chance=self.profile.near_chance,
+            give_up_epochs=self.profile.give_up_epochs,
+        )
         if cfg.freeze == "features":
             model.features.requires_grad_(False)
         trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
@@ -364,9 +376,9 @@ class Trainer:
             network = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
 
         transform = TrainTransform(self.pixel_scale, self.profile.crop)
-        dataset = ImageDataset(train_images, transform, seed=cfg.seed, skip_bad_images=cfg.skip_bad_images)
+        dataset = ImageDataset(train_images, transform, seed=cfg.seed, skip_bad_images=cfg.skip_bad_images, cache_decoded=self.profile.cache_decoded)
         sampler = EpochSampler(len(dataset), shuffle=True, seed=cfg.seed, rank=context.rank, world_size=context.world_size)
-        workers = cfg.workers if cfg.workers is not None else default_workers(context.local_world_size)
+        workers = cfg.workers if cfg.workers is not None else default_workers(context.local_world_size, device)
         loader = make_loader(dataset, sampler, self.micro_batch, workers, device)
         val_dataset = self._val_batches(val_images)
         steps_per_epoch = len(sampler) // (self.micro_batch * cfg.accum)
@@ -500,7 +512,7 @@ class Trainer:
         model.eval()
         if self._val_loader is None:  # built once: its workers persist across epochs
             sampler = EpochSampler(len(dataset), shuffle=False, rank=self.context.rank, world_size=self.context.world_size, pad=False)
-            workers = self.cfg.workers if self.cfg.workers is not None else default_workers(self.context.local_world_size)
+            workers = self.cfg.workers if self.cfg.workers is not None else default_workers(self.context.local_world_size, device)
             self._val_loader = make_loader(dataset, sampler, max(1, self.micro_batch * 2), workers=workers, device=device)
         loader = self._val_loader
         counts = torch.zeros(3, dtype=torch.float64)
@@ -532,7 +544,13 @@ class Trainer:
             "wall_s": round(totals.elapsed, 2),
         }
         self.last_row = row
-        note = {"drop": f"; lr -> {schedule.lr:g}", "stop": "; plateau after the last drop: stopping"}.get(action, "")
+        note = {
+            "drop": f"; lr -> {schedule.lr:g}",
+            "stop": "; plateau after the last drop: stopping",
+            "give up": f"; still at chance after {schedule.epochs} epochs ({schedule.learned_fraction():.0%} of the way): stopping",
+            "hold": f"; plateau, but the lr holds ({schedule.learned_fraction():.0%} of the way from chance, "
+            f"{schedule.stage_epochs} epoch(s) at this rate)",
+        }.get(action, "")
         self.log(
             f"epoch {epoch}: train loss {row['train_loss']:.4f}, top-1 err {row['train_top1_err']:.2f}%; "
             f"val ({val_count} images, centre crop at Q={self.val_scale}) top-1 err {val_top1:.2f}%, top-5 err {val_top5:.2f}%; "
@@ -553,7 +571,10 @@ class Trainer:
             "epochs": int(epochs_run),
             "steps": int(global_step),
             "lr_drops": schedule.drops,
-            "stopped": "plateau" if schedule.finished else "max_epochs",
+            "drop_epochs": list(schedule.drop_epochs),
+            "final_lr": float(last["lr"]),
+            "train_loss": float(last["train_loss"]),
+            "stopped": "at chance" if schedule.gave_up else "plateau" if schedule.finished else "max_epochs",
             "val_top1_err": float(last["val_top1_err"]),
             "val_top5_err": float(last["val_top5_err"]),
             "best_val_top1_err": float(frame["val_top1_err"].min()),

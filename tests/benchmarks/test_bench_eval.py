@@ -1,7 +1,10 @@
-"""Evaluation throughput at smoke size (D, width 1/8, crop 64, Q = 73 px, 3 scales for multi-crop).
+"""Evaluation throughput at smoke size (width 1/8, crop 64, Q = 73 px; 3 scales for multi-crop).
 
-Reported: images/s for dense and for multi-crop (50 crops per scale, batched), and the
-batched multi-crop against the same crops run one forward pass per crop (the reference).
+Reported: images/s for dense and for multi-crop (50 crops per scale, batched), the batched
+multi-crop against the same crops run one forward pass per crop, and dense evaluation batched
+over images of the same size (`Batcher`, as `evaluate` does) against one image at a time
+(`Protocol.posteriors`, a pass of 2 per image, as evaluation did before batching) on 200
+synthetic val images, whose sizes and aspect ratios vary as the generator makes them.
 """
 
 from __future__ import annotations
@@ -12,19 +15,28 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vgg.evaluate import Net, Protocol, grid_crops
+from vgg.datasets import load_split
+from vgg.evaluate import Net
+from vgg.loaders import read_image
 from vgg.models import VGG
 from vgg.normalization import PAPER_MEAN_RGB
 from vgg.profiles import get_profile
+from vgg.protocols import Batcher, Protocol, grid_crops
+from vgg.synthetic import SynthSpec, generate
+from vgg.transforms import rescale
 
 IMAGES = 8
 
 
+def smoke_net(config: str, classes: int) -> Net:
+    torch.manual_seed(0)
+    model = VGG(config, num_classes=classes, width=8, crop=64, init="glorot")
+    return Net(model, PAPER_MEAN_RGB, get_profile("smoke"), Path("bench"), "bench", "256", None)
+
+
 @pytest.fixture(scope="module")
 def net() -> Net:
-    torch.manual_seed(0)
-    model = VGG("D", num_classes=10, width=8, crop=64, init="glorot")
-    return Net(model, PAPER_MEAN_RGB, get_profile("smoke"), Path("bench"), "bench", "256", None)
+    return smoke_net("D", 10)
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +45,16 @@ def scaled_images() -> list[list[torch.Tensor]]:
     return [[torch.randint(0, 256, (3, q, q * 4 // 3), dtype=torch.uint8, generator=generator) for q in (64, 73, 82)] for _ in range(IMAGES)]
 
 
-def run(benchmark, group: str, work, reference: bool = False) -> None:
+@pytest.fixture(scope="module")
+def synthetic_at_73(tmp_path_factory) -> list[list[torch.Tensor]]:
+    spec = SynthSpec(classes=20, train_per_class=1, val_per_class=10)
+    val = load_split(generate(tmp_path_factory.mktemp("bench") / "synthetic", spec, workers=1), "val")
+    return [[rescale(read_image(path), 73)] for path, _ in val.samples]
+
+
+def run(benchmark, group: str, work, items: int = IMAGES, reference: bool = False) -> None:
     benchmark.group = group
-    benchmark.extra_info.update(items=IMAGES, reference=reference)
+    benchmark.extra_info.update(items=items, reference=reference)
     benchmark.pedantic(work, rounds=3, warmup_rounds=1)
 
 
@@ -66,3 +85,22 @@ def test_multi_crop_per_crop_loop_reference(benchmark, net, scaled_images):
 def test_multi_crop_batched(benchmark, net, scaled_images):
     protocol = Protocol(net, "multi-crop")
     run(benchmark, "multi-crop: batched vs one forward per crop", lambda: [protocol.posteriors(images) for images in scaled_images])
+
+
+DENSE_GROUP = "dense Q=73: batched by size vs one image at a time (smoke A)"
+
+
+def test_dense_one_image_at_a_time_reference(benchmark, synthetic_at_73):
+    protocol = Protocol(smoke_net("A", 50), "dense")
+    run(benchmark, DENSE_GROUP, lambda: [protocol.posteriors(images) for images in synthetic_at_73], len(synthetic_at_73), reference=True)
+
+
+def test_dense_batched_by_size(benchmark, synthetic_at_73):
+    protocol = Protocol(smoke_net("A", 50), "dense")
+
+    def batched():
+        batcher = Batcher(protocol)
+        done = [item for number, images in enumerate(synthetic_at_73) for item in batcher.add(number, images)]
+        return done + batcher.finish()
+
+    run(benchmark, DENSE_GROUP, batched, len(synthetic_at_73))

@@ -1,0 +1,335 @@
+"""Experiment files -> specs: the catalogue of training runs (`experiments/runs.toml`), each
+table's evaluations, fusions and ablations (`experiments/<table>.toml`), the training runs an
+experiment needs in init order (a DAG through their init parents), and their seeds.
+
+Each run trains once per profile and seed into RUNS/<profile>/<run id> (seed 0) or
+RUNS/<profile>/<run id>-seed<k>; a seed's init chain stays within the seed (B-256-seed1
+starts from A-256-seed1).
+
+An ablation compares entries (evaluations, or fusions `{ fusion = [runs], method = ... }`)
+in pairs, each the difference entry - reference on the same val images. `evaluation = [...]`
+is one group of entries, `groups = [[...], [...]]` several; `pairs` says how each group pairs up:
+"baseline" (default: each entry vs the group's first), "successive" (each vs the one before),
+"all" (each vs every one before it), "best-member" (each fusion vs its member with the lowest
+top-1 error in our results, which only the results can tell).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Union
+
+from vgg.configs import get_config
+from vgg.profiles import PROFILES_FILE, tomllib
+from vgg.transforms import ScaleRange
+
+EXPERIMENTS_DIR = PROFILES_FILE.parent
+RUNS_FILE = EXPERIMENTS_DIR / "runs.toml"
+TABLES = ("table3", "table4", "table5", "table6", "table7", "ablations")
+RANDOM_INITS = {"random": None, "gaussian": "paper", "glorot": "glorot"}
+"""init keywords of runs.toml -> TrainConfig.init (None: the profile's random init)."""
+PAIRS = ("baseline", "successive", "all", "best-member")
+
+
+def seeded_id(run_id: str, seed: int) -> str:
+    """The folder name of run `run_id` trained with `seed`: the id itself for seed 0, `<id>-seed<k>` otherwise."""
+    return run_id if seed == 0 else f"{run_id}-seed{seed}"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of the catalogue (seed 0), or of its expansion over seeds."""
+
+    id: str
+    config: str
+    train_scale: str
+    init: str
+    seed: int = 0
+
+    @property
+    def parent(self) -> str | None:
+        return None if self.init in RANDOM_INITS else self.init
+
+    @property
+    def scale(self) -> ScaleRange:
+        return ScaleRange.parse(self.train_scale)
+
+    @property
+    def catalog_id(self) -> str:
+        """The run's id in runs.toml (without the seed suffix)."""
+        return self.id.removesuffix(f"-seed{self.seed}") if self.seed else self.id
+
+    def for_seed(self, seed: int) -> RunSpec:
+        """This catalogue run trained with `seed`: its id, and its parent's, carry the seed's suffix."""
+        init = seeded_id(self.init, seed) if self.parent is not None else self.init
+        return replace(self, id=seeded_id(self.id, seed), init=init, seed=seed)
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """One evaluation: a run, a method, test scales in paper units, flips."""
+
+    run: str
+    method: str
+    scales: tuple[int, ...]
+    flip: bool = True
+    label: str = ""
+    paper_row: str = ""
+
+    @property
+    def key(self) -> str:
+        """A file-name-safe identity, for the score file."""
+        return f"{self.run}__{self.method}__{'-'.join(map(str, self.scales))}__{'flip' if self.flip else 'noflip'}"
+
+    @property
+    def test_scales(self) -> str:
+        return "|".join(map(str, self.scales))
+
+
+@dataclass(frozen=True)
+class FusionSpec:
+    """Posteriors of several evaluations averaged (Table 6)."""
+
+    label: str
+    members: tuple[EvalSpec, ...]
+    method: str
+    paper_row: str = ""
+
+    @property
+    def run(self) -> str:
+        return "+".join(member.run for member in self.members)
+
+    @property
+    def key(self) -> str:
+        return "+".join(member.key for member in self.members)
+
+
+Entry = Union[EvalSpec, FusionSpec]
+"""What an ablation compares: an evaluation or a fusion."""
+
+
+def entry_name(entry: Entry, other: Entry | None = None) -> str:
+    """A short name of `entry` that tells it from `other`: its run (or fusion label), and what differs
+    from an evaluation of the same run (method, test scales Q, flips)."""
+    if isinstance(entry, FusionSpec):
+        return entry.label
+    name = entry.run
+    if isinstance(other, EvalSpec) and other.run == entry.run:
+        if other.method != entry.method:
+            name += f" {entry.method}"
+        if other.scales != entry.scales:
+            name += f" Q={','.join(map(str, entry.scales))}"
+        if other.flip != entry.flip:
+            name += " flip" if entry.flip else " no flip"
+    return name
+
+
+@dataclass(frozen=True)
+class ComparisonPair:
+    """One paired comparison: error(entry) - error(reference); reference None: the fusion's best member."""
+
+    comparison: str
+    entry: Entry
+    reference: Entry | None
+
+    @property
+    def label(self) -> str:
+        if self.reference is None:
+            return f"{entry_name(self.entry)} vs its best member"
+        return f"{entry_name(self.entry, self.reference)} vs {entry_name(self.reference, self.entry)}"
+
+
+@dataclass(frozen=True)
+class AblationSpec:
+    """An ablation: groups of entries, paired within each group as `pairs` says."""
+
+    name: str
+    question: str
+    paper: str
+    groups: tuple[tuple[Entry, ...], ...]
+    pairs_mode: str = "baseline"
+    paper_top1_difference: float | None = None
+
+    @property
+    def entries(self) -> list[Entry]:
+        """Every entry of every group, once each, in order."""
+        return list({_entry_key(entry): entry for group in self.groups for entry in group}.values())
+
+    def pairs(self) -> list[ComparisonPair]:
+        """The paired comparisons, in the order the groups list them."""
+        found = []
+        for group in self.groups:
+            if self.pairs_mode == "baseline":
+                found += [(entry, group[0]) for entry in group[1:]]
+            elif self.pairs_mode == "successive":
+                found += list(zip(group[1:], group[:-1]))
+            elif self.pairs_mode == "all":
+                found += [(group[j], group[i]) for j in range(len(group)) for i in range(j)]
+            else:
+                found += [(entry, None) for entry in group]
+        return [ComparisonPair(self.name, entry, reference) for entry, reference in found]
+
+
+def _entry_key(entry: Entry) -> str:
+    return f"fusion:{entry.key}:{entry.method}" if isinstance(entry, FusionSpec) else entry.key
+
+
+@dataclass
+class Experiment:
+    """One experiment file: its evaluations, fusions and ablations."""
+
+    name: str
+    title: str
+    description: str
+    paper_table: int | None
+    evaluations: list[EvalSpec] = field(default_factory=list)
+    fusions: list[FusionSpec] = field(default_factory=list)
+    ablations: list[AblationSpec] = field(default_factory=list)
+
+    def all_fusions(self) -> list[FusionSpec]:
+        """Every fusion this experiment needs (ablation entries too), once each."""
+        ablation_fusions = [e for ablation in self.ablations for e in ablation.entries if isinstance(e, FusionSpec)]
+        return list({_entry_key(f): f for f in [*self.fusions, *ablation_fusions]}.values())
+
+    def all_evaluations(self) -> list[EvalSpec]:
+        """Every evaluation this experiment needs (fusion members and ablation entries too), once each."""
+        found: dict[str, EvalSpec] = {}
+        for spec in [
+            *self.evaluations,
+            *(e for ablation in self.ablations for e in ablation.entries if isinstance(e, EvalSpec)),
+            *(m for fusion in self.all_fusions() for m in fusion.members),
+        ]:
+            found.setdefault(spec.key, spec)
+        return list(found.values())
+
+
+def read_toml(path: Path) -> dict:
+    """An experiment file's data; a missing or malformed file is a clear error."""
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ValueError(f"experiment file {path} does not exist; known: {', '.join(TABLES)} in {EXPERIMENTS_DIR}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path} is not valid TOML: {error}") from None
+
+
+def load_catalog(path: Path = RUNS_FILE) -> dict[str, RunSpec]:
+    """The training runs of runs.toml, checked: known configurations, scales and parents, no cycles."""
+    catalog = {}
+    for run_id, fields in read_toml(path).items():
+        spec = RunSpec(run_id, fields["config"], str(fields["train_scale"]), fields.get("init", "random"))
+        get_config(spec.config)
+        spec.scale  # noqa: B018  (validates the scale)
+        catalog[run_id] = spec
+    for spec in catalog.values():
+        if spec.parent is not None and spec.parent not in catalog:
+            raise ValueError(f"{path}: run {spec.id} starts from {spec.parent!r}, which is neither a run nor one of {', '.join(RANDOM_INITS)}")
+        seen, current = {spec.id}, spec
+        while current.parent is not None:
+            if current.parent in seen:
+                raise ValueError(f"{path}: the init chain of {spec.id} loops through {current.parent}")
+            seen.add(current.parent)
+            current = catalog[current.parent]
+    return catalog
+
+
+def resolve_scales(kind, run: RunSpec) -> tuple[int, ...]:
+    """Test scales in paper units: "single" and "multi" are the paper's sets for the run's training scale."""
+    if kind == "single":
+        return (run.scale.single_test_scale,)
+    if kind == "multi":
+        return run.scale.multi_test_scales
+    if isinstance(kind, list) and kind and all(isinstance(q, int) for q in kind):
+        return tuple(kind)
+    raise ValueError(f"scales must be \"single\", \"multi\" or a list of integers, got {kind!r}")
+
+
+def _eval_spec(entry: dict, defaults: dict, catalog: dict[str, RunSpec], where: str) -> EvalSpec:
+    fields = {**defaults, **entry}
+    run_id = fields.get("run")
+    if run_id not in catalog:
+        raise ValueError(f"{where}: unknown run {run_id!r}; runs are defined in {RUNS_FILE}")
+    from vgg.evaluate import METHODS
+
+    method = fields.get("method", "dense")
+    if method not in METHODS:
+        raise ValueError(f"{where}: unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return EvalSpec(
+        run=run_id,
+        method=method,
+        scales=resolve_scales(fields.get("scales", "single"), catalog[run_id]),
+        flip=bool(fields.get("flip", True)),
+        label=fields.get("label", ""),
+        paper_row=fields.get("paper_row", ""),
+    )
+
+
+def _fusion_spec(fields: dict, runs: list[str], catalog: dict[str, RunSpec], where: str) -> FusionSpec:
+    """A fusion of `runs`, each evaluated as `fields` says (method, scales, flip)."""
+    members = tuple(_eval_spec({**fields, "run": run_id, "label": "", "paper_row": ""}, {}, catalog, where) for run_id in runs)
+    if len(members) < 2:
+        raise ValueError(f"{where}: fusion {fields.get('label', '+'.join(runs))!r} needs at least two runs")
+    label = fields.get("label") or f"{'+'.join(runs)} {members[0].method}"
+    return FusionSpec(label, members, members[0].method, fields.get("paper_row", ""))
+
+
+def _ablation_spec(entry: dict, defaults: dict, catalog: dict[str, RunSpec], where: str) -> AblationSpec:
+    name = entry.get("name", "?")
+    where = f"{where}, ablation {name!r}"
+    if ("evaluation" in entry) == ("groups" in entry):
+        raise ValueError(f"{where}: give either evaluation = [...] (one group) or groups = [[...], ...]")
+    mode = entry.get("pairs", "baseline")
+    if mode not in PAIRS:
+        raise ValueError(f"{where}: pairs must be one of {', '.join(PAIRS)}, got {mode!r}")
+
+    def parse(item: dict) -> Entry:
+        if "fusion" in item:
+            return _fusion_spec({**defaults, **item}, list(item["fusion"]), catalog, where)
+        return _eval_spec(item, defaults, catalog, where)
+
+    groups = tuple(tuple(parse(item) for item in group) for group in (entry["groups"] if "groups" in entry else [entry["evaluation"]]))
+    for group in groups:
+        if mode == "best-member" and not all(isinstance(e, FusionSpec) for e in group):
+            raise ValueError(f"{where}: pairs = \"best-member\" compares fusions with their members; every entry must be a fusion")
+        if mode != "best-member" and len(group) < 2:
+            raise ValueError(f"{where}: a group needs at least two entries to compare")
+    return AblationSpec(name, entry.get("question", ""), entry.get("paper", ""), groups, mode, entry.get("paper_top1_difference"))
+
+
+def load_experiment(name_or_path: str | Path, catalog: dict[str, RunSpec] | None = None) -> Experiment:
+    """An experiment file by table name ("table3") or path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = EXPERIMENTS_DIR / f"{name_or_path}.toml"
+    catalog = catalog if catalog is not None else load_catalog()
+    data = read_toml(path)
+    defaults = data.get("defaults", {})
+    where = str(path)
+    experiment = Experiment(path.stem, data.get("title", path.stem), data.get("description", ""), data.get("paper_table"))
+    experiment.evaluations = [_eval_spec(entry, defaults, catalog, where) for entry in data.get("evaluation", [])]
+    experiment.fusions = [
+        _fusion_spec({**defaults, "label": "+".join(entry["runs"]), **entry}, list(entry["runs"]), catalog, where) for entry in data.get("fusion", [])
+    ]
+    experiment.ablations = [_ablation_spec(entry, defaults, catalog, where) for entry in data.get("ablation", [])]
+    return experiment
+
+
+def plan_runs(experiment: Experiment, catalog: dict[str, RunSpec], seeds: int = 1) -> list[RunSpec]:
+    """The training runs the experiment needs, parents included, parents first; seed 0's, then each
+    further seed's (ids `<run>-seed<k>`, init chains within the seed)."""
+    if seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {seeds}")
+    ordered: list[RunSpec] = []
+
+    def visit(run_id: str) -> None:
+        spec = catalog[run_id]
+        if spec.parent is not None:
+            visit(spec.parent)
+        if spec not in ordered:
+            ordered.append(spec)
+
+    for evaluation in experiment.all_evaluations():
+        visit(evaluation.run)
+    return [spec.for_seed(seed) for seed in range(seeds) for spec in ordered]

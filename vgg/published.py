@@ -1,0 +1,91 @@
+"""The paper's published errors (vgg/paper/published_results.csv), looked up for our evaluations,
+fusions and the paired comparisons of the ablations."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from vgg.plan import EvalSpec, FusionSpec, RunSpec
+
+PUBLISHED = Path(__file__).parent / "paper" / "published_results.csv"
+SINGLE_NET_TABLES = ("3", "4", "5")
+
+
+@dataclass(frozen=True)
+class Numbers:
+    """Top-1 and top-5 error in % (None: not given, or not run yet)."""
+
+    top1: float | None
+    top5: float | None
+
+    def get(self, metric: str) -> float | None:
+        """The error named "top1" or "top5"."""
+        return self.top1 if metric == "top1" else self.top5
+
+
+NONE = Numbers(None, None)
+
+
+@cache
+def _published() -> tuple[dict[str, str], ...]:
+    with open(PUBLISHED, newline="") as handle:
+        return tuple(csv.DictReader(handle))
+
+
+def published_rows() -> list[dict[str, str]]:
+    """The rows of published_results.csv."""
+    return [dict(row) for row in _published()]
+
+
+def number(text: str | None) -> float | None:
+    """A CSV cell as a number (None when empty or not a number)."""
+    try:
+        return float(text) if text not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def paper_numbers_for(config: str, train_scale: str, test_scales: str, method: str, tables: tuple[str, ...] = SINGLE_NET_TABLES) -> Numbers:
+    """The paper's errors for a single net, matched on config, S (e.g. 256 or 256-512), Q ("a|b|c") and method."""
+    scale = train_scale.replace(":", "-")
+    for row in _published():
+        if row["table"] in tables and (row["config"], row["train_scale"], row["test_scales"], row["eval_method"]) == (config, scale, test_scales, method):
+            return Numbers(number(row["top1_err"]), number(row["top5_err"]))
+    return NONE
+
+
+def paper_numbers(spec: EvalSpec, config: str, train_scale: str, tables: tuple[str, ...] = SINGLE_NET_TABLES) -> Numbers:
+    """The paper's errors for a single-net evaluation of ours."""
+    return paper_numbers_for(config, train_scale, spec.test_scales, spec.method, tables)
+
+
+def paper_row_numbers(table: int, label: str, method: str | None) -> Numbers:
+    """The paper's errors for a named row (Tables 6 and 7), optionally of one method."""
+    for row in _published():
+        if row["table"] == str(table) and row["config"] == label and (method is None or row["eval_method"] in ("", method)):
+            return Numbers(number(row["top1_err"]), number(row["top5_err"]))
+    return NONE
+
+
+def entry_paper_numbers(entry: EvalSpec | FusionSpec, catalog: dict[str, RunSpec]) -> Numbers:
+    """The paper's errors for an ablation entry: a single net's (Tables 3-5, as evaluated: Table 4's
+    multi-scale row for dense, Table 5's for multi-crop), or a fusion's (its Table 6 row)."""
+    if isinstance(entry, FusionSpec):
+        return paper_row_numbers(6, entry.paper_row, entry.method) if entry.paper_row else NONE
+    run = catalog[entry.run]
+    # the paper's numbers belong to its own init chain (random A, B-E from A), not to the init ablation's variants
+    if run.init in ("glorot", "gaussian"):
+        return NONE
+    return paper_numbers(entry, run.config, run.train_scale)
+
+
+def paper_difference(entry: Numbers, reference: Numbers, metric: str, stated: float | None = None) -> float | None:
+    """The paper's entry - reference difference in `metric` ("top1"/"top5"), to 0.1; for top-1,
+    `stated` (a difference the paper states in words) where it gives no numbers."""
+    mine, theirs = entry.get(metric), reference.get(metric)
+    if mine is not None and theirs is not None:
+        return round(mine - theirs, 1)
+    return stated if metric == "top1" else None

@@ -1,0 +1,281 @@
+"""The local experiment runner: train what an experiment needs (parents first, each seed's
+chain), evaluate, fuse, and upsert results rows; with several seeds, one aggregate row per
+evaluation and fusion; with ablations, the paired comparisons into results/comparisons.csv.
+
+A finished run (DONE with the same settings) is skipped and an interrupted one resumes. Every
+evaluation saves its per-image posteriors to RUNS/<profile>/scores/ (seed k >= 1:
+`<key>__seed<k>.pt`), so re-running reuses them, and fusion, seed aggregates and comparisons
+read them. Rows go to results/<table>.csv keyed by (profile, dataset, run, method, test
+scales, flip, seed).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+
+from vgg.checkpoint import CHECKPOINT_NAME, read_done
+from vgg.comparisons import SeedErrors, aggregate_row, comparison_rows, load_errors, upsert_comparisons
+from vgg.plan import RANDOM_INITS, Entry, EvalSpec, Experiment, FusionSpec, RunSpec, load_catalog, plan_runs, seeded_id
+from vgg.profiles import Profile, get_profile
+from vgg.results import upsert_rows
+
+
+class ExperimentRunner:
+    """Runs experiments for one profile and dataset: trains, evaluates, writes results rows."""
+
+    def __init__(
+        self,
+        profile: str = "smoke",
+        data: str | None = None,
+        runs_root: Path | str = "runs",
+        results_dir: Path | str = "results",
+        gpus: int = 0,
+        launch: str = "local",
+        workers: int | None = None,
+        device: str = "auto",
+        slurm_args: str = "",
+        progress: bool = True,
+        log: Callable[[str], None] = print,
+        seeds: int = 1,
+    ):
+        if launch not in ("local", "slurm"):
+            raise ValueError(f"LAUNCH must be local or slurm, got {launch!r}")
+        if seeds < 1:
+            raise ValueError(f"SEEDS must be at least 1, got {seeds}")
+        self.profile: Profile = get_profile(profile)
+        self.data = str(Path(data or self.profile.data)) if (data or self.profile.data) else ""
+        if not self.data:
+            raise ValueError(f"the {profile} profile has no default dataset: pass --data DIR (make ... DATA=DIR)")
+        self.runs_root, self.results_dir = Path(runs_root), Path(results_dir)
+        self.gpus, self.launch, self.workers, self.device = gpus, launch, workers, device
+        self.slurm_args, self.progress, self.log, self.seeds = slurm_args, progress, log, seeds
+        self.catalog = load_catalog()
+        self._parts: dict[tuple, object] = {}  # EvalResults of dense / multi-crop kept for their combination
+        self._wanted_parts: set[tuple] = set()
+
+    # ----- paths --------------------------------------------------------------------
+    @property
+    def profile_dir(self) -> Path:
+        return self.runs_root / self.profile.name
+
+    def run_dir(self, run_id: str) -> Path:
+        """RUNS/<profile>/<run id> (a seeded id for seeds >= 1: `<run>-seed<k>`)."""
+        return self.profile_dir / run_id
+
+    def scores_path(self, spec: EvalSpec, seed: int = 0) -> Path:
+        """Where an evaluation of seed `seed`'s run keeps its per-image posteriors."""
+        return self.profile_dir / "scores" / (f"{spec.key}.pt" if seed == 0 else f"{spec.key}__seed{seed}.pt")
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """One runner per runs folder and profile: a second is refused, a killed one frees the lock."""
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        path = self.profile_dir / ".lock"
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise ValueError(
+                f"another experiment runner (pid {holder}) is using {self.profile_dir}; wait for it to finish "
+                f"(runs are shared, so it may be training what you need), or use another RUNS folder"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+    # ----- the pieces ---------------------------------------------------------------
+    def ensure_data(self) -> None:
+        """Generate the synthetic dataset when the profile's default is asked for and absent (a folder
+        holding one of other parameters, from an older version, is an error that says to remove it)."""
+        if self.data != self.profile.data or not self.profile.synthetic:
+            return
+        from vgg.synthetic import COMPLETE_MARKER, SynthSpec, generate
+
+        if not (Path(self.data) / COMPLETE_MARKER).exists():
+            self.log(f"generating the synthetic dataset into {self.data}")
+        generate(Path(self.data), SynthSpec(**self.profile.synthetic))
+
+    def train_config(self, spec: RunSpec):
+        """The TrainConfig of a (seeded) run: its seed, and init from its parent's folder of the same seed."""
+        from vgg.train import TrainConfig
+
+        init = RANDOM_INITS[spec.init] if spec.parent is None else f"from:{self.run_dir(spec.parent)}"
+        return TrainConfig(
+            config=spec.config,
+            train_scale=spec.train_scale,
+            data=self.data,
+            profile=self.profile.name,
+            init=init,
+            seed=spec.seed,
+            workers=self.workers,
+            device=self.device,
+            progress=self.progress,
+        )
+
+    def is_done(self, spec: RunSpec) -> dict | None:
+        """The run's final metrics if it finished with the settings it would train with now."""
+        done = read_done(self.run_dir(spec.id))
+        return done if done is not None and done.get("run_hash") == self.train_config(spec).run_hash() else None
+
+    def train(self, spec: RunSpec) -> dict:
+        """Train (or resume, or skip when finished) one run."""
+        from vgg.train import train, train_command
+
+        cfg = self.train_config(spec)
+        done = self.is_done(spec)
+        if done is not None:
+            self.log(f"[{spec.id}] finished already: val top-1 {done['val_top1_err']}%, top-5 {done['val_top5_err']}%")
+            return done
+        self.log(f"[{spec.id}] training VGG-{spec.config} at S={spec.train_scale} (init: {spec.init})")
+        if self.gpus > 1:
+            command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={self.gpus}", *train_command(cfg, self.run_dir(spec.id))[1:]]
+            result = subprocess.run(command)
+            if result.returncode != 0:
+                raise ValueError(f"training {spec.id} failed (exit {result.returncode}); see {self.run_dir(spec.id) / 'train.log'}")
+            return read_done(self.run_dir(spec.id))
+        return train(cfg, self.run_dir(spec.id))
+
+    def training_summary(self, run_id: str) -> dict:
+        """How a finished run trained, for its results rows (the report's training section): epochs,
+        steps, the epochs at which the rate dropped, the final rate, the last epoch's train loss, and
+        what stopped it."""
+        done = read_done(self.run_dir(run_id)) or {}
+        fields = ("epochs", "steps", "final_lr", "train_loss", "stopped")
+        summary = {name: done[name] for name in fields if name in done}
+        if "drop_epochs" in done:
+            summary["drop_epochs"] = "|".join(map(str, done["drop_epochs"]))
+        return summary
+
+    def evaluate(self, spec: EvalSpec, seed: int = 0) -> dict:
+        """The results row of an evaluation of seed `seed`'s run, from its score file when that is current."""
+        from vgg.evaluate import interval_fields, load_net, load_scores
+
+        path = self.scores_path(spec, seed)
+        checkpoint = self.run_dir(seeded_id(spec.run, seed)) / CHECKPOINT_NAME
+        net = load_net(checkpoint=checkpoint)
+        identity = {"run": spec.run, "seed": seed, **self.training_summary(seeded_id(spec.run, seed))}
+        if path.exists():
+            scores = load_scores(path)
+            provenance = scores["provenance"]
+            if provenance.get("checkpoint_sha256") == net.sha256() and provenance.get("dataset") == self.data:
+                intervals = {} if "top1_err_lo" in provenance else interval_fields(scores["posteriors"], scores["labels"])
+                return {**provenance, **intervals, **identity}
+        self.log(f"[{seeded_id(spec.run, seed)}] evaluating: {spec.method} at Q={spec.test_scales}{' with flips' if spec.flip else ''}")
+        if self.gpus > 1:
+            command = [
+                sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={self.gpus}", "-m", "vgg", "evaluate",
+                "--checkpoint", str(checkpoint), "--data", self.data, "--method", spec.method, "--scales", ",".join(map(str, spec.scales)),
+                "--save-scores", str(path), *([] if spec.flip else ["--no-flip"]),
+            ]
+            if subprocess.run(command).returncode != 0:
+                raise ValueError(f"evaluating {spec.key} failed")
+            return {**load_scores(path)["provenance"], **identity}
+        from vgg.datasets import load_split
+        from vgg.evaluate import evaluate, provenance_row, save_scores
+
+        images = load_split(self.data, "val")
+        result = self._combined(spec, seed) or evaluate(net, images, spec.method, list(spec.scales), spec.flip, workers=self.workers)
+        if self._part_key(spec, spec.method, seed) in self._wanted_parts:
+            self._parts[self._part_key(spec, spec.method, seed)] = result
+        row = {**provenance_row(net, self.data, spec.method, list(spec.scales), spec.flip, "after-average", result, len(images)), **identity}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_scores(path, result, images, row)
+        return row
+
+    def run_all(self, experiments: list[Experiment]) -> list[dict]:
+        """Run several experiments in turn (`vgg run table3 table4 ...`), keeping in memory the dense and
+        multi-crop results that a later multi-crop+dense evaluation of any of them combines."""
+        self._wanted_parts = self._parts_of_combinations(experiments)
+        return [row for experiment in experiments for row in self.run(experiment)]
+
+    def _parts_of_combinations(self, experiments: list[Experiment]) -> set[tuple]:
+        from vgg.evaluate import COMBINED_METHODS
+
+        return {
+            self._part_key(spec, part, seed)
+            for experiment in experiments
+            for spec in experiment.all_evaluations()
+            for part in COMBINED_METHODS.get(spec.method, ())
+            for seed in range(self.seeds)
+        }
+
+    @staticmethod
+    def _part_key(spec: EvalSpec, method: str, seed: int) -> tuple:
+        return (spec.run, seed, method, spec.scales, spec.flip)
+
+    def _combined(self, spec: EvalSpec, seed: int):
+        """multi-crop+dense as the average of its parts' posteriors when both were evaluated in this
+        session (bit-identical to evaluating it, at no cost); None otherwise."""
+        from vgg.evaluate import COMBINED_METHODS, average_results
+
+        parts = [self._parts.get(self._part_key(spec, part, seed)) for part in COMBINED_METHODS.get(spec.method, ())]
+        return average_results(parts) if parts and all(parts) else None
+
+    def fuse(self, fusion: FusionSpec, seed: int = 0) -> dict:
+        """The results row of a fusion of seed `seed`'s evaluations of its members."""
+        from vgg.evaluate import fusion_row
+
+        for member in fusion.members:
+            self.evaluate(member, seed)
+        row = fusion_row([self.scores_path(member, seed) for member in fusion.members])
+        return {**row, "label": fusion.label, "run": fusion.run, "seed": seed}
+
+    def errors(self, entry: Entry) -> SeedErrors:
+        """An evaluation's or fusion's per-image errors over the runner's seeds, from the score files."""
+        members = entry.members if isinstance(entry, FusionSpec) else (entry,)
+        return load_errors([[self.scores_path(member, seed) for member in members] for seed in range(self.seeds)])
+
+    # ----- the whole experiment --------------------------------------------------------
+    def run(self, experiment: Experiment) -> list[dict]:
+        """Train what is missing (parents first), evaluate, and upsert rows into results/<name>.csv
+        (and the ablations' paired comparisons into results/comparisons.csv)."""
+        with self.lock():
+            self.ensure_data()
+            runs = plan_runs(experiment, self.catalog, self.seeds)
+            if self.launch == "slurm":
+                from vgg.slurm import submit
+
+                submit(self, experiment, runs)
+                return []
+            for spec in runs:
+                self.train(spec)
+            results = self.results_dir / f"{experiment.name}.csv"
+            entries: list[Entry] = [*experiment.all_evaluations(), *experiment.all_fusions()]
+            self._wanted_parts |= self._parts_of_combinations([experiment])
+            by_entry: dict[int, list[dict]] = {i: [] for i in range(len(entries))}
+            for seed in range(self.seeds):
+                for i, entry in enumerate(entries):
+                    if isinstance(entry, FusionSpec):
+                        row = self.fuse(entry, seed)
+                    else:
+                        row = {**self.evaluate(entry, seed), "label": entry.label}
+                    upsert_rows(results, [row])
+                    by_entry[i].append(row)
+            rows = [row for seed_rows in by_entry.values() for row in seed_rows]
+            errors = cache(self.errors)
+            if self.seeds > 1:
+                aggregates = [aggregate_row(by_entry[i], errors(entry)) for i, entry in enumerate(entries)]
+                upsert_rows(results, aggregates)
+                rows += aggregates
+            self.log(f"{experiment.name}: {len(rows)} result rows in {results}")
+            if experiment.ablations:
+                compared = comparison_rows(experiment, errors, {"profile": self.profile.name, "dataset": self.data})
+                path = upsert_comparisons(self.results_dir, compared)
+                self.log(f"{experiment.name}: {len(compared)} paired comparisons in {path}")
+            return rows
