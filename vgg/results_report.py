@@ -237,9 +237,10 @@ def training_section(view: ResultsView) -> str:
         ])
     if not lines:
         return ""
-    table = tabulate(lines, headers=["run", "epochs", "steps", "lr drops after epoch", "final lr", "final train loss", "stopped by"],
+    table = tabulate(lines, headers=["run", "epochs", "steps", "lr drops after epoch", "lr of the last epoch", "final train loss", "stopped by"],
                      tablefmt="github", disable_numparse=True)
-    return f"\n## How each net trained\n\n{table}\n"
+    note = "Epochs are counted from 0, as in `metrics.csv`; a drop after the last epoch is logged but never used."
+    return f"\n## How each net trained\n\n{table}\n\n{note}\n"
 
 
 def write_results_report(name: str | Path, profile: str, results_dir: Path, out_dir: Path, dataset: str | None = None) -> Path:

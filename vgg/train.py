@@ -547,8 +547,8 @@ class Trainer:
         note = {
             "drop": f"; lr -> {schedule.lr:g}",
             "stop": "; plateau after the last drop: stopping",
-            "give up": f"; still at chance after {schedule.epochs} epochs ({schedule.learned_fraction():.0%} of the way): stopping",
-            "hold": f"; plateau, but the lr holds ({schedule.learned_fraction():.0%} of the way from chance, "
+            "give up": f"; still at chance after {schedule.epochs} epochs ({max(0.0, schedule.learned_fraction()):.0%} of the way): stopping",
+            "hold": f"; plateau, but the lr holds ({max(0.0, schedule.learned_fraction()):.0%} of the way from chance, "
             f"{schedule.stage_epochs} epoch(s) at this rate)",
         }.get(action, "")
         self.log(
