@@ -105,3 +105,20 @@ def test_collate_of_only_skipped_samples_is_an_empty_batch():
 
     batch = collate([SkippedImage("a.JPEG")])
     assert len(batch) == 0 and batch.skipped == ["a.JPEG"]
+
+
+def test_cached_decoding_reads_each_image_once_and_gives_the_same_samples(ci_data, monkeypatch):
+    import vgg.loaders as loaders
+
+    images = load_split(ci_data, "train").subset(4)
+    transform = TrainTransform(ScaleRange.parse("40"), 32)
+    plain, cached = ImageDataset(images, transform, seed=3), ImageDataset(images, transform, seed=3, cache_decoded=True)
+    reads = []
+    original = loaders.read_image
+    monkeypatch.setattr(loaders, "read_image", lambda path: reads.append(path) or original(path))
+    for epoch in range(3):
+        for index in range(len(images)):
+            expected, got = plain[(epoch, index)], cached[(epoch, index)]
+            for a, b in zip(expected, got, strict=True):
+                assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+    assert len(reads) == 3 * len(images) + len(images)  # the plain dataset every epoch, the cached one once per image
