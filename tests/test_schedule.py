@@ -1,4 +1,4 @@
-from vgg.schedule import PlateauSchedule
+from vgg.schedule import PlateauSchedule, drop_deadline_epochs
 
 
 def test_lr_drops_tenfold_on_each_plateau_and_stops_after_three():
@@ -68,3 +68,28 @@ def test_the_epochs_after_which_the_rate_dropped_are_recorded():
     restored = PlateauSchedule(lr=1.0)
     restored.load_state_dict(schedule.state_dict())
     assert restored.drop_epochs == [2, 4, 5] and restored.epochs == 6
+
+
+def test_deadlines_force_the_drops_a_still_improving_net_has_not_made():
+    # a net that gains 2 points every epoch never plateaus; deadlines after 3 and 5 epochs end it at lower rates
+    schedule = PlateauSchedule(lr=0.01, patience=2, threshold=1.0, deadlines=[3, 5])
+    actions = [schedule.step(a) for a in (40, 42, 44, 46, 48, 50, 52)]
+    assert actions == ["improved", "improved", "deadline", "improved", "deadline", "improved", "improved"]
+    assert schedule.drop_epochs == [2, 4] and abs(schedule.lr - 1e-4) < 1e-15
+    # a net whose curve dropped the rate early meets the first deadline already; the second still applies
+    early = PlateauSchedule(lr=0.01, patience=1, deadlines=[3, 5])
+    assert [early.step(a) for a in (40, 39, 45, 46, 47)] == ["improved", "drop", "improved", "improved", "deadline"]
+    assert early.drop_epochs == [1, 4]
+
+
+def test_a_deadline_does_not_drop_the_rate_of_a_net_near_chance():
+    schedule = PlateauSchedule(lr=0.01, patience=2, chance_accuracy=2.0, near_chance=0.5, deadlines=[2])
+    assert [schedule.step(a) for a in (10.0, 20.0, 30.0)] == ["improved", "improved", "improved"]  # 29% of the way at most
+    assert schedule.drops == 0
+    assert schedule.step(60.0) == "deadline"  # 59% of the way: the overdue drop happens now
+
+
+def test_deadline_epochs_come_from_fractions_of_the_limit_and_skip_the_limit_itself():
+    assert drop_deadline_epochs((0.75, 0.875), 24) == [18, 21]
+    assert drop_deadline_epochs((0.75, 0.875), 4) == [3]  # 3.5 -> 4 epochs: a drop after training would never be used
+    assert drop_deadline_epochs((), 74) == []

@@ -43,12 +43,15 @@ class Profile:
     plateau_min_epochs: int = 1  # epochs at each learning rate before it may drop
     near_chance: float = 0.0  # no drop until the best val accuracy is this far from chance towards 100%
     give_up_epochs: int = 0  # stop a net still at chance after this many epochs (0: never)
+    drop_deadlines: tuple[float, ...] = ()  # fractions of a run's epoch limit by which the rate has dropped 1, 2, ... times
     cache_decoded: bool = False  # keep decoded training and val images in memory (small datasets)
 
     def __post_init__(self) -> None:
         crop = self.size(PAPER_CROP)
         if crop % FEATURE_STRIDE:
             raise ValueError(f"profile {self.name}: image_scale {self.image_scale} maps the 224 crop to {crop}, not a multiple of 32")
+        if any(not 0 < f <= 1 for f in self.drop_deadlines) or list(self.drop_deadlines) != sorted(self.drop_deadlines):
+            raise ValueError(f"profile {self.name}: drop_deadlines {list(self.drop_deadlines)} must be increasing fractions of the epoch limit in (0, 1]")
 
     def size(self, paper_pixels: int) -> int:
         """An image size in paper units (crop 224, S 256, Q 384 ...) at this profile's scale."""
@@ -77,7 +80,8 @@ class Profile:
         missing = required - fields.keys()
         if missing:
             fields = {**get_profile(fields["name"]).to_dict(), **fields}
-        return cls(**{**{k: v for k, v in fields.items() if k in known}, "image_scale": Fraction(str(fields["image_scale"]))})
+        return cls(**{**{k: v for k, v in fields.items() if k in known}, "image_scale": Fraction(str(fields["image_scale"])),
+                      "drop_deadlines": tuple(fields.get("drop_deadlines", ()))})
 
 
 def load_profiles(path: Path = PROFILES_FILE) -> dict[str, Profile]:

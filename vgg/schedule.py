@@ -13,6 +13,12 @@ before a net has learned anything (profile settings, `experiments/profiles.toml`
 A plateau that a guard holds back is reported as "hold"; the rate drops as soon as the
 guards allow it if the net has still not improved by then.
 
+On a fixed epoch budget a net can still be improving at the first rate when the budget ends,
+and its result is then the last noisy iterate of that rate. `deadlines` (epoch counts, from
+the profile's `drop_deadlines`) force the k-th drop after deadlines[k-1] epochs if the val
+curve has not caused it by then ("deadline"), so that every net ends at a lower rate; the
+near-chance guard still applies.
+
 A net that has not left chance at all (`STUCK_FRACTION` of the way) after `give_up_epochs`
 epochs is given up on ("give up"): more epochs at the same rate would not help, and the
 guard above keeps the rate from dropping.
@@ -20,10 +26,17 @@ guard above keeps the rate from dropping.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 STUCK_FRACTION = 0.05
 """Below this fraction of the way from chance to 100%, a net has not started to learn."""
+
+
+def drop_deadline_epochs(fractions: tuple[float, ...], max_epochs: int) -> list[int]:
+    """The epoch counts by which a run of `max_epochs` must have dropped its rate 1, 2, ... times;
+    a deadline at the limit itself would only lower the rate after training, so it is left out."""
+    return [epochs for epochs in (math.ceil(f * max_epochs) for f in fractions) if epochs < max_epochs]
 
 
 @dataclass
@@ -37,6 +50,7 @@ class PlateauSchedule:
     chance_accuracy: float = 0.0
     near_chance: float = 0.0
     give_up_epochs: int = 0
+    deadlines: list[int] = field(default_factory=list)
     best: float = float("-inf")
     epochs: int = 0
     epochs_without_gain: int = 0
@@ -57,8 +71,8 @@ class PlateauSchedule:
         return self.learned_fraction() < self.near_chance
 
     def step(self, val_accuracy: float) -> str:
-        """Record one epoch's val top-1 accuracy (%); returns "improved", "wait", "hold", "drop", "stop"
-        or "give up"."""
+        """Record one epoch's val top-1 accuracy (%); returns "improved", "wait", "hold", "drop",
+        "deadline" (a drop that a deadline forced), "stop" or "give up"."""
         self.epochs += 1
         self.stage_epochs += 1
         if val_accuracy > self.best + self.threshold:
@@ -68,20 +82,32 @@ class PlateauSchedule:
         if self.give_up_epochs and self.epochs >= self.give_up_epochs and self.learned_fraction() < STUCK_FRACTION:
             self.finished = self.gave_up = True
             return "give up"
+        if self.deadline_due():
+            self._drop()
+            return "deadline"
         if self.epochs_without_gain == 0:
             return "improved"
         if self.epochs_without_gain < self.patience:
             return "wait"
         if self.stage_epochs < self.min_stage_epochs or self.near_chance_now():
             return "hold"
-        self.epochs_without_gain, self.stage_epochs = 0, 0
         if self.drops >= self.max_drops:
+            self.epochs_without_gain, self.stage_epochs = 0, 0
             self.finished = True
             return "stop"
+        self._drop()
+        return "drop"
+
+    def deadline_due(self) -> bool:
+        """True when `deadlines` ask for more drops after this many epochs than the curve has caused."""
+        due = sum(self.epochs >= deadline for deadline in self.deadlines)
+        return self.drops < min(due, self.max_drops) and not self.near_chance_now()
+
+    def _drop(self) -> None:
+        self.epochs_without_gain, self.stage_epochs = 0, 0
         self.drops += 1
         self.drop_epochs.append(self.epochs - 1)
         self.lr *= self.factor
-        return "drop"
 
     def state_dict(self) -> dict:
         return asdict(self)

@@ -42,7 +42,7 @@ from vgg.metrics import append_metrics, error_percent, plot_curves, topk_correct
 from vgg.models import VGG, VGGSpec
 from vgg.normalization import Normalization, get_normalization
 from vgg.profiles import PAPER_INIT_STD, Profile, get_profile
-from vgg.schedule import PlateauSchedule
+from vgg.schedule import PlateauSchedule, drop_deadline_epochs
 from vgg.torchvision_compat import clean_state_dict
 from vgg.transforms import CentreCropTransform, ScaleRange, TrainTransform
 
@@ -339,6 +339,7 @@ class Trainer:
             chance_accuracy=100.0 / len(train_images.classes),
             near_chance=self.profile.near_chance,
             give_up_epochs=self.profile.give_up_epochs,
+            deadlines=drop_deadline_epochs(self.profile.drop_deadlines, self.epochs),
         )
         if cfg.freeze == "features":
             model.features.requires_grad_(False)
@@ -546,6 +547,7 @@ class Trainer:
         self.last_row = row
         note = {
             "drop": f"; lr -> {schedule.lr:g}",
+            "deadline": f"; lr -> {schedule.lr:g} (drop {schedule.drops} is due after {schedule.epochs} of {self.epochs} epochs)",
             "stop": "; plateau after the last drop: stopping",
             "give up": f"; still at chance after {schedule.epochs} epochs ({max(0.0, schedule.learned_fraction()):.0%} of the way): stopping",
             "hold": f"; plateau, but the lr holds ({max(0.0, schedule.learned_fraction()):.0%} of the way from chance, "
