@@ -20,3 +20,6 @@ def test_unknown_profile_and_bad_scale_are_clear_errors(tmp_path):
     bad.write_text(PROFILES_FILE.read_text().replace('image_scale = "2/7"', 'image_scale = "1/3"'))
     with pytest.raises(ValueError, match="maps the 224 crop to 75, not a multiple of 32"):
         load_profiles(bad)
+    bad.write_text(PROFILES_FILE.read_text().replace("drop_deadlines = [0.75, 0.875]", "drop_deadlines = [0.875, 0.75]"))
+    with pytest.raises(ValueError, match=r"drop_deadlines \[0.875, 0.75\] must be increasing fractions"):
+        load_profiles(bad)

@@ -163,6 +163,20 @@ def test_the_profiles_near_chance_guard_holds_the_rate_in_training(ci_data, tmp_
     assert (tmp_path / "flat" / "train.log").read_text().count("plateau, but the lr holds") == 3
 
 
+def test_the_profiles_drop_deadline_lowers_the_rate_in_training(ci_data, tmp_path, monkeypatch):
+    # the flat run, with a patience the curve never reaches: only the deadline (half of 4 epochs) drops the rate
+    import vgg.train as training
+    from vgg.profiles import get_profile
+
+    budgeted = replace(get_profile("ci"), drop_deadlines=(0.5,))
+    monkeypatch.setattr(training, "get_profile", lambda name: budgeted)
+    done = train(config(ci_data, epochs=4, lr=1e-12, plateau_patience=10), tmp_path / "flat")
+    rates = [float(row["lr"]) for row in csv.DictReader(open(tmp_path / "flat" / "metrics.csv"))]
+    assert rates == pytest.approx([1e-12, 1e-12, 1e-13, 1e-13], rel=1e-6)
+    assert done["lr_drops"] == 1 and done["drop_epochs"] == [1] and done["stopped"] == "max_epochs"
+    assert "(drop 1 is due after 2 of 4 epochs)" in (tmp_path / "flat" / "train.log").read_text()
+
+
 def test_init_chains_load_the_right_parents(ci_data, tmp_path):
     train(config(ci_data, epochs=1), tmp_path / "A-256")
     a_weights = weights(tmp_path / "A-256")
