@@ -326,3 +326,20 @@ def test_killed_runner_resumes_without_retraining_or_duplicates(ci_data, tmp_pat
     assert retrained.isdisjoint(finished) and len(retrained | finished) == 12
     rows = read_rows(tmp_path / "results" / "table3.csv")
     assert len(rows) == 12 and len({row["run"] for row in rows}) == 12
+
+
+def test_the_training_table_marks_the_drops_a_deadline_forced(tmp_path):
+    from vgg.checkpoint import write_done
+
+    runner = ExperimentRunner(profile="smoke", data=str(tmp_path), runs_root=tmp_path / "runs", results_dir=tmp_path / "results", workers=0, progress=False)
+    run_dir = runner.run_dir("C-256")
+    run_dir.mkdir(parents=True)
+    write_done(run_dir, {"epochs": 24, "steps": 3744, "drop_epochs": [17, 20, 22], "deadline_drop_epochs": [17, 20], "final_lr": 1e-5,
+                         "train_loss": 0.5, "stopped": "max_epochs"})
+    summary = runner.training_summary("C-256")
+    assert summary["drop_epochs"] == "17*|20*|22"
+    row = {"profile": "smoke", "dataset": "d", "run": "C-256", "config": "C", "train_scale": "256", "method": "dense", "test_scales": "256",
+           "flip": "True", "top1_err": "20.0", "top5_err": "1.0", "classes": "50", **{k: str(v) for k, v in summary.items()}}
+    upsert_rows(tmp_path / "results" / "table3.csv", [row])
+    training = write_results_report("table3", "smoke", tmp_path / "results", tmp_path / "reports").read_text().split("## How each net trained")[1]
+    assert "| 17*, 20*, 22 " in training and "A drop marked * was forced by the profile's drop deadline" in training

@@ -75,11 +75,11 @@ def test_deadlines_force_the_drops_a_still_improving_net_has_not_made():
     schedule = PlateauSchedule(lr=0.01, patience=2, threshold=1.0, deadlines=[3, 5])
     actions = [schedule.step(a) for a in (40, 42, 44, 46, 48, 50, 52)]
     assert actions == ["improved", "improved", "deadline", "improved", "deadline", "improved", "improved"]
-    assert schedule.drop_epochs == [2, 4] and abs(schedule.lr - 1e-4) < 1e-15
+    assert schedule.drop_epochs == schedule.deadline_drop_epochs == [2, 4] and abs(schedule.lr - 1e-4) < 1e-15
     # a net whose curve dropped the rate early meets the first deadline already; the second still applies
     early = PlateauSchedule(lr=0.01, patience=1, deadlines=[3, 5])
     assert [early.step(a) for a in (40, 39, 45, 46, 47)] == ["improved", "drop", "improved", "improved", "deadline"]
-    assert early.drop_epochs == [1, 4]
+    assert early.drop_epochs == [1, 4] and early.deadline_drop_epochs == [4]
 
 
 def test_a_deadline_does_not_drop_the_rate_of_a_net_near_chance():

@@ -173,7 +173,7 @@ def test_the_profiles_drop_deadline_lowers_the_rate_in_training(ci_data, tmp_pat
     done = train(config(ci_data, epochs=4, lr=1e-12, plateau_patience=10), tmp_path / "flat")
     rates = [float(row["lr"]) for row in csv.DictReader(open(tmp_path / "flat" / "metrics.csv"))]
     assert rates == pytest.approx([1e-12, 1e-12, 1e-13, 1e-13], rel=1e-6)
-    assert done["lr_drops"] == 1 and done["drop_epochs"] == [1] and done["stopped"] == "max_epochs"
+    assert done["lr_drops"] == 1 and done["drop_epochs"] == done["deadline_drop_epochs"] == [1] and done["stopped"] == "max_epochs"
     assert "(drop 1 is due after 2 of 4 epochs)" in (tmp_path / "flat" / "train.log").read_text()
 
 

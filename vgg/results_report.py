@@ -240,6 +240,8 @@ def training_section(view: ResultsView) -> str:
     table = tabulate(lines, headers=["run", "epochs", "steps", "lr drops after epoch", "lr of the last epoch", "final train loss", "stopped by"],
                      tablefmt="github", disable_numparse=True)
     note = "Epochs are counted from 0, as in `metrics.csv`; a drop after the last epoch is logged but never used."
+    if any("*" in (row.get("drop_epochs") or "") for row in view.rows):
+        note += " A drop marked * was forced by the profile's drop deadline (the val curve had not dropped the rate by then)."
     return f"\n## How each net trained\n\n{table}\n\n{note}\n"
 
 

@@ -57,6 +57,7 @@ class PlateauSchedule:
     stage_epochs: int = 0
     drops: int = 0
     drop_epochs: list[int] = field(default_factory=list)
+    deadline_drop_epochs: list[int] = field(default_factory=list)  # the drops among drop_epochs that a deadline forced
     finished: bool = False
     gave_up: bool = False
 
@@ -84,6 +85,7 @@ class PlateauSchedule:
             return "give up"
         if self.deadline_due():
             self._drop()
+            self.deadline_drop_epochs.append(self.epochs - 1)
             return "deadline"
         if self.epochs_without_gain == 0:
             return "improved"

@@ -574,6 +574,7 @@ class Trainer:
             "steps": int(global_step),
             "lr_drops": schedule.drops,
             "drop_epochs": list(schedule.drop_epochs),
+            "deadline_drop_epochs": list(schedule.deadline_drop_epochs),
             "final_lr": float(last["lr"]),
             "train_loss": float(last["train_loss"]),
             "stopped": "at chance" if schedule.gave_up else "plateau" if schedule.finished else "max_epochs",
