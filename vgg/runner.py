@@ -153,12 +153,12 @@ class ExperimentRunner:
 
     def training_summary(self, run_id: str) -> dict:
         """How a finished run trained, for its results rows (the report's training section): epochs,
-        steps, the epochs at which the rate dropped ("*": forced by a drop deadline), the final rate, the last epoch's train loss, and
-        what stopped it."""
+        steps, the epochs at which the rate dropped ("17*": forced by a drop deadline), the final rate,
+        the last epoch's train loss, and what stopped it."""
         done = read_done(self.run_dir(run_id)) or {}
         fields = ("epochs", "steps", "final_lr", "train_loss", "stopped")
         summary = {name: done[name] for name in fields if name in done}
-        if "drop_epochs" in done:  # a drop that a deadline forced is marked with "*"
+        if "drop_epochs" in done:
             forced = set(done.get("deadline_drop_epochs", []))
             summary["drop_epochs"] = "|".join(f"{epoch}*" if epoch in forced else str(epoch) for epoch in done["drop_epochs"])
         return summary
