@@ -15,8 +15,9 @@ LAUNCH ?= local
 RUNS ?= runs
 SLURM_ARGS ?=
 SEEDS ?= 1
+PRECISION ?=
 RESULT_TABLES := table3 table4 table5 table6 table7 ablations
-RUN_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA)) --runs $(RUNS) --gpus $(GPUS) --launch $(LAUNCH) --slurm-args='$(SLURM_ARGS)' --seeds $(SEEDS)
+RUN_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA)) --runs $(RUNS) --gpus $(GPUS) --launch $(LAUNCH) --slurm-args='$(SLURM_ARGS)' --seeds $(SEEDS) $(if $(PRECISION),--precision $(PRECISION))
 REPORT_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA))
 .PHONY: help venv test bench data table1 table2 params clean-venv report all-ablations pretrained $(RESULT_TABLES)
 
@@ -26,6 +27,7 @@ help: ## list the targets
 	@echo "variables: PROFILE=smoke|paper|ci (default smoke)  DATA=dataset folder (default: the profile's; smoke: data/synthetic)"
 	@echo "           GPUS=N (torchrun)  LAUNCH=local|slurm  SLURM_ARGS='--partition=...'  RUNS=runs folder (default runs)"
 	@echo "           SEEDS=N (train every run with seeds 0..N-1; reports show mean [95% interval] +- std; default 1)"
+	@echo "           PRECISION=fp32|bf16 (evaluation arithmetic on CUDA; default: the profile's, fp32 on the paper profile)"
 	@echo "           PYTHON (the interpreter that creates .venv, default python3)"
 
 $(STAMP): requirements.txt

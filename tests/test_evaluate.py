@@ -1,5 +1,6 @@
 """The test protocols of Sect. 3.2 on small nets, and fusion."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -11,13 +12,13 @@ import torch.nn.functional as F
 
 from tests.helpers_images import image_bytes
 from vgg.datasets import load_split
-from vgg.evaluate import Net, average_results, evaluate, fuse, load_scores, save_scores
+from vgg.evaluate import Net, average_results, default_dataset, evaluate, fuse, load_net, load_scores, save_scores
 from vgg.loaders import read_image
 from vgg.metrics import topk_correct
 from vgg.models import VGG
 from vgg.normalization import PAPER_MEAN_RGB
 from vgg.profiles import get_profile
-from vgg.protocols import Batcher, Protocol, grid_crops, grid_positions
+from vgg.protocols import Batcher, FullFP32, Protocol, grid_crops, grid_positions
 from vgg.results import read_rows, upsert_rows
 from vgg.train import TrainConfig, train
 from vgg.transforms import ScaleRange, rescale
@@ -45,6 +46,22 @@ def test_dense_at_the_crop_size_is_the_plain_forward_pass():
     x = image(64, 64)
     dense = Protocol(net, "dense", flip=False).dense(x)
     torch.testing.assert_close(dense, plain_posteriors(net, x[None])[0], rtol=1e-5, atol=1e-6)
+
+
+def test_evaluation_precision_is_fp32_without_tf32_unless_bf16_is_asked_for_on_cuda():
+    net = small_net()
+    assert Protocol(net, "dense").precision == "fp32"
+    assert Protocol(net, "dense", precision="bf16").precision == "fp32"  # autocast to bf16 exists only on CUDA here
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        Protocol(net, "dense", precision="fp16")
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with FullFP32():
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def test_flip_averages_the_posteriors_of_the_image_and_its_mirror():
@@ -279,7 +296,7 @@ def test_evaluate_command_writes_a_row_with_provenance(ci_data, ci_checkpoint, t
     assert row["config"] == "A" and row["train_scale"] == "256" and row["method"] == "multi-crop+dense"
     assert row["test_scales"] == "224|256|288" and row["profile"] == "ci" and row["images"] == "24" and row["dataset_images"] == "24"
     assert len(row["checkpoint_sha256"]) == 16 and row["git_commit"] and row["device"] == "cpu" and row["date"]
-    assert 0 <= float(row["top1_err"]) <= 100 and row["seed"] == "0"
+    assert 0 <= float(row["top1_err"]) <= 100 and row["seed"] == "0" and row["precision"] == "fp32"
     for metric in ("top1", "top5"):  # the 95% bootstrap interval over the 24 val images
         assert float(row[f"{metric}_err_lo"]) <= float(row[f"{metric}_err"]) <= float(row[f"{metric}_err_hi"])
     assert f"top-1 error {float(row['top1_err']):.2f}% [{float(row['top1_err_lo']):.2f}, {float(row['top1_err_hi']):.2f}]" in result.stdout
@@ -316,3 +333,13 @@ def test_bad_evaluation_input_is_a_clear_error(ci_data, ci_checkpoint):
         load_net()
     with pytest.raises(ValueError, match="weights file .* does not exist .*torchvision:vgg16"):
         load_net(weights="/nonexistent/vgg16.pth")
+
+
+def test_evaluate_defaults_to_the_dataset_the_net_was_trained_on(ci_data, ci_checkpoint, tmp_path):
+    net = load_net(ci_checkpoint)
+    assert net.profile.data != str(ci_data)  # so the profile's default would be the wrong set
+    assert default_dataset(net, None) == str(ci_data)
+    assert default_dataset(net, "elsewhere") == "elsewhere"
+    moved = dataclasses.replace(net, data_dir=str(tmp_path / "moved"))
+    with pytest.raises(ValueError, match="pass --data"):
+        default_dataset(moved, None)

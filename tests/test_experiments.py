@@ -14,7 +14,7 @@ from vgg.comparisons import upsert_comparisons
 from vgg.plan import TABLES, load_catalog, load_experiment, plan_runs
 from vgg.results import read_rows, upsert_rows
 from vgg.results_report import write_results_report
-from vgg.runner import ExperimentRunner
+from vgg.runner import ExperimentRunner, computed_in_bf16
 from vgg.slurm import submit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -231,6 +231,7 @@ def test_slurm_submission_chains_jobs_after_their_parents(ci_data, tmp_path, mon
     script = (tmp_path / "seeded" / "runs" / "ci" / "D-384-seed1" / "slurm.sh").read_text()
     assert "--seed 1" in script and f"--init from:{tmp_path / 'seeded' / 'runs' / 'ci' / 'D-256-seed1'}" in script
     assert "--seeds 2" in (tmp_path / "seeded" / "runs" / "ci" / "evaluate-table5.sh").read_text()
+    assert "--precision fp32" in (tmp_path / "seeded" / "runs" / "ci" / "evaluate-table5.sh").read_text()  # the profile's
 
 
 def test_report_rendering_from_a_hand_made_results_csv(tmp_path):
@@ -335,11 +336,35 @@ def test_the_training_table_marks_the_drops_a_deadline_forced(tmp_path):
     run_dir = runner.run_dir("C-256")
     run_dir.mkdir(parents=True)
     write_done(run_dir, {"epochs": 24, "steps": 3744, "drop_epochs": [17, 20, 22], "deadline_drop_epochs": [17, 20], "final_lr": 1e-5,
-                         "train_loss": 0.5, "stopped": "max_epochs"})
+                         "train_loss": 0.5, "stopped": "max_epochs", "paper_length_ratio": 0.00253})
     summary = runner.training_summary("C-256")
-    assert summary["drop_epochs"] == "17*|20*|22"
+    assert summary["drop_epochs"] == "17*|20*|22" and summary["paper_length_ratio"] == 0.00253
     row = {"profile": "smoke", "dataset": "d", "run": "C-256", "config": "C", "train_scale": "256", "method": "dense", "test_scales": "256",
            "flip": "True", "top1_err": "20.0", "top5_err": "1.0", "classes": "50", **{k: str(v) for k, v in summary.items()}}
     upsert_rows(tmp_path / "results" / "table3.csv", [row])
     training = write_results_report("table3", "smoke", tmp_path / "results", tmp_path / "reports").read_text().split("## How each net trained")[1]
     assert "| 17*, 20*, 22 " in training and "A drop marked * was forced by the profile's drop deadline" in training
+    assert "× paper's 370K x 256 images" in training and "| 0.00253 " in training
+    upsert_rows(tmp_path / "results" / "ablations.csv", [row])  # the ablations report lists how its nets trained too
+    ablations = write_results_report("ablations", "smoke", tmp_path / "results", tmp_path / "reports").read_text()
+    assert "| 17*, 20*, 22 " in ablations.split("## How each net trained")[1]
+
+
+def test_table7_prints_googlenets_one_number_in_both_top5_columns(tmp_path):
+    results = tmp_path / "results"
+    upsert_rows(results / "table7.csv", [{"profile": "paper", "dataset": "/data/imagenet", "dataset_images": "50000", "run": "E-256-512", "config": "E",
+                                          "train_scale": "256:512", "method": "multi-crop+dense", "test_scales": "256|384|512", "flip": "True",
+                                          "top1_err": "24.0", "top5_err": "7.0", "git_commit": "abc", "device": "cuda", "date": "2026-11-28T00:00:00Z"}])
+    text = write_results_report("table7", "paper", results, tmp_path / "reports").read_text()
+    rows = {cells[0]: cells for cells in ([c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines() if line.startswith("| "))}
+    assert rows["GoogLeNet (Szegedy et al. 2014) 1 net"][3:] == ["7.9†", "7.9†"]
+    assert rows["GoogLeNet (Szegedy et al. 2014) 7 nets"][3:] == ["6.7†", "6.7†"]
+    assert rows["MSRA (He et al. 2014) 1 net"][3:] == ["9.1", "9.1"]  # separate figures stay as printed
+    assert "† one number in the paper, printed across its top-5 val. and test columns." in text
+
+
+def test_score_files_made_in_bf16_are_recognised_for_redoing_in_fp32():
+    assert computed_in_bf16({"precision": "bf16", "device": "cuda:0"})
+    assert not computed_in_bf16({"precision": "fp32", "device": "cuda:0"})
+    assert computed_in_bf16({"device": "cuda:0"})  # before the precision was recorded, CUDA evaluation was always bf16
+    assert not computed_in_bf16({"device": "cpu"})

@@ -1,6 +1,7 @@
 import pytest
 
 from vgg.profiles import PROFILES_FILE, get_profile, load_profiles
+from vgg.schedule import drop_deadline_epochs
 
 
 def test_profiles_map_paper_sizes():
@@ -11,6 +12,9 @@ def test_profiles_map_paper_sizes():
     assert (paper.width, paper.batch_size, paper.max_epochs, paper.random_init) == (1, 256, 74, "paper")
     assert paper.init_std == 0.01 and smoke.init_std == pytest.approx(0.01 * 8**0.5)
     assert all(profile.crop % 32 == 0 for profile in load_profiles().values())
+    assert paper.eval_precision == "fp32"  # the paper's numbers are fp32; bf16 is a flag
+    assert (paper.schedule, paper.plateau_threshold, paper.plateau_min_epochs, paper.finetune_lr) == ("plateau", 0.5, 10, 1e-3)
+    assert drop_deadline_epochs(paper.drop_deadlines, paper.max_epochs) == [37, 52, 63]  # 3 drops, the last >= 10 epochs before 74
 
 
 def test_unknown_profile_and_bad_scale_are_clear_errors(tmp_path):
@@ -22,4 +26,13 @@ def test_unknown_profile_and_bad_scale_are_clear_errors(tmp_path):
         load_profiles(bad)
     bad.write_text(PROFILES_FILE.read_text().replace("drop_deadlines = [0.75, 0.875]", "drop_deadlines = [0.875, 0.75]"))
     with pytest.raises(ValueError, match=r"drop_deadlines \[0.875, 0.75\] must be increasing fractions"):
+        load_profiles(bad)
+    bad.write_text(PROFILES_FILE.read_text().replace('schedule = "plateau" ', 'schedule = "cosine" '))
+    with pytest.raises(ValueError, match="schedule must be one of plateau, steps, got 'cosine'"):
+        load_profiles(bad)
+    bad.write_text(PROFILES_FILE.read_text().replace("[ci]", '[ci]\nschedule = "steps"'))
+    with pytest.raises(ValueError, match="profile ci: the steps schedule drops the rate at drop_deadlines"):
+        load_profiles(bad)
+    bad.write_text(PROFILES_FILE.read_text().replace('eval_precision = "fp32"', 'eval_precision = "fp16"'))
+    with pytest.raises(ValueError, match="eval_precision must be one of fp32, bf16, got 'fp16'"):
         load_profiles(bad)

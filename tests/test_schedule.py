@@ -93,3 +93,11 @@ def test_deadline_epochs_come_from_fractions_of_the_limit_and_skip_the_limit_its
     assert drop_deadline_epochs((0.75, 0.875), 24) == [18, 21]
     assert drop_deadline_epochs((0.75, 0.875), 4) == [3]  # 3.5 -> 4 epochs: a drop after training would never be used
     assert drop_deadline_epochs((), 74) == []
+
+
+def test_the_steps_schedule_drops_exactly_at_its_epochs_whatever_the_curve():
+    # near chance, on a plateau, still improving: the fixed steps drop after epochs 2 and 4 and never stop early
+    schedule = PlateauSchedule(lr=0.01, patience=1, chance_accuracy=2.0, near_chance=0.5, deadlines=[2, 4], mode="steps")
+    actions = [schedule.step(a) for a in (3, 3, 3, 3, 50, 50, 50, 50)]
+    assert actions == ["improved", "drop", "wait", "drop", "improved", "wait", "wait", "wait"]
+    assert schedule.drop_epochs == [1, 3] and not schedule.finished and abs(schedule.lr - 1e-4) < 1e-15

@@ -53,6 +53,7 @@ def test_a_run_is_deterministic_and_writes_its_records(ci_data, tmp_path):
     second = train(config(ci_data), tmp_path / "two")
     assert_same_weights(weights(tmp_path / "one"), weights(tmp_path / "two"))
     assert first["val_top1_err"] == second["val_top1_err"] and first["steps"] == 2 * 6
+    assert first["images_seen"] == 12 * 16 and first["paper_length_ratio"] == pytest.approx(12 * 16 / (370_000 * 256), rel=1e-3)
     rows = list(csv.DictReader(open(tmp_path / "one" / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == [0, 1]
     assert {"lr", "train_loss", "train_top1_err", "val_top1_err", "val_top5_err", "images_per_s", "wall_s"} <= rows[0].keys()
@@ -182,9 +183,9 @@ def test_init_chains_load_the_right_parents(ci_data, tmp_path):
     a_weights = weights(tmp_path / "A-256")
     # B at S=256 from A: first four convs and the three FC layers, paper lr 1e-2
     trainer = Trainer(config(ci_data, config="B", init=f"from:{tmp_path / 'A-256'}"), tmp_path / "B-256")
-    model, lr, epochs = trainer._build_model(tuple(f"n9{i:07d}" for i in range(4)), None)
+    model, lr, epochs, fine_tune = trainer._build_model(tuple(f"n9{i:07d}" for i in range(4)), None)
     state = model.state_dict()
-    assert lr == 1e-2 and epochs == 2
+    assert lr == 1e-2 and epochs == 2 and not fine_tune
     # B's convs: block 1 at features.0/2, block 2 at 5/7, block 3 at 10/12; A's first four at 0, 3, 6, 8
     for ours, theirs in [("features.0", "features.0"), ("features.5", "features.3"), ("features.10", "features.6"), ("features.12", "features.8"), ("classifier.0", "classifier.0"), ("classifier.6", "classifier.6")]:
         assert torch.equal(state[f"{ours}.weight"], a_weights[f"{theirs}.weight"]), ours
@@ -194,8 +195,8 @@ def test_init_chains_load_the_right_parents(ci_data, tmp_path):
         assert weight.std().item() == pytest.approx((2 / (fan_in + fan_out)) ** 0.5, rel=0.3), fresh
     # A at S=384 from A at S=256: every layer, fine-tuning lr 1e-3
     trainer = Trainer(config(ci_data, train_scale="384", init=f"from:{tmp_path / 'A-256'}"), tmp_path / "A-384")
-    model, lr, epochs = trainer._build_model(tuple(f"n9{i:07d}" for i in range(4)), None)
-    assert lr == 1e-3 and epochs == 2  # TrainConfig.epochs=2 given; the ci profile's fine-tuning default is 1
+    model, lr, epochs, fine_tune = trainer._build_model(tuple(f"n9{i:07d}" for i in range(4)), None)
+    assert lr == 1e-3 and epochs == 2 and fine_tune  # TrainConfig.epochs=2 given; the ci profile's fine-tuning default is 1
     assert_same_weights(model.state_dict(), a_weights)
 
 

@@ -18,7 +18,7 @@ from vgg.comparisons import COMPARISONS_FILE, verdict
 from vgg.plan import AblationSpec, ComparisonPair, Entry, Experiment, FusionSpec, RunSpec
 from vgg.published import NONE, entry_paper_numbers, number, paper_difference
 from vgg.results import read_rows, shown_row
-from vgg.results_report import METRICS, ResultsView, fmt, ours_cell
+from vgg.results_report import METRICS, ResultsView, fmt, ours_cell, training_section
 
 NOT_RUN = "not run yet"
 
@@ -129,4 +129,5 @@ def render_ablations(experiment: Experiment, view: ResultsView, results_dir: Pat
         )
         lines = "\n".join(_finding_line(finding) for finding in found)
         sections.append(f"## {ablation.name}\n\n{ablation.question}\n\n- paper: {ablation.paper}\n- findings (Δ ours [95%], paper Δ: verdict):\n{lines}\n\n{table}\n")
+    sections.append(training_section(view))
     return "\n".join(sections)

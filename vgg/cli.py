@@ -12,8 +12,11 @@ from vgg.complexity import format_summary, summarize
 from vgg.configs import CONFIGS
 from vgg.datasets import load_split
 from vgg.models import VGGSpec
+from vgg.profiles import PRECISIONS
 from vgg.report import REPORTS, write_report
 from vgg.synthetic import SynthSpec, generate
+
+PRECISION_HELP = "test protocols' arithmetic on CUDA: fp32 (TF32 off; the paper's numbers are fp32) or bf16 autocast (default: the profile's eval_precision)"
 
 
 def _add_network_options(parser: argparse.ArgumentParser) -> None:
@@ -108,7 +111,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     run_evaluation(
         args.checkpoint, args.weights, args.data, args.method, args.scales, not args.no_flip, args.dense_softmax,
-        args.limit, args.save_scores, args.out, args.workers, args.device, args.skip_bad_images,
+        args.limit, args.save_scores, args.out, args.workers, args.device, args.skip_bad_images, args.precision,
     )
 
 
@@ -129,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     runner = ExperimentRunner(
         profile=args.profile, data=args.data, runs_root=args.runs, results_dir=args.results, gpus=args.gpus,
         launch=args.launch, workers=args.workers, device=args.device, slurm_args=args.slurm_args, progress=not args.no_progress,
-        seeds=args.seeds,
+        seeds=args.seeds, precision=args.precision,
     )
     runner.run_all([load_experiment(name, runner.catalog) for name in args.experiments])
 
@@ -213,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init", help="paper | glorot | from:CHECKPOINT (net A, or the same config to fine-tune); default: the profile's random init")
     train.add_argument("--epochs", type=int, help="maximum epochs (default: the profile's; paper 74)")
     train.add_argument("--batch-size", type=int, help="global batch over all processes (default: the profile's; paper 256)")
-    train.add_argument("--lr", type=float, help="initial learning rate (default 1e-2; 1e-3 when fine-tuning the same config)")
+    train.add_argument("--lr", type=float, help="initial learning rate (default 1e-2; the profile's finetune_lr, 1e-3, when fine-tuning the same config)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--accum", type=int, default=1, help="gradient accumulation steps per optimizer step")
     train.add_argument("--normalization", default="mean-rgb", help="mean-rgb (the paper's) | torchvision")
@@ -236,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = evaluate.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="RUN_DIR or RUN_DIR/checkpoint.pt of our training")
     source.add_argument("--weights", help="a torchvision-format VGG state dict (e.g. vgg16-397923af.pth)")
-    evaluate.add_argument("--data", help="dataset folder (default: the net's profile's)")
+    evaluate.add_argument("--data", help="dataset folder (default: the one the net was trained on; torchvision weights: the profile's)")
     evaluate.add_argument("--method", default="dense", choices=("dense", "multi-crop", "multi-crop+dense", "centre-crop"))
     evaluate.add_argument("--scales", type=_scales, help="test scales Q in paper units, e.g. 256,384,512 (default: the paper's single scale for the net)")
     evaluate.add_argument("--no-flip", action="store_true", help="do not average with the mirrored image")
@@ -248,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--workers", type=int, help="loader processes (default: from the CPU count)")
     evaluate.add_argument("--device", default="auto", help="auto | cpu | cuda")
     evaluate.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (listed at the end)")
+    evaluate.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     evaluate.set_defaults(handler=cmd_evaluate)
 
     fuse = commands.add_parser("fuse", help="ConvNet fusion: average the posteriors of saved score files")
@@ -269,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, help="loader processes (default: from the CPU count)")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     run.set_defaults(handler=cmd_run)
 
     predict = commands.add_parser("predict", help="top-k classes of images under a test protocol")
@@ -295,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--profile", help="default: the profile of the weights' crop (paper for torchvision's)")
     finetune.add_argument("--epochs", type=int, help="maximum epochs (default: the profile's fine-tuning length)")
     finetune.add_argument("--batch-size", type=int)
-    finetune.add_argument("--lr", type=float, help="initial learning rate (default 1e-3)")
+    finetune.add_argument("--lr", type=float, help="initial learning rate (default: the profile's finetune_lr, 1e-3)")
     finetune.add_argument("--seed", type=int, default=0)
     finetune.add_argument("--workers", type=int)
     finetune.add_argument("--device", default="auto")

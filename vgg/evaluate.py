@@ -80,6 +80,23 @@ def load_net(checkpoint: Path | str | None = None, weights: Path | str | None = 
     return Net(model, TORCHVISION, profile_for_crop(model.spec.crop), loaded.path, loaded.name, "unknown", None)
 
 
+def default_dataset(net: Net, data: str | None) -> str:
+    """The dataset to evaluate `net` on: `data` when given, else the one the net was trained on (our
+    checkpoints record it), else its profile's default."""
+    if data:
+        return data
+    if net.data_dir:
+        if not Path(net.data_dir).is_dir():
+            raise ValueError(
+                f"{net.run} was trained on {net.data_dir}, which is not a folder from here; pass --data DIR "
+                "(the dataset moved, or the path was relative to another working directory)"
+            )
+        return net.data_dir
+    if not net.profile.data:
+        raise ValueError("pass --data DIR (the net's profile has no default dataset)")
+    return net.profile.data
+
+
 def profile_for_crop(crop: int) -> Profile:
     """The profile whose crop is `crop` (torchvision's weights: 224, the paper profile)."""
     from vgg.profiles import load_profiles
@@ -121,6 +138,7 @@ class EvalResult:
     wall_s: float
     skipped: list[str]
     device: str
+    precision: str = "fp32"  # what the protocol computed in (bf16 only under CUDA autocast)
 
 
 def evaluate(
@@ -133,11 +151,13 @@ def evaluate(
     workers: int | None = None,
     device: torch.device | str | None = None,
     skip_bad_images: bool = False,
+    precision: str | None = None,
 ) -> EvalResult:
     """Run a protocol over every image of `images` (split over the ranks when distributed).
 
     `scales` are in the paper's units. Each image is counted exactly once whatever the
-    number of ranks; every rank gets the posteriors of all images in dataset order.
+    number of ranks; every rank gets the posteriors of all images in dataset order. `precision`
+    (fp32 or bf16; default: the net's profile's `eval_precision`) applies on CUDA.
     """
     if net.classes is not None and tuple(net.classes) != images.classes:
         raise ValueError(f"the net was trained on {len(net.classes)} other classes than the {len(images.classes)} of {images.root}")
@@ -149,7 +169,7 @@ def evaluate(
     pixels = [net.profile.size(scale) for scale in scales]
     if min(pixels) < net.model.spec.crop:
         raise ValueError(f"test scale {min(scales)} ({min(pixels)} px) is below the training crop {net.model.spec.crop} px")
-    protocol = Protocol(net, method, flip, dense_softmax, device)
+    protocol = Protocol(net, method, flip, dense_softmax, device, precision)
     sampler = EpochSampler(len(images), shuffle=False, rank=rank, world_size=world, pad=False)
     workers = default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", world))) if workers is None else workers
     loader = DataLoader(
@@ -187,6 +207,7 @@ def evaluate(
         wall_s=time.perf_counter() - started,
         skipped=[path for part in gathered for path in part[2]],
         device=str(protocol.device),
+        precision=protocol.precision,
     )
 
 
@@ -209,6 +230,7 @@ def average_results(results: list[EvalResult]) -> EvalResult:
         wall_s=sum(result.wall_s for result in results),
         skipped=first.skipped,
         device=first.device,
+        precision="+".join(dict.fromkeys(result.precision for result in results)),
     )
 
 
@@ -281,6 +303,7 @@ def fusion_row(paths: list[Path | str]) -> dict:
         "config": joined("config"),
         "train_scale": joined("train_scale"),
         "method": joined("method", unique=True),
+        "precision": joined("precision", unique=True),
         "test_scales": joined("test_scales", unique=True),
         "flip": joined("flip", unique=True),
         "dense_softmax": joined("dense_softmax", unique=True),
@@ -323,6 +346,7 @@ def provenance_row(
         "normalization": net.normalization.name,
         "git_commit": git_commit(),
         "device": result.device,
+        "precision": result.precision,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
@@ -349,6 +373,7 @@ def run_evaluation(
     workers: int | None,
     device: str,
     skip_bad_images: bool,
+    precision: str | None = None,
 ) -> dict | None:
     """The `evaluate` command: returns the results row (on rank 0)."""
     from vgg.results import upsert_rows
@@ -357,16 +382,14 @@ def run_evaluation(
     context = distributed.setup(device)
     try:
         net = load_net(checkpoint, weights)
-        data = data or net.profile.data
-        if not data:
-            raise ValueError("pass --data DIR (the net's profile has no default dataset)")
+        data = default_dataset(net, data)
         if scales is None:
             if net.train_scale == "unknown":
                 raise ValueError("pass --scales (torchvision weights carry no training scale)")
             scales = [ScaleRange.parse(net.train_scale).single_test_scale]
         val = load_split(data, "val")
         images = val.subset(limit)
-        result = evaluate(net, images, method, scales, flip, dense_softmax, workers, context.device, skip_bad_images)
+        result = evaluate(net, images, method, scales, flip, dense_softmax, workers, context.device, skip_bad_images, precision)
         if not context.is_main:
             return None
         row = provenance_row(net, data, method, scales, flip, dense_softmax, result, len(val))

@@ -15,10 +15,12 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from vgg.models import FEATURE_STRIDE
+from vgg.schedule import MODES as SCHEDULES
 
 PROFILES_FILE = Path(__file__).resolve().parent.parent / "experiments" / "profiles.toml"
 PAPER_CROP = 224
 PAPER_INIT_STD = 0.01
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,11 @@ class Profile:
     near_chance: float = 0.0  # no drop until the best val accuracy is this far from chance towards 100%
     give_up_epochs: int = 0  # stop a net still at chance after this many epochs (0: never)
     drop_deadlines: tuple[float, ...] = ()  # fractions of a run's epoch limit by which the rate has dropped 1, 2, ... times
+    schedule: str = "plateau"  # plateau: drops when val top-1 stops improving (Sect. 3.1); steps: exactly at drop_deadlines
+    finetune_lr: float = 1e-3  # S=384 nets from S=256 ones start at 1e-3 (Sect. 3.1); the paper gives none for jittered nets
+    finetune_schedule: str = ""  # the fine-tunes' schedule ("": the same as `schedule`); their epoch limit: finetune_max_epochs
     cache_decoded: bool = False  # keep decoded training and val images in memory (small datasets)
+    eval_precision: str = "fp32"  # the test protocols' arithmetic on a GPU: fp32 (the paper's) or bf16 (autocast)
 
     def __post_init__(self) -> None:
         crop = self.size(PAPER_CROP)
@@ -52,6 +58,14 @@ class Profile:
             raise ValueError(f"profile {self.name}: image_scale {self.image_scale} maps the 224 crop to {crop}, not a multiple of 32")
         if any(not 0 < f <= 1 for f in self.drop_deadlines) or list(self.drop_deadlines) != sorted(self.drop_deadlines):
             raise ValueError(f"profile {self.name}: drop_deadlines {list(self.drop_deadlines)} must be increasing fractions of the epoch limit in (0, 1]")
+        for key in ("schedule", "finetune_schedule"):
+            value = getattr(self, key)
+            if value not in SCHEDULES and not (key == "finetune_schedule" and value == ""):
+                raise ValueError(f"profile {self.name}: {key} must be one of {', '.join(SCHEDULES)}, got {value!r}")
+        if "steps" in (self.schedule, self.finetune_schedule) and not self.drop_deadlines:
+            raise ValueError(f"profile {self.name}: the steps schedule drops the rate at drop_deadlines; give them (fractions of the epoch limit)")
+        if self.eval_precision not in PRECISIONS:
+            raise ValueError(f"profile {self.name}: eval_precision must be one of {', '.join(PRECISIONS)}, got {self.eval_precision!r}")
 
     def size(self, paper_pixels: int) -> int:
         """An image size in paper units (crop 224, S 256, Q 384 ...) at this profile's scale."""

@@ -23,11 +23,12 @@ size; the posteriors are those of `Protocol.posteriors` image by image, up to fl
 from __future__ import annotations
 
 from collections.abc import Hashable
-from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+
+from vgg.profiles import PRECISIONS
 
 if TYPE_CHECKING:
     from vgg.evaluate import Net
@@ -43,6 +44,18 @@ BATCH_PIXELS = 1 << 22
 """...and at most this many pixels per pass (e.g. 11 images at Q = 512): bounds the activations."""
 PENDING_IMAGES = 256
 """Rescaled images waiting for a batch at most; beyond, the oldest size's batch runs part-full."""
+
+
+class FullFP32:
+    """A reusable context in which CUDA convolutions and matrix products run in IEEE fp32, not TF32
+    (cuDNN's default for convolutions), restoring the previous settings on exit."""
+
+    def __enter__(self) -> None:
+        self._saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+
+    def __exit__(self, *exc: object) -> None:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self._saved
 
 
 def grid_positions(length: int, crop: int, count: int = GRID) -> list[int]:
@@ -66,7 +79,10 @@ class Protocol:
     scale on an image, or on its central crop. Multi-crop runs its 50 crops per scale per image.
     """
 
-    def __init__(self, net: Net, method: str, flip: bool = True, dense_softmax: str = "after-average", device: torch.device | str = "cpu"):
+    def __init__(
+        self, net: Net, method: str, flip: bool = True, dense_softmax: str = "after-average", device: torch.device | str = "cpu",
+        precision: str | None = None,
+    ):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         if dense_softmax not in DENSE_SOFTMAX:
@@ -75,7 +91,12 @@ class Protocol:
         self.device = torch.device(device)
         self.model = net.model.to(self.device, memory_format=torch.channels_last).eval()
         self.crop = net.model.spec.crop
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
+        requested = precision or net.profile.eval_precision
+        if requested not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+        # bf16 autocast only exists here on CUDA; everything else runs in true fp32 (TF32 off: the paper's numbers are fp32)
+        self.precision = "bf16" if requested == "bf16" and self.device.type == "cuda" else "fp32"
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.precision == "bf16" else FullFP32()
 
     def _inputs(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)

@@ -44,6 +44,7 @@ RESULT_FIELDS = (
     "wall_s",
     "epochs",
     "steps",
+    "paper_length_ratio",
     "drop_epochs",
     "final_lr",
     "train_loss",
@@ -53,6 +54,7 @@ RESULT_FIELDS = (
     "normalization",
     "git_commit",
     "device",
+    "precision",
     "date",
 )
 

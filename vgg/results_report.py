@@ -196,14 +196,21 @@ def render_fusion_table(experiment: Experiment, view: ResultsView) -> tuple[str,
     return tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True), labels, ours_rows, papers
 
 
+SPANS_BOTH_TOP5_COLUMNS = "spans the top-5 val and top-5 test columns"  # the fact sheet's note on GoogLeNet's rows
+
+
 def render_state_of_the_art(experiment: Experiment, view: ResultsView, catalog: dict[str, RunSpec]) -> tuple[str, list, list, list]:
     """Table 7: the paper's comparison (published numbers) with our best single net and fusion added."""
-    lines = []
+    lines, spanning = [], False
     for row in published_rows():
         if row["table"] == "7":
             notes = row["notes"]
+            val = fmt(number(row["top5_err"]))
             test = next((part.split("=", 1)[1] for part in notes.split("; ") if part.startswith("top5_test_err=")), "-")
-            lines.append([row["config"], "paper", fmt(number(row["top1_err"])), fmt(number(row["top5_err"])), test])
+            if SPANS_BOTH_TOP5_COLUMNS in notes:
+                val = test = f"{val}†"
+                spanning = True
+            lines.append([row["config"], "paper", fmt(number(row["top1_err"])), val, test])
     labels, ours_rows, papers = [], [], []
     entries = [(spec, spec.label or f"ours: {catalog[spec.run].config}", spec.label or catalog[spec.run].config) for spec in experiment.evaluations]
     entries += [(fusion, fusion.label, fusion.label) for fusion in experiment.fusions]
@@ -214,14 +221,19 @@ def render_state_of_the_art(experiment: Experiment, view: ResultsView, catalog: 
         ours_rows.append(row)
         papers.append(paper_row_numbers(7, entry.paper_row, None) if entry.paper_row else NONE)
     headers = ["Method", "source", "top-1 val. error (%)", "top-5 val. error (%)", "top-5 test error (%)"]
-    return tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True), labels, ours_rows, papers
+    table = tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True)
+    if spanning:
+        table += "\n\n† one number in the paper, printed across its top-5 val. and test columns."
+    return table, labels, ours_rows, papers
 
 
 def training_section(view: ResultsView) -> str:
-    """How each net of the report trained (from the rows' training columns): epochs, steps, the
-    epochs at which the rate dropped, the final rate, the last epoch's train loss beside the
-    loss of guessing (ln K), and what stopped it. Empty when the rows carry no training columns."""
+    """How each net of the report trained (from the rows' training columns): epochs, steps (and,
+    for rows that record it, the length as a fraction of the paper's), the epochs at which the rate
+    dropped, the final rate, the last epoch's train loss beside the loss of guessing (ln K), and
+    what stopped it. Empty when the rows carry no training columns."""
     lines, seen = [], set()
+    with_ratio = any(row.get("paper_length_ratio") for row in view.rows)
     for row in view.rows:
         key = (row.get("run"), row.get("seed") or "0")
         if not row.get("epochs") or key in seen or row.get("seed") == MEAN_SEED:
@@ -230,15 +242,17 @@ def training_section(view: ResultsView) -> str:
         loss = number(row.get("train_loss"))
         classes = int(number(row.get("classes")) or 0)
         chance = f" (chance {math.log(classes):.2f})" if classes > 1 else ""
+        ratio = [f"{float(row['paper_length_ratio']):.3g}" if row.get("paper_length_ratio") else "-"] if with_ratio else []
         lines.append([
-            row["run"] + (f" seed {key[1]}" if key[1] != "0" else ""), row["epochs"], row.get("steps", "-"),
+            row["run"] + (f" seed {key[1]}" if key[1] != "0" else ""), row["epochs"], row.get("steps", "-"), *ratio,
             (row.get("drop_epochs") or "none").replace("|", ", "), f"{float(row['final_lr']):g}" if row.get("final_lr") else "-",
             "-" if loss is None else f"{loss:.3f}{chance}", row.get("stopped", "-"),
         ])
     if not lines:
         return ""
-    table = tabulate(lines, headers=["run", "epochs", "steps", "lr drops after epoch", "lr of the last epoch", "final train loss", "stopped by"],
-                     tablefmt="github", disable_numparse=True)
+    ratio_header = ["× paper's 370K x 256 images"] if with_ratio else []
+    headers = ["run", "epochs", "steps", *ratio_header, "lr drops after epoch", "lr of the last epoch", "final train loss", "stopped by"]
+    table = tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True)
     note = "Epochs are counted from 0, as in `metrics.csv`; a drop after the last epoch is logged but never used."
     if any("*" in (row.get("drop_epochs") or "") for row in view.rows):
         note += " A drop marked * was forced by the profile's drop deadline (the val curve had not dropped the rate by then)."

@@ -27,6 +27,13 @@ from vgg.profiles import Profile, get_profile
 from vgg.results import upsert_rows
 
 
+def computed_in_bf16(provenance: dict) -> bool:
+    """Whether a score file's posteriors came from bf16 autocast: as recorded, or for files from before
+    the precision was recorded, whether they were computed on CUDA (always in bf16 then)."""
+    recorded = provenance.get("precision") or ("bf16" if provenance.get("device", "").startswith("cuda") else "fp32")
+    return recorded == "bf16"
+
+
 class ExperimentRunner:
     """Runs experiments for one profile and dataset: trains, evaluates, writes results rows."""
 
@@ -44,6 +51,7 @@ class ExperimentRunner:
         progress: bool = True,
         log: Callable[[str], None] = print,
         seeds: int = 1,
+        precision: str | None = None,
     ):
         if launch not in ("local", "slurm"):
             raise ValueError(f"LAUNCH must be local or slurm, got {launch!r}")
@@ -56,6 +64,7 @@ class ExperimentRunner:
         self.runs_root, self.results_dir = Path(runs_root), Path(results_dir)
         self.gpus, self.launch, self.workers, self.device = gpus, launch, workers, device
         self.slurm_args, self.progress, self.log, self.seeds = slurm_args, progress, log, seeds
+        self.precision = precision or self.profile.eval_precision  # the test protocols' arithmetic on CUDA
         self.catalog = load_catalog()
         self._parts: dict[tuple, object] = {}  # EvalResults of dense / multi-crop kept for their combination
         self._wanted_parts: set[tuple] = set()
@@ -153,10 +162,11 @@ class ExperimentRunner:
 
     def training_summary(self, run_id: str) -> dict:
         """How a finished run trained, for its results rows (the report's training section): epochs,
-        steps, the epochs at which the rate dropped ("17*": forced by a drop deadline), the final rate,
-        the last epoch's train loss, and what stopped it."""
+        steps, its length as a fraction of the paper's 370K iterations of 256 images, the epochs at
+        which the rate dropped ("17*": forced by a drop deadline), the final rate, the last epoch's
+        train loss, and what stopped it."""
         done = read_done(self.run_dir(run_id)) or {}
-        fields = ("epochs", "steps", "final_lr", "train_loss", "stopped")
+        fields = ("epochs", "steps", "paper_length_ratio", "final_lr", "train_loss", "stopped")
         summary = {name: done[name] for name in fields if name in done}
         if "drop_epochs" in done:
             forced = set(done.get("deadline_drop_epochs", []))
@@ -174,7 +184,8 @@ class ExperimentRunner:
         if path.exists():
             scores = load_scores(path)
             provenance = scores["provenance"]
-            if provenance.get("checkpoint_sha256") == net.sha256() and provenance.get("dataset") == self.data:
+            current = provenance.get("checkpoint_sha256") == net.sha256() and provenance.get("dataset") == self.data
+            if current and not (self.precision == "fp32" and computed_in_bf16(provenance)):  # fp32 scores serve a bf16 request
                 intervals = {} if "top1_err_lo" in provenance else interval_fields(scores["posteriors"], scores["labels"])
                 return {**provenance, **intervals, **identity}
         self.log(f"[{seeded_id(spec.run, seed)}] evaluating: {spec.method} at Q={spec.test_scales}{' with flips' if spec.flip else ''}")
@@ -182,7 +193,7 @@ class ExperimentRunner:
             command = [
                 sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={self.gpus}", "-m", "vgg", "evaluate",
                 "--checkpoint", str(checkpoint), "--data", self.data, "--method", spec.method, "--scales", ",".join(map(str, spec.scales)),
-                "--save-scores", str(path), *([] if spec.flip else ["--no-flip"]),
+                "--save-scores", str(path), "--precision", self.precision, *([] if spec.flip else ["--no-flip"]),
             ]
             if subprocess.run(command).returncode != 0:
                 raise ValueError(f"evaluating {spec.key} failed")
@@ -191,7 +202,9 @@ class ExperimentRunner:
         from vgg.evaluate import evaluate, provenance_row, save_scores
 
         images = load_split(self.data, "val")
-        result = self._combined(spec, seed) or evaluate(net, images, spec.method, list(spec.scales), spec.flip, workers=self.workers)
+        result = self._combined(spec, seed) or evaluate(
+            net, images, spec.method, list(spec.scales), spec.flip, workers=self.workers, precision=self.precision
+        )
         if self._part_key(spec, spec.method, seed) in self._wanted_parts:
             self._parts[self._part_key(spec, spec.method, seed)] = result
         row = {**provenance_row(net, self.data, spec.method, list(spec.scales), spec.flip, "after-average", result, len(images)), **identity}

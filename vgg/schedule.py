@@ -19,6 +19,9 @@ the profile's `drop_deadlines`) force the k-th drop after deadlines[k-1] epochs 
 curve has not caused it by then ("deadline"), so that every net ends at a lower rate; the
 near-chance guard still applies.
 
+`mode="steps"` is the fixed alternative for users who want the drops at set epochs: the rate
+drops exactly after each of `deadlines` epochs, whatever the val curve (no guards, no early stop).
+
 A net that has not left chance at all (`STUCK_FRACTION` of the way) after `give_up_epochs`
 epochs is given up on ("give up"): more epochs at the same rate would not help, and the
 guard above keeps the rate from dropping.
@@ -31,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 
 STUCK_FRACTION = 0.05
 """Below this fraction of the way from chance to 100%, a net has not started to learn."""
+MODES = ("plateau", "steps")
 
 
 def drop_deadline_epochs(fractions: tuple[float, ...], max_epochs: int) -> list[int]:
@@ -51,6 +55,7 @@ class PlateauSchedule:
     near_chance: float = 0.0
     give_up_epochs: int = 0
     deadlines: list[int] = field(default_factory=list)
+    mode: str = "plateau"
     best: float = float("-inf")
     epochs: int = 0
     epochs_without_gain: int = 0
@@ -76,10 +81,16 @@ class PlateauSchedule:
         "deadline" (a drop that a deadline forced), "stop" or "give up"."""
         self.epochs += 1
         self.stage_epochs += 1
-        if val_accuracy > self.best + self.threshold:
+        improved = val_accuracy > self.best + self.threshold
+        if improved:
             self.best, self.epochs_without_gain = val_accuracy, 0
         else:
             self.epochs_without_gain += 1
+        if self.mode == "steps":
+            if self.drops < sum(self.epochs >= deadline for deadline in self.deadlines):
+                self._drop()
+                return "drop"
+            return "improved" if improved else "wait"
         if self.give_up_epochs and self.epochs >= self.give_up_epochs and self.learned_fraction() < STUCK_FRACTION:
             self.finished = self.gave_up = True
             return "give up"

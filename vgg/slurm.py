@@ -79,7 +79,7 @@ def submit(runner: ExperimentRunner, experiment: Experiment, runs: list[RunSpec]
         runner.log(f"[{spec.id}] submitted as job {jobs[spec.id]}" + (f" after {parents[0]}" if parents else ""))
     command = [
         sys.executable, "-m", "vgg", "run", experiment.name, "--profile", runner.profile.name, "--data", runner.data,
-        "--runs", str(runner.runs_root), "--results", str(runner.results_dir),
+        "--runs", str(runner.runs_root), "--results", str(runner.results_dir), "--precision", runner.precision,
     ]
     if runner.seeds > 1:
         command += ["--seeds", str(runner.seeds)]

@@ -17,8 +17,6 @@ exactly where the interrupted one stopped.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import signal
 import sys
@@ -42,6 +40,7 @@ from vgg.metrics import append_metrics, error_percent, plot_curves, topk_correct
 from vgg.models import VGG, VGGSpec
 from vgg.normalization import Normalization, get_normalization
 from vgg.profiles import PAPER_INIT_STD, Profile, get_profile
+from vgg.identity import differences, digest, recipe, run_identity
 from vgg.schedule import PlateauSchedule, drop_deadline_epochs
 from vgg.torchvision_compat import clean_state_dict
 from vgg.transforms import CentreCropTransform, ScaleRange, TrainTransform
@@ -49,9 +48,8 @@ from vgg.transforms import CentreCropTransform, ScaleRange, TrainTransform
 EXIT_PREEMPTED = 75
 """Exit status after a SIGTERM/SIGUSR1 checkpoint (EX_TEMPFAIL): requeue the job and run the same command."""
 PAPER_LR = 1e-2
-FINE_TUNE_LR = 1e-3
-"""Sect. 3.1: the S=384 nets start from the S=256 ones with a learning rate of 1e-3; the paper
-gives none for the jittered fine-tuning, which uses the same."""
+PAPER_ITERATIONS, PAPER_BATCH = 370_000, 256
+"""Sect. 3.1: training stopped after 370K iterations (74 epochs) of batches of 256."""
 CHECKPOINT_FORMAT = 1
 PLOT_EVERY_EPOCH_AFTER_S = 30.0
 A_CONFIGS = ("A", "A-LRN")
@@ -103,9 +101,9 @@ class TrainConfig:
     skip_bad_images: bool = False
     progress: bool = True
 
-    def identity(self) -> dict:
-        """The fields that define what the run computes (fields added after the first runs
-        count only when set, so that earlier runs keep their hash)."""
+    def settings(self) -> dict:
+        """The fields that define what the run computes, as given (paths included; fields added
+        after the first runs count only when set, so that earlier runs keep their legacy hash)."""
         names = [f.name for f in fields(self)]
         defaults = {f.name: f.default for f in fields(self)}
         return {
@@ -114,8 +112,17 @@ class TrainConfig:
             if name not in _LATER_FIELDS or getattr(self, name) != defaults[name]
         }
 
+    def identity(self) -> dict:
+        """The run's identity (`vgg.identity`): its settings with the dataset and the parent by
+        content, and its profile's recipe."""
+        return run_identity(self.settings(), get_profile(self.profile))
+
     def run_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+        return digest(self.identity())
+
+    def legacy_hash(self) -> str:
+        """The hash of runs from before identity version 2 (settings with paths, no recipe)."""
+        return digest(self.settings())
 
 
 @dataclass
@@ -215,8 +222,9 @@ class Trainer:
         self.log(val_images.describe())
         return train_images, val_images
 
-    def _build_model(self, classes: tuple[str, ...], checkpoint: dict | None) -> tuple[VGG, float, int]:
-        """The network (initialised), its initial learning rate and its epoch limit."""
+    def _build_model(self, classes: tuple[str, ...], checkpoint: dict | None) -> tuple[VGG, float, int, bool]:
+        """The network (initialised), its initial learning rate, its epoch limit, and whether it is a
+        fine-tune of a trained net (the profile's finetune_* recipe)."""
         spec = VGGSpec(
             self.cfg.config,
             num_classes=len(classes),
@@ -242,14 +250,14 @@ class Trainer:
                 self._init_from_weights(model, source)
         elif checkpoint is None and init.startswith("from:"):
             fine_tune = self._init_from(model, Path(init[len("from:") :]), classes)
-        lr = self.cfg.lr if self.cfg.lr is not None else (FINE_TUNE_LR if fine_tune else PAPER_LR)
+        lr = self.cfg.lr if self.cfg.lr is not None else (self.profile.finetune_lr if fine_tune else PAPER_LR)
         if checkpoint is not None:
             epochs = checkpoint["max_epochs"]
         elif self.cfg.epochs is not None:
             epochs = self.cfg.epochs
         else:
             epochs = self.profile.finetune_max_epochs if fine_tune else self.profile.max_epochs
-        return model, lr, epochs
+        return model, lr, epochs, fine_tune
 
     def _weights_source(self):
         """The net to fine-tune from, checked against this run's profile and normalisation."""
@@ -286,6 +294,8 @@ class Trainer:
     def _init_from(self, model: VGG, path: Path, classes: tuple[str, ...]) -> bool:
         """Initialise from a parent run; True when fine-tuning a net of the same configuration."""
         parent_state = load_checkpoint(path)
+        if read_done(path if path.is_dir() else path.parent) is None:
+            raise ValueError(f"{path} has not finished training (no DONE file): finish it first (rerun its command to resume it)")
         parent_spec = VGGSpec(**parent_state["spec"])
         if tuple(parent_state["classes"]) != classes:
             raise ValueError(f"{path} was trained on other classes than {self.cfg.data}")
@@ -297,7 +307,7 @@ class Trainer:
             if parent_spec != model.spec:
                 raise ValueError(f"cannot fine-tune from {path}: its network is {parent_spec}, this run's is {model.spec}")
             model.load_state_dict(parent.state_dict())
-            self.log(f"initialised every layer from {path} (fine-tuning, default lr {FINE_TUNE_LR})")
+            self.log(f"initialised every layer from {path} (fine-tuning, default lr {self.profile.finetune_lr})")
             return True
         if parent_spec.config not in A_CONFIGS:
             raise ValueError(f"--init from: takes a net of the same configuration (fine-tuning) or a net A; {path} is {parent_spec.config}")
@@ -312,25 +322,43 @@ class Trainer:
             cache_decoded=self.profile.cache_decoded,
         )
 
+    def _adoptable(self, stored_hash: str | None, checkpoint: dict | None) -> bool:
+        """True for a run from before identity version 2 (`vgg.identity`) that is this run: the same
+        settings, paths included (the legacy hash), and its checkpoint's recipe is this one."""
+        if checkpoint is None or "identity" in checkpoint or stored_hash != self.cfg.legacy_hash():
+            return False
+        stored_recipe = recipe(Profile.from_dict(checkpoint["profile"]), self.cfg.config)
+        if "lrn_alpha" in stored_recipe:
+            stored_recipe["lrn_alpha"] = checkpoint["spec"].get("lrn_alpha")
+        return stored_recipe == recipe(self.profile, self.cfg.config)
+
     # ----- the run ------------------------------------------------------------------
     def run(self) -> dict:
         cfg, context = self.cfg, self.context
         self.out.mkdir(parents=True, exist_ok=True)
+        identity, run_hash = cfg.identity(), cfg.run_hash()
+        checkpoint_path = self.out / CHECKPOINT_NAME
         done = read_done(self.out)
         if done is not None:
-            if done.get("run_hash") != cfg.run_hash():
-                raise ValueError(f"{self.out} holds a finished run with other settings; choose another --out or remove it")
+            if done.get("run_hash") != run_hash:
+                checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
+                if not self._adoptable(done.get("run_hash"), checkpoint):
+                    changed = differences(done.get("identity", {}), identity) if "identity" in done else "it predates the recorded identity"
+                    raise ValueError(f"{self.out} holds a finished run with other settings ({changed}); choose another --out or remove it")
+                done = {**done, "run_hash": run_hash, "identity": identity}
+                if context.is_main:
+                    write_done(self.out, done)
+                self.log(f"{self.out}: a run from before identity version 2 with these settings and this recipe, adopted")
             self.log(f"{self.out} is finished already: {done}")
             return done
-        checkpoint_path = self.out / CHECKPOINT_NAME
         checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
-        if checkpoint is not None and checkpoint["run_hash"] != cfg.run_hash():
-            differences = {k: (v, cfg.identity().get(k)) for k, v in checkpoint["run"].items() if cfg.identity().get(k) != v}
-            raise ValueError(f"{checkpoint_path} belongs to a run with other settings ({differences}); choose another --out or remove it")
+        if checkpoint is not None and checkpoint["run_hash"] != run_hash and not self._adoptable(checkpoint["run_hash"], checkpoint):
+            stored, current = (checkpoint["identity"], identity) if "identity" in checkpoint else (checkpoint["run"], cfg.settings())
+            raise ValueError(f"{checkpoint_path} belongs to a run with other settings ({differences(stored, current)}); choose another --out or remove it")
 
         train_images, val_images = self._data()
         torch.manual_seed(cfg.seed)  # the random init
-        model, lr, self.epochs = self._build_model(train_images.classes, checkpoint)
+        model, lr, self.epochs, fine_tune = self._build_model(train_images.classes, checkpoint)
         schedule = PlateauSchedule(
             lr=lr,
             patience=cfg.plateau_patience or self.profile.plateau_patience,
@@ -340,6 +368,7 @@ class Trainer:
             near_chance=self.profile.near_chance,
             give_up_epochs=self.profile.give_up_epochs,
             deadlines=drop_deadline_epochs(self.profile.drop_deadlines, self.epochs),
+            mode=(self.profile.finetune_schedule or self.profile.schedule) if fine_tune else self.profile.schedule,
         )
         if cfg.freeze == "features":
             model.features.requires_grad_(False)
@@ -389,7 +418,7 @@ class Trainer:
             f"training VGG-{model.config} ({self.profile.name} profile: crop {self.profile.crop}, width 1/{self.profile.width}) "
             f"at S={self.scale} (pixels {self.pixel_scale}), {self.epochs} epochs max, {steps_per_epoch} steps/epoch of "
             f"{self.global_batch} images ({context.world_size} process(es) x {cfg.accum} x {self.micro_batch}), lr {schedule.lr:g}, "
-            f"device {device}, run hash {cfg.run_hash()}"
+            f"device {device}, run hash {run_hash}"
         )
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
@@ -401,8 +430,9 @@ class Trainer:
                     "normalization": self.normalization.to_dict(),
                     "classes": list(train_images.classes),
                     "profile": self.profile.to_dict(),
-                    "run": cfg.identity(),
-                    "run_hash": cfg.run_hash(),
+                    "run": cfg.settings(),
+                    "identity": identity,
+                    "run_hash": run_hash,
                     "train_scale": str(self.scale),
                     "model": clean_state_dict(model.state_dict()),
                     "optimizer": optimizer.state_dict(),
@@ -570,8 +600,11 @@ class Trainer:
             "train_scale": str(self.scale),
             "profile": self.profile.name,
             "run_hash": self.cfg.run_hash(),
+            "identity": self.cfg.identity(),
             "epochs": int(epochs_run),
             "steps": int(global_step),
+            "images_seen": int(global_step) * self.global_batch,
+            "paper_length_ratio": float(f"{global_step * self.global_batch / (PAPER_ITERATIONS * PAPER_BATCH):.4g}"),
             "lr_drops": schedule.drops,
             "drop_epochs": list(schedule.drop_epochs),
             "deadline_drop_epochs": list(schedule.deadline_drop_epochs),

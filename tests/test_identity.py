@@ -1,0 +1,83 @@
+"""A run's identity: its dataset and parent by content, its recipe included, older runs adopted in place."""
+
+import dataclasses
+import shutil
+
+import pytest
+
+import vgg.train
+from vgg.checkpoint import load_checkpoint, read_done, save_checkpoint, write_done
+from vgg.identity import dataset_fingerprint, recipe
+from vgg.profiles import get_profile
+from vgg.train import TrainConfig, train
+
+
+def config(data, **overrides) -> TrainConfig:
+    fields = dict(config="A", train_scale="256", data=str(data), profile="ci", init="glorot", epochs=1, workers=0, progress=False)
+    return TrainConfig(**{**fields, **overrides})
+
+
+def with_profile_change(monkeypatch, **changes) -> None:
+    """Make `TrainConfig` and `Trainer` see the ci profile with `changes`."""
+    changed = dataclasses.replace(get_profile("ci"), **changes)
+    monkeypatch.setattr(vgg.train, "get_profile", lambda name: changed if name == "ci" else get_profile(name))
+
+
+def test_a_moved_dataset_and_runs_folder_still_resume_and_children_still_find_their_parent(ci_data, tmp_path):
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    shutil.copytree(ci_data, data)
+    a_done = train(config(data), runs / "A-256")
+    b_done = train(config(data, config="B", init=f"from:{runs / 'A-256'}"), runs / "B-256")
+    data.rename(tmp_path / "moved-data")
+    runs.rename(tmp_path / "moved-runs")
+    data, runs = tmp_path / "moved-data", tmp_path / "moved-runs"
+    assert dataset_fingerprint(str(data)) == a_done["identity"]["data"]
+    stamp = (runs / "B-256" / "checkpoint.pt").stat().st_mtime_ns
+    assert train(config(data), runs / "A-256")["run_hash"] == a_done["run_hash"]
+    assert train(config(data, config="B", init=f"from:{runs / 'A-256'}"), runs / "B-256")["run_hash"] == b_done["run_hash"]
+    assert (runs / "B-256" / "checkpoint.pt").stat().st_mtime_ns == stamp  # found finished, not retrained
+    # the child knows its parent by the parent's hash: a retrained parent makes it another run
+    write_done(runs / "A-256", {**read_done(runs / "A-256"), "run_hash": "0123456789abcdef"})
+    assert config(data, config="B", init=f"from:{runs / 'A-256'}").run_hash() != b_done["run_hash"]
+
+
+def test_a_changed_recipe_is_another_run_and_a_finished_run_says_what_changed(ci_data, tmp_path, monkeypatch):
+    before = config(ci_data).run_hash()
+    train(config(ci_data), tmp_path / "A-256")
+    with_profile_change(monkeypatch, plateau_threshold=0.7)
+    assert config(ci_data).run_hash() != before
+    with pytest.raises(ValueError, match=r"finished run with other settings \({'recipe.plateau_threshold': \(0.0, 0.7\)}\)"):
+        train(config(ci_data), tmp_path / "A-256")
+
+
+def test_the_lrn_constant_is_part_of_the_recipe_of_nets_with_lrn_only():
+    ci = get_profile("ci")
+    assert "lrn_alpha" in recipe(ci, "A-LRN") and "lrn_alpha" not in recipe(ci, "A")
+    assert "description" not in recipe(ci, "A") and recipe(ci, "A")["max_epochs"] == ci.max_epochs
+
+
+def test_a_child_of_an_unfinished_parent_is_refused(ci_data, tmp_path):
+    train(config(ci_data), tmp_path / "A-256")
+    (tmp_path / "A-256" / "DONE").unlink()
+    with pytest.raises(ValueError, match="has not finished training \\(no DONE file\\)"):
+        train(config(ci_data, config="B", init=f"from:{tmp_path / 'A-256'}"), tmp_path / "B-256")
+
+
+def make_legacy(run_dir) -> None:
+    """Turn a finished run into one from before identity version 2: the old hash, no identity."""
+    checkpoint = load_checkpoint(run_dir)
+    legacy = TrainConfig(**checkpoint["run"]).legacy_hash()
+    save_checkpoint({key: value for key, value in checkpoint.items() if key != "identity"} | {"run_hash": legacy}, run_dir / "checkpoint.pt")
+    write_done(run_dir, {key: value for key, value in read_done(run_dir).items() if key != "identity"} | {"run_hash": legacy})
+
+
+def test_runs_from_before_identity_version_2_are_adopted_when_their_recipe_matches(ci_data, tmp_path, monkeypatch):
+    done = train(config(ci_data), tmp_path / "A-256")
+    make_legacy(tmp_path / "A-256")
+    assert read_done(tmp_path / "A-256")["run_hash"] != done["run_hash"]
+    assert train(config(ci_data), tmp_path / "A-256")["run_hash"] == done["run_hash"]
+    assert read_done(tmp_path / "A-256")["run_hash"] == done["run_hash"]  # adopted: DONE carries the new hash
+    make_legacy(tmp_path / "A-256")
+    with_profile_change(monkeypatch, max_epochs=9)  # a legacy run of another recipe is not adopted
+    with pytest.raises(ValueError, match="finished run with other settings \\(it predates the recorded identity\\)"):
+        train(config(ci_data), tmp_path / "A-256")

@@ -1,0 +1,110 @@
+"""What identifies a training run, so that a finished run is reused exactly when it is the run asked for.
+
+A run's identity (version 2) is its settings (`TrainConfig`'s fields above `workers`) with two
+paths replaced by content, plus the recipe its profile gives it:
+- the dataset by its content (`dataset_fingerprint`: class lists, image counts, the names and
+  sizes of a sample of files), so that moving the dataset does not change it;
+- the parent of an `init="from:RUN"` run by the parent's own run hash (from its `DONE`), so that
+  moving the runs folder does not change it, and retraining the parent does;
+- `recipe`: every profile value that shapes training (schedule, epochs, guards, batch, widths ...)
+  and, for nets with LRN, the model's LRN default, so that a changed recipe is never silently reused.
+
+Runs from before (version 1: settings with the paths, no recipe) are adopted in place when their
+paths and their checkpoint's recipe still match (`vgg.train`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import fields as dataclass_fields
+from functools import lru_cache
+from pathlib import Path
+
+from vgg.checkpoint import read_done
+from vgg.configs import LRNSpec, parsed_blocks
+from vgg.datasets import DatasetLayoutError, load_split
+from vgg.models import VGGSpec
+from vgg.profiles import Profile
+
+IDENTITY_VERSION = 2
+NOT_RECIPE = ("name", "description", "data", "synthetic", "cache_decoded", "eval_precision")
+"""Profile fields that do not change what training computes (where, how fast, how it is evaluated)."""
+FINGERPRINT_FILES = 256
+"""Files per split whose names and sizes enter a dataset's fingerprint (evenly spaced, in sorted order)."""
+
+
+def digest(value: object) -> str:
+    """A 16-hex-digit hash of a JSON-serialisable value."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def recipe(profile: Profile, config: str) -> dict:
+    """The profile's values that shape training, and the model defaults a run of `config` does not
+    set (the LRN constant, for configurations with LRN)."""
+    values = {key: value for key, value in profile.to_dict().items() if key not in NOT_RECIPE}
+    values["drop_deadlines"] = list(values["drop_deadlines"])
+    if any(isinstance(layer, LRNSpec) for block in parsed_blocks(config) for layer in block):
+        values["lrn_alpha"] = next(f.default for f in dataclass_fields(VGGSpec) if f.name == "lrn_alpha")
+    return values
+
+
+@lru_cache(maxsize=8)
+def _fingerprint(resolved: str, modified: float) -> str:
+    parts = []
+    for split in ("train", "val"):
+        images = load_split(resolved, split)
+        step = max(1, len(images) // FINGERPRINT_FILES)
+        sample = [(images.samples.root / os.fsdecode(images.samples.relative_paths[i]), i) for i in range(0, len(images), step)]
+        parts.append({
+            "classes": list(images.classes),
+            "images": len(images),
+            "files": [[os.fsdecode(images.samples.relative_paths[i]), path.stat().st_size] for path, i in sample],
+        })
+    return digest(parts)
+
+
+def dataset_fingerprint(data: str) -> str:
+    """A dataset by its content: its class lists, image counts and the names and sizes of a sample of
+    its files, whatever folder holds it. A folder that cannot be read as a dataset is identified by its
+    absolute path (training it fails later with the reason)."""
+    path = Path(data).resolve()
+    try:
+        return _fingerprint(str(path), path.stat().st_mtime)
+    except (OSError, DatasetLayoutError):
+        return f"path:{path}"
+
+
+def parent_run_hash(init: str) -> str:
+    """`from:RUN` (a run folder or its checkpoint) as `from:<the parent's run hash>`; a parent that has
+    not finished (no DONE) as `from:unfinished:<its folder>`, which no finished child can match."""
+    path = Path(init[len("from:") :])
+    run_dir = path if path.is_dir() or not path.suffix else path.parent
+    done = read_done(run_dir)
+    if done is None or "run_hash" not in done:
+        return f"from:unfinished:{run_dir.resolve()}"
+    return f"from:{done['run_hash']}"
+
+
+def run_identity(settings: dict, profile: Profile) -> dict:
+    """The identity (version 2) of a run with these settings (`TrainConfig.settings()`) on `profile`."""
+    identity = {
+        **settings, "data": dataset_fingerprint(settings["data"]), "recipe": recipe(profile, settings["config"]), "identity_version": IDENTITY_VERSION,
+    }
+    init = settings.get("init") or ""
+    if init.startswith("from:"):
+        identity["init"] = parent_run_hash(init)
+    return identity
+
+
+def differences(stored: dict, current: dict) -> dict:
+    """{key: (stored, current)} for the keys whose values differ, recipe keys named `recipe.KEY`."""
+    changed = {}
+    for key in sorted(stored.keys() | current.keys()):
+        old, new = stored.get(key), current.get(key)
+        if key == "recipe" and isinstance(old, dict) and isinstance(new, dict):
+            changed.update({f"recipe.{k}": v for k, v in differences(old, new).items()})
+        elif old != new:
+            changed[key] = (old, new)
+    return changed
