@@ -46,7 +46,7 @@ def test_a_changed_recipe_is_another_run_and_a_finished_run_says_what_changed(ci
     train(config(ci_data), tmp_path / "A-256")
     with_profile_change(monkeypatch, plateau_threshold=0.7)
     assert config(ci_data).run_hash() != before
-    with pytest.raises(ValueError, match=r"finished run with other settings \({'recipe.plateau_threshold': \(0.0, 0.7\)}\)"):
+    with pytest.raises(ValueError, match=r"finished run with other settings \({'recipe.plateau_threshold': \(None, 0.7\)}\)"):
         train(config(ci_data), tmp_path / "A-256")
 
 
@@ -54,6 +54,7 @@ def test_the_lrn_constant_is_part_of_the_recipe_of_nets_with_lrn_only():
     ci = get_profile("ci")
     assert "lrn_alpha" in recipe(ci, "A-LRN") and "lrn_alpha" not in recipe(ci, "A")
     assert "description" not in recipe(ci, "A") and recipe(ci, "A")["max_epochs"] == ci.max_epochs
+    assert "drop_not_before" not in recipe(ci, "A")  # left at its default: a new setting changes no existing run's identity
 
 
 def test_a_child_of_an_unfinished_parent_is_refused(ci_data, tmp_path):

@@ -27,6 +27,9 @@ def test_unknown_profile_and_bad_scale_are_clear_errors(tmp_path):
     bad.write_text(PROFILES_FILE.read_text().replace("drop_deadlines = [0.75, 0.875]", "drop_deadlines = [0.875, 0.75]"))
     with pytest.raises(ValueError, match=r"drop_deadlines \[0.875, 0.75\] must be increasing fractions"):
         load_profiles(bad)
+    bad.write_text(PROFILES_FILE.read_text().replace("[ci]", "[ci]\ndrop_not_before = [0.9]\ndrop_deadlines = [0.5]"))
+    with pytest.raises(ValueError, match=r"drop_not_before \[0.9\] must not come after drop_deadlines \[0.5\]"):
+        load_profiles(bad)
     bad.write_text(PROFILES_FILE.read_text().replace('schedule = "plateau" ', 'schedule = "cosine" '))
     with pytest.raises(ValueError, match="schedule must be one of plateau, steps, got 'cosine'"):
         load_profiles(bad)

@@ -1,4 +1,4 @@
-from vgg.schedule import PlateauSchedule, drop_deadline_epochs
+from vgg.schedule import PlateauSchedule, drop_deadline_epochs, drop_earliest_epochs
 
 
 def test_lr_drops_tenfold_on_each_plateau_and_stops_after_three():
@@ -93,6 +93,14 @@ def test_deadline_epochs_come_from_fractions_of_the_limit_and_skip_the_limit_its
     assert drop_deadline_epochs((0.75, 0.875), 24) == [18, 21]
     assert drop_deadline_epochs((0.75, 0.875), 4) == [3]  # 3.5 -> 4 epochs: a drop after training would never be used
     assert drop_deadline_epochs((), 74) == []
+
+
+def test_no_plateau_drop_comes_before_its_earliest_epoch():
+    # a stall after 2 epochs would drop the rate; the first drop may come only after 4 epochs, the second at any time
+    schedule = PlateauSchedule(lr=0.01, patience=1, earliest=[4, 0])
+    assert [schedule.step(a) for a in (40, 40, 40, 45, 45, 50, 50)] == ["improved", "hold", "hold", "improved", "drop", "improved", "drop"]
+    assert schedule.drop_epochs == [4, 6]
+    assert drop_earliest_epochs((0.58,), 24) == [14] and drop_earliest_epochs((0.58,), 4) == [3]
 
 
 def test_the_steps_schedule_drops_exactly_at_its_epochs_whatever_the_curve():

@@ -164,6 +164,19 @@ def test_the_profiles_near_chance_guard_holds_the_rate_in_training(ci_data, tmp_
     assert (tmp_path / "flat" / "train.log").read_text().count("plateau, but the lr holds") == 3
 
 
+def test_the_profiles_earliest_drop_holds_the_rate_in_training(ci_data, tmp_path, monkeypatch):
+    # the flat run (a plateau from the second epoch on), with no first drop before 3 of 4 epochs
+    import vgg.train as training
+    from vgg.profiles import get_profile
+
+    patient = replace(get_profile("ci"), drop_not_before=(0.75,))
+    monkeypatch.setattr(training, "get_profile", lambda name: patient)
+    done = train(config(ci_data, epochs=4, lr=1e-12, plateau_patience=1), tmp_path / "flat")
+    rates = [float(row["lr"]) for row in csv.DictReader(open(tmp_path / "flat" / "metrics.csv"))]
+    assert rates == pytest.approx([1e-12, 1e-12, 1e-12, 1e-13], rel=1e-6) and done["drop_epochs"][0] == 2
+    assert (tmp_path / "flat" / "train.log").read_text().count("; no drop 1 before 3 epochs)") == 1
+
+
 def test_the_profiles_drop_deadline_lowers_the_rate_in_training(ci_data, tmp_path, monkeypatch):
     # the flat run, with a patience the curve never reaches: only the deadline (half of 4 epochs) drops the rate
     import vgg.train as training

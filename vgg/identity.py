@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import MISSING
 from dataclasses import fields as dataclass_fields
 from functools import lru_cache
 from pathlib import Path
@@ -42,9 +43,15 @@ def digest(value: object) -> str:
 
 def recipe(profile: Profile, config: str) -> dict:
     """The profile's values that shape training, and the model defaults a run of `config` does not
-    set (the LRN constant, for configurations with LRN)."""
-    values = {key: value for key, value in profile.to_dict().items() if key not in NOT_RECIPE}
-    values["drop_deadlines"] = list(values["drop_deadlines"])
+    set (the LRN constant, for configurations with LRN). Settings left at their default are left
+    out, so that a new profile setting (with a default that keeps the old behaviour) changes no
+    run's identity."""
+    defaults = {f.name: f.default for f in dataclass_fields(Profile) if f.default is not MISSING}
+    values = {
+        key: list(value) if isinstance(value, tuple) else value
+        for key, value in profile.to_dict().items()
+        if key not in NOT_RECIPE and (key not in defaults or value != defaults[key])
+    }
     if any(isinstance(layer, LRNSpec) for block in parsed_blocks(config) for layer in block):
         values["lrn_alpha"] = next(f.default for f in dataclass_fields(VGGSpec) if f.name == "lrn_alpha")
     return values

@@ -46,6 +46,7 @@ class Profile:
     near_chance: float = 0.0  # no drop until the best val accuracy is this far from chance towards 100%
     give_up_epochs: int = 0  # stop a net still at chance after this many epochs (0: never)
     drop_deadlines: tuple[float, ...] = ()  # fractions of a run's epoch limit by which the rate has dropped 1, 2, ... times
+    drop_not_before: tuple[float, ...] = ()  # fractions of the epoch limit before which the plateau rule makes no 1st, 2nd, ... drop
     schedule: str = "plateau"  # plateau: drops when val top-1 stops improving (Sect. 3.1); steps: exactly at drop_deadlines
     finetune_lr: float = 1e-3  # S=384 nets from S=256 ones start at 1e-3 (Sect. 3.1); the paper gives none for jittered nets
     finetune_schedule: str = ""  # the fine-tunes' schedule ("": the same as `schedule`); their epoch limit: finetune_max_epochs
@@ -56,8 +57,12 @@ class Profile:
         crop = self.size(PAPER_CROP)
         if crop % FEATURE_STRIDE:
             raise ValueError(f"profile {self.name}: image_scale {self.image_scale} maps the 224 crop to {crop}, not a multiple of 32")
-        if any(not 0 < f <= 1 for f in self.drop_deadlines) or list(self.drop_deadlines) != sorted(self.drop_deadlines):
-            raise ValueError(f"profile {self.name}: drop_deadlines {list(self.drop_deadlines)} must be increasing fractions of the epoch limit in (0, 1]")
+        for key in ("drop_deadlines", "drop_not_before"):
+            values = list(getattr(self, key))
+            if any(not 0 < f <= 1 for f in values) or values != sorted(values):
+                raise ValueError(f"profile {self.name}: {key} {values} must be increasing fractions of the epoch limit in (0, 1]")
+        if any(early > late for early, late in zip(self.drop_not_before, self.drop_deadlines)):
+            raise ValueError(f"profile {self.name}: drop_not_before {list(self.drop_not_before)} must not come after drop_deadlines {list(self.drop_deadlines)}")
         for key in ("schedule", "finetune_schedule"):
             value = getattr(self, key)
             if value not in SCHEDULES and not (key == "finetune_schedule" and value == ""):
@@ -95,7 +100,7 @@ class Profile:
         if missing:
             fields = {**get_profile(fields["name"]).to_dict(), **fields}
         return cls(**{**{k: v for k, v in fields.items() if k in known}, "image_scale": Fraction(str(fields["image_scale"])),
-                      "drop_deadlines": tuple(fields.get("drop_deadlines", ()))})
+                      "drop_deadlines": tuple(fields.get("drop_deadlines", ())), "drop_not_before": tuple(fields.get("drop_not_before", ()))})
 
 
 def load_profiles(path: Path = PROFILES_FILE) -> dict[str, Profile]:

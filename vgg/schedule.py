@@ -17,7 +17,10 @@ On a fixed epoch budget a net can still be improving at the first rate when the 
 and its result is then the last noisy iterate of that rate. `deadlines` (epoch counts, from
 the profile's `drop_deadlines`) force the k-th drop after deadlines[k-1] epochs if the val
 curve has not caused it by then ("deadline"), so that every net ends at a lower rate; the
-near-chance guard still applies.
+near-chance guard still applies. `earliest` (epoch counts, from the profile's
+`drop_not_before`) is the other side of that window: the plateau rule makes the k-th drop only
+after earliest[k-1] epochs, so that a stall of a still-improving net early in training does not
+end its first rate ("hold").
 
 `mode="steps"` is the fixed alternative for users who want the drops at set epochs: the rate
 drops exactly after each of `deadlines` epochs, whatever the val curve (no guards, no early stop).
@@ -35,6 +38,11 @@ from dataclasses import asdict, dataclass, field
 STUCK_FRACTION = 0.05
 """Below this fraction of the way from chance to 100%, a net has not started to learn."""
 MODES = ("plateau", "steps")
+
+
+def drop_earliest_epochs(fractions: tuple[float, ...], max_epochs: int) -> list[int]:
+    """The epoch counts before which a run of `max_epochs` makes no 1st, 2nd, ... plateau drop."""
+    return [math.ceil(f * max_epochs) for f in fractions]
 
 
 def drop_deadline_epochs(fractions: tuple[float, ...], max_epochs: int) -> list[int]:
@@ -55,6 +63,7 @@ class PlateauSchedule:
     near_chance: float = 0.0
     give_up_epochs: int = 0
     deadlines: list[int] = field(default_factory=list)
+    earliest: list[int] = field(default_factory=list)
     mode: str = "plateau"
     best: float = float("-inf")
     epochs: int = 0
@@ -102,7 +111,7 @@ class PlateauSchedule:
             return "improved"
         if self.epochs_without_gain < self.patience:
             return "wait"
-        if self.stage_epochs < self.min_stage_epochs or self.near_chance_now():
+        if self.stage_epochs < self.min_stage_epochs or self.near_chance_now() or self.too_early():
             return "hold"
         if self.drops >= self.max_drops:
             self.epochs_without_gain, self.stage_epochs = 0, 0
@@ -110,6 +119,10 @@ class PlateauSchedule:
             return "stop"
         self._drop()
         return "drop"
+
+    def too_early(self) -> bool:
+        """True while `earliest` holds back the next drop."""
+        return self.drops < len(self.earliest) and self.epochs < self.earliest[self.drops]
 
     def deadline_due(self) -> bool:
         """True when `deadlines` ask for more drops after this many epochs than the curve has caused."""

@@ -41,7 +41,7 @@ from vgg.models import VGG, VGGSpec
 from vgg.normalization import Normalization, get_normalization
 from vgg.profiles import PAPER_INIT_STD, Profile, get_profile
 from vgg.identity import differences, digest, recipe, run_identity
-from vgg.schedule import PlateauSchedule, drop_deadline_epochs
+from vgg.schedule import PlateauSchedule, drop_deadline_epochs, drop_earliest_epochs
 from vgg.torchvision_compat import clean_state_dict
 from vgg.transforms import CentreCropTransform, ScaleRange, TrainTransform
 
@@ -368,6 +368,7 @@ class Trainer:
             near_chance=self.profile.near_chance,
             give_up_epochs=self.profile.give_up_epochs,
             deadlines=drop_deadline_epochs(self.profile.drop_deadlines, self.epochs),
+            earliest=drop_earliest_epochs(self.profile.drop_not_before, self.epochs),
             mode=(self.profile.finetune_schedule or self.profile.schedule) if fine_tune else self.profile.schedule,
         )
         if cfg.freeze == "features":
@@ -581,7 +582,8 @@ class Trainer:
             "stop": "; plateau after the last drop: stopping",
             "give up": f"; still at chance after {schedule.epochs} epochs ({max(0.0, schedule.learned_fraction()):.0%} of the way): stopping",
             "hold": f"; plateau, but the lr holds ({max(0.0, schedule.learned_fraction()):.0%} of the way from chance, "
-            f"{schedule.stage_epochs} epoch(s) at this rate)",
+            f"{schedule.stage_epochs} epoch(s) at this rate"
+            + (f"; no drop {schedule.drops + 1} before {schedule.earliest[schedule.drops]} epochs)" if schedule.too_early() else ")"),
         }.get(action, "")
         self.log(
             f"epoch {epoch}: train loss {row['train_loss']:.4f}, top-1 err {row['train_top1_err']:.2f}%; "
