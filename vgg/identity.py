@@ -63,12 +63,9 @@ def _fingerprint(resolved: str, modified: float) -> str:
     for split in ("train", "val"):
         images = load_split(resolved, split)
         step = max(1, len(images) // FINGERPRINT_FILES)
-        sample = [(images.samples.root / os.fsdecode(images.samples.relative_paths[i]), i) for i in range(0, len(images), step)]
-        parts.append({
-            "classes": list(images.classes),
-            "images": len(images),
-            "files": [[os.fsdecode(images.samples.relative_paths[i]), path.stat().st_size] for path, i in sample],
-        })
+        names = [os.fsdecode(images.samples.relative_paths[i]) for i in range(0, len(images), step)]
+        files = [[name, (images.root / name).stat().st_size] for name in names]
+        parts.append({"classes": list(images.classes), "images": len(images), "files": files})
     return digest(parts)
 
 

@@ -96,7 +96,7 @@ class PlateauSchedule:
         else:
             self.epochs_without_gain += 1
         if self.mode == "steps":
-            if self.drops < sum(self.epochs >= deadline for deadline in self.deadlines):
+            if self.drops < self._deadlines_passed():
                 self._drop()
                 return "drop"
             return "improved" if improved else "wait"
@@ -126,8 +126,10 @@ class PlateauSchedule:
 
     def deadline_due(self) -> bool:
         """True when `deadlines` ask for more drops after this many epochs than the curve has caused."""
-        due = sum(self.epochs >= deadline for deadline in self.deadlines)
-        return self.drops < min(due, self.max_drops) and not self.near_chance_now()
+        return self.drops < min(self._deadlines_passed(), self.max_drops) and not self.near_chance_now()
+
+    def _deadlines_passed(self) -> int:
+        return sum(self.epochs >= deadline for deadline in self.deadlines)
 
     def _drop(self) -> None:
         self.epochs_without_gain, self.stage_epochs = 0, 0

@@ -336,7 +336,8 @@ class Trainer:
     def run(self) -> dict:
         cfg, context = self.cfg, self.context
         self.out.mkdir(parents=True, exist_ok=True)
-        identity, run_hash = cfg.identity(), cfg.run_hash()
+        identity = cfg.identity()
+        run_hash = digest(identity)
         checkpoint_path = self.out / CHECKPOINT_NAME
         done = read_done(self.out)
         if done is not None:
@@ -523,7 +524,7 @@ class Trainer:
 
         if not context.is_main:
             return {"rank": context.rank, "epochs": epoch, "steps": global_step}
-        final = self._final_metrics(schedule, epoch, global_step)
+        final = {**self._final_metrics(schedule, epoch, global_step), "run_hash": run_hash, "identity": identity}
         plot_curves(self.out, self._curve_title(model))
         write_done(self.out, final)
         self.log(f"finished: {final}")
@@ -601,8 +602,6 @@ class Trainer:
             "config": self.cfg.config,
             "train_scale": str(self.scale),
             "profile": self.profile.name,
-            "run_hash": self.cfg.run_hash(),
-            "identity": self.cfg.identity(),
             "epochs": int(epochs_run),
             "steps": int(global_step),
             "images_seen": int(global_step) * self.global_batch,
