@@ -4,7 +4,7 @@ from torch import nn
 
 from tests.conftest import meta_model
 from vgg.configs import CONFIGS
-from vgg.models import LRN_ALPHA_ALEXNET, LRN_ALPHA_CAFFE, VGG, LocalResponseNorm
+from vgg.models import LRN_ALPHA_ALEXNET, LRN_ALPHA_PER_N, VGG, LocalResponseNorm
 
 PAPER_COUNTS = {
     "A": 132_863_336,
@@ -70,7 +70,7 @@ def test_lrn_sits_after_the_first_conv_relu_and_before_the_first_pool():
     layers = list(meta_model(config="A-LRN").features)
     assert [type(m) for m in layers[:4]] == [nn.Conv2d, nn.ReLU, LocalResponseNorm, nn.MaxPool2d]
     lrn = layers[2]
-    assert (lrn.size, lrn.alpha, lrn.beta, lrn.k) == (5, LRN_ALPHA_CAFFE, 0.75, 2.0)
+    assert (lrn.size, lrn.alpha, lrn.beta, lrn.k) == (5, LRN_ALPHA_ALEXNET, 0.75, 2.0)
     assert sum(isinstance(m, nn.LocalResponseNorm) for m in layers) == 1
     assert not any(isinstance(m, nn.LocalResponseNorm) for m in meta_model(config="A").features)
 
@@ -89,16 +89,21 @@ def test_our_lrn_equals_torchs_in_value_and_gradient(channels, size):
     assert LocalResponseNorm(5).state_dict() == {}  # no parameters or buffers: state dicts load as before
 
 
-def test_alexnet_alpha_reproduces_the_alexnet_formula():
-    # AlexNet: b = a / (k + 1e-4 * sum of a^2 over 5 neighbouring channels)^0.75
+def test_default_lrn_reproduces_the_alexnet_formula():
+    # AlexNet (Krizhevsky et al. 2012, Sect. 3.3): b = a / (k + 1e-4 * sum of a^2 over 5 neighbouring channels)^0.75, k = 2
     x = torch.rand(2, 9, 4, 4) * 20
     squares = nn.functional.pad(x.pow(2), (0, 0, 0, 0, 2, 2))
     window_sum = sum(squares[:, i : i + 9] for i in range(5))
     expected = x / (2.0 + 1e-4 * window_sum).pow(0.75)
-    lrn = VGG("A-LRN", width=8, crop=32, lrn_alpha=LRN_ALPHA_ALEXNET).features[2]
-    torch.testing.assert_close(lrn(x), expected)
-    caffe = VGG("A-LRN", width=8, crop=32).features[2]
-    assert not torch.allclose(caffe(x), expected)
+    default = VGG("A-LRN", width=8, crop=32).features[2]
+    torch.testing.assert_close(default(x), expected)
+    # a hand-computed value: one channel of 30 among four zero ones, 30 / (2 + 1e-4 * 900)^0.75
+    single = torch.zeros(1, 5, 1, 1)
+    single[0, 2] = 30.0
+    assert default(single)[0, 2, 0, 0].item() == pytest.approx(30.0 / 2.09**0.75, rel=1e-6)
+    other_reading = VGG("A-LRN", width=8, crop=32, lrn_alpha=LRN_ALPHA_PER_N).features[2]
+    torch.testing.assert_close(other_reading(x), x / (2.0 + 1e-4 / 5 * window_sum).pow(0.75))
+    assert not torch.allclose(other_reading(x), expected)
 
 
 def assert_dense_equals_forward(model: VGG) -> None:

@@ -19,13 +19,15 @@ from vgg.configs import FC_WIDTH, ConvSpec, LRNSpec, get_config, parsed_blocks
 LRN_SIZE = 5
 LRN_BETA = 0.75
 LRN_K = 2.0
-LRN_ALPHA_CAFFE = 1e-4
-"""alpha for `nn.LocalResponseNorm`, which (like Caffe) divides alpha by the window size n.
-Caffe's AlexNet models give alpha = 1e-4 to that formula, and the VGG authors worked in a
-Caffe derivative, so this is the default."""
 LRN_ALPHA_ALEXNET = 5e-4
-"""alpha for `nn.LocalResponseNorm` that reproduces the AlexNet paper's formula, where
-alpha = 1e-4 multiplies the plain sum of squares (5e-4 / n = 1e-4 with n = 5)."""
+"""alpha for `nn.LocalResponseNorm` (which, like Caffe, divides alpha by the window size n) that
+reproduces the AlexNet paper's formula, b = a / (k + 1e-4 * sum of a^2 over n = 5 channels)^0.75
+with k = 2: 5e-4 / n = 1e-4. The VGG paper cites AlexNet for A-LRN, and the VGG group's 2014
+CNN-M/S models use the same constants, so this is the default."""
+LRN_ALPHA_PER_N = 1e-4
+"""The other reading: AlexNet's alpha = 1e-4 given to PyTorch's (Caffe's) alpha / n formula,
+5x weaker normalisation. This suite's default before; with k = 2 it matches no published model
+(Caffe's reference AlexNet uses it with k = 1). Checkpoints store their alpha and keep it."""
 
 FEATURE_STRIDE = 32
 """Five 2x2/2 max-pools: the last feature map is the input size divided by 32."""
@@ -40,7 +42,7 @@ class VGGSpec:
     width: int = 1
     crop: int = 224
     batch_norm: bool = False
-    lrn_alpha: float = LRN_ALPHA_CAFFE
+    lrn_alpha: float = LRN_ALPHA_ALEXNET
     dropout: float = 0.5
 
     def __post_init__(self) -> None:
@@ -114,7 +116,7 @@ class VGG(nn.Module):
         width: int = 1,
         crop: int = 224,
         batch_norm: bool = False,
-        lrn_alpha: float = LRN_ALPHA_CAFFE,
+        lrn_alpha: float = LRN_ALPHA_ALEXNET,
         dropout: float = 0.5,
         init: str = "paper",
         init_std: float = 0.01,
