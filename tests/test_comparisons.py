@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from vgg.checkpoint import read_done
 from vgg.comparisons import AGREES, INCONCLUSIVE, NO_PAPER, OPPOSITE, SeedErrors, pair_rows, verdict
 from vgg.metrics import per_image_errors
 from vgg.plan import ComparisonPair, EvalSpec
@@ -68,13 +69,15 @@ def test_ci_ablations_end_to_end_write_comparisons_and_the_verdict_table(ci_data
     result = subprocess.run([sys.executable, "-m", "vgg", "run", "ablations", *common], cwd=ROOT, capture_output=True, text=True, env=ONE_THREAD, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     comparisons = read_rows(tmp_path / "results" / "comparisons.csv")
-    assert len(comparisons) == 39 and {row["seed"] for row in comparisons} == {"0"} and {row["images"] for row in comparisons} == {"24"}
+    assert len(comparisons) == 40 and {row["seed"] for row in comparisons} == {"0"} and {row["images"] for row in comparisons} == {"24"}
     for row in comparisons:
         for metric in ("top1", "top5"):
             assert float(row[f"{metric}_diff_lo"]) <= float(row[f"{metric}_diff"]) <= float(row[f"{metric}_diff_hi"]), row
             assert float(row[f"{metric}_diff"]) == pytest.approx(float(row[f"entry_{metric}_err"]) - float(row[f"reference_{metric}_err"]), abs=2e-3)
     results = read_rows(tmp_path / "results" / "ablations.csv")
     assert {(r["run"], r["method"]) for r in results} >= {("D-256-512", "multi-crop"), ("E-256-512", "multi-crop+dense"), ("D-256-512+E-256-512", "dense")}
+    assert "D-256+D-384+D-256-512-fc+C-256+C-384+E-256+E-384" in {r["run"] for r in results}  # the 7 nets, with the FC-only D
+    assert read_done(tmp_path / "runs" / "ci" / "D-256-512-fc")["run_hash"] != read_done(tmp_path / "runs" / "ci" / "D-256-512")["run_hash"]
     assert all(float(r["top1_err_lo"]) <= float(r["top1_err"]) <= float(r["top1_err_hi"]) for r in results)
     best = next(r for r in comparisons if r["pair"] == "post-submission D+E, multi-crop vs its best member")
     members = {r["run"]: float(r["top1_err"]) for r in results if r["method"] == "multi-crop" and r["run"] in ("D-256-512", "E-256-512")}
@@ -86,7 +89,7 @@ def test_ci_ablations_end_to_end_write_comparisons_and_the_verdict_table(ci_data
     text = (tmp_path / "reports" / "ablations.md").read_text()
     first_section = text.index("\n## ", text.index("## Summary") + 1)
     summary = [line for line in text[:first_section].splitlines() if line.startswith("| ")]
-    assert text.index("## Summary") < first_section and "verdict (top-1)" in summary[0] and len(summary) == 1 + 39
+    assert text.index("## Summary") < first_section and "verdict (top-1)" in summary[0] and len(summary) == 1 + 40
     assert all(any(v in line for v in (AGREES, OPPOSITE, INCONCLUSIVE, NO_PAPER)) for line in summary[1:])
 
     # a second seed: only the seed-1 runs train (from their own seed's parents); aggregate rows and two-level comparisons appear

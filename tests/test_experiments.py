@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,10 @@ def test_table4_and_5_use_the_papers_multi_scale_sets(catalog):
 def test_table6_fusions_and_their_members(catalog):
     fusions = load_experiment("table6", catalog).fusions
     assert [len(f.members) for f in fusions] == [7, 2, 2, 2]
-    assert [m.run for m in fusions[0].members] == ["D-256", "D-384", "D-256-512", "C-256", "C-384", "E-256", "E-384"]
+    # the submission's multi-scale D was fine-tuned on its FC layers only (Sect. 4.4): D-256-512-fc, not D-256-512
+    assert [m.run for m in fusions[0].members] == ["D-256", "D-384", "D-256-512-fc", "C-256", "C-384", "E-256", "E-384"]
+    assert catalog["D-256-512-fc"].freeze == "features" and catalog["D-256-512-fc"].parent == "D-384" and catalog["D-256-512"].freeze == "none"
+    assert fusions[0].members[2].scales == (256, 384, 512) and [m.run for m in fusions[1].members] == ["D-256-512", "E-256-512"]
     assert fusions[0].members[1].scales == (352, 384, 416)
     assert [f.method for f in fusions] == ["dense", "dense", "multi-crop", "multi-crop+dense"]
 
@@ -103,9 +107,12 @@ def test_ablations_cover_the_papers_comparisons(catalog):
         "D-256-512 multi-crop vs D-256-512 dense", "D-256-512 multi-crop+dense vs D-256-512 dense", "D-256-512 multi-crop+dense vs D-256-512 multi-crop",
     ]
     assert pairs["fusion"][1] == "post-submission D+E, dense vs its best member" and len(pairs["fusion"]) == 4
-    assert sum(map(len, pairs.values())) == 39
+    # B-5x5 (random init) against B from the same init, and against B-256 (from A: confounded)
+    assert pairs["B vs B-5x5"] == ["B-5x5-256 vs B-256-random", "B-5x5-256 vs B-256"]
+    assert catalog["B-256-random"].init == "random" == catalog["B-5x5-256"].init and catalog["B-256"].parent == "A-256"
+    assert sum(map(len, pairs.values())) == 40
     fusion = ablations["fusion"].entries[0]
-    assert [m.run for m in fusion.members] == ["D-256", "D-384", "D-256-512", "C-256", "C-384", "E-256", "E-384"] and fusion.members[1].scales == (352, 384, 416)
+    assert [m.run for m in fusion.members] == ["D-256", "D-384", "D-256-512-fc", "C-256", "C-384", "E-256", "E-384"] and fusion.members[1].scales == (352, 384, 416)
 
 
 def test_bad_experiment_files_are_clear_errors(tmp_path, catalog):
@@ -127,6 +134,23 @@ def test_bad_experiment_files_are_clear_errors(tmp_path, catalog):
     runs.write_text('[X]\nconfig = "A"\ntrain_scale = "256"\ninit = "Y"\n[Y]\nconfig = "A"\ntrain_scale = "256"\ninit = "X"\n')
     with pytest.raises(ValueError, match="loops"):
         load_catalog(runs)
+    runs.write_text('[X]\nconfig = "A"\ntrain_scale = "256"\nfreez = "features"\n')
+    with pytest.raises(ValueError, match="run X has unknown key\\(s\\) freez; known: config, train_scale, init, freeze, lrn_alpha"):
+        load_catalog(runs)
+    runs.write_text('[X]\nconfig = "A"\ntrain_scale = "256"\nfreeze = "conv"\n')
+    with pytest.raises(ValueError, match="run X has freeze = 'conv'; choose one of none, features"):
+        load_catalog(runs)
+
+
+def test_catalog_settings_reach_the_training_run(ci_data, tmp_path, catalog):
+    local = runner(ci_data, tmp_path)
+    fc_only = local.train_config(catalog["D-256-512-fc"])
+    assert fc_only.freeze == "features" and fc_only.init == f"from:{tmp_path / 'runs' / 'ci' / 'D-384'}"
+    assert local.train_config(catalog["D-256-512"]).freeze == "none" and fc_only.run_hash() != local.train_config(catalog["D-256-512"]).run_hash()
+    per_n = replace(catalog["A-LRN-256"], lrn_alpha=1e-4)
+    assert local.train_config(per_n).lrn_alpha == 1e-4 and local.train_config(per_n).run_hash() != local.train_config(catalog["A-LRN-256"]).run_hash()
+    # runs without the new keys keep their settings, so their hashes (and finished runs) stay valid
+    assert "freeze" not in local.train_config(catalog["D-256-512"]).settings() and "lrn_alpha" not in local.train_config(catalog["A-LRN-256"]).settings()
 
 
 def runner(ci_data, tmp_path, **kwargs):

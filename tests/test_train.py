@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from vgg.checkpoint import load_checkpoint, read_done
-from vgg.train import EXIT_PREEMPTED, NonFiniteLossError, TrainConfig, Trainer, train
+from vgg.train import EXIT_PREEMPTED, NonFiniteLossError, TrainConfig, Trainer, train, train_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -211,6 +211,31 @@ def test_init_chains_load_the_right_parents(ci_data, tmp_path):
     model, lr, epochs, fine_tune = trainer._build_model(tuple(f"n9{i:07d}" for i in range(4)), None)
     assert lr == 1e-3 and epochs == 2 and fine_tune  # TrainConfig.epochs=2 given; the ci profile's fine-tuning default is 1
     assert_same_weights(model.state_dict(), a_weights)
+
+
+def test_an_fc_only_fine_tune_of_a_parent_run_keeps_its_conv_layers(ci_data, tmp_path):
+    # the ILSVRC submission's multi-scale D: fine-tuned from D-384 on its FC layers only (Sect. 4.4)
+    train(config(ci_data, epochs=1), tmp_path / "A-256")
+    parent = weights(tmp_path / "A-256")
+    done = train(config(ci_data, train_scale="256:512", init=f"from:{tmp_path / 'A-256'}", freeze="features", epochs=1), tmp_path / "A-fc")
+    tuned = weights(tmp_path / "A-fc")
+    assert all(torch.equal(tuned[key], parent[key]) for key in parent if key.startswith("features."))
+    assert all(not torch.equal(tuned[key], parent[key]) for key in parent if key.startswith("classifier.") and key.endswith("weight"))
+    assert done["steps"] > 0 and load_checkpoint(tmp_path / "A-fc")["fine_tune"] is True
+    # the command line used under torchrun and SLURM carries it
+    assert "--freeze features" in " ".join(train_command(config(ci_data, freeze="features", init="from:x"), tmp_path / "x"))
+
+
+def test_freeze_and_lrn_settings_are_checked(ci_data, tmp_path):
+    with pytest.raises(ValueError, match="--freeze features trains the FC layers of a trained net"):
+        train(config(ci_data, freeze="features"), tmp_path / "random-frozen")
+    with pytest.raises(ValueError, match="--lrn-alpha applies to configurations with LRN \\(A-LRN\\); A has none"):
+        train(config(ci_data, lrn_alpha=1e-4), tmp_path / "A-alpha")
+    trainer = Trainer(config(ci_data, config="A-LRN", lrn_alpha=1e-4), tmp_path / "A-LRN")
+    model, *_ = trainer._build_model(tuple(f"n9{i:07d}" for i in range(4)), None)
+    assert model.spec.lrn_alpha == 1e-4 and model.features[2].alpha == 1e-4
+    default, *_ = Trainer(config(ci_data, config="A-LRN"), tmp_path / "A-LRN-default")._build_model(tuple(f"n9{i:07d}" for i in range(4)), None)
+    assert default.features[2].alpha == 5e-4
 
 
 def test_bad_parents_and_checkpoints_are_clear_errors(ci_data, tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 from vgg.complexity import format_summary, summarize
 from vgg.configs import CONFIGS
 from vgg.datasets import load_split
-from vgg.models import VGGSpec
+from vgg.models import FREEZE_CHOICES, VGGSpec
 from vgg.profiles import PRECISIONS
 from vgg.report import REPORTS, write_report
 from vgg.synthetic import SynthSpec, generate
@@ -82,6 +82,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         normalization=args.normalization,
         batch_norm=args.batch_norm,
         dropout=args.dropout,
+        lrn_alpha=args.lrn_alpha,
+        freeze=args.freeze,
         momentum=args.momentum,
         weight_decay=args.weight_decay,
         plateau_patience=args.plateau_patience,
@@ -222,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--normalization", default="mean-rgb", help="mean-rgb (the paper's) | torchvision")
     train.add_argument("--batch-norm", action="store_true", help="BatchNorm after every conv (not in the paper)")
     train.add_argument("--dropout", type=float, help="dropout on FC1 and FC2 (default: the profile's; paper 0.5)")
+    train.add_argument("--lrn-alpha", type=float, help="A-LRN: PyTorch's LRN alpha (default 5e-4, the AlexNet paper's; 1e-4 for the alpha/n reading)")
+    train.add_argument("--freeze", default="none", choices=FREEZE_CHOICES, help="features: train the FC layers only (fine-tuning a trained net of the same config)")
     train.add_argument("--momentum", type=float, default=0.9)
     train.add_argument("--weight-decay", type=float, default=5e-4)
     train.add_argument("--plateau-patience", type=int, help="epochs without a val gain before the lr drops (default: the profile's)")
@@ -294,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--checkpoint", help="one of our runs")
     finetune.add_argument("--data", type=Path, required=True, help="class-folder dataset: DIR/train/<class>/*, DIR/val/<class>/*")
     finetune.add_argument("--out", type=Path, required=True, help="run folder (resumes; skips if finished)")
-    finetune.add_argument("--freeze", default="none", choices=("none", "features"), help="features: train the FC layers only")
+    finetune.add_argument("--freeze", default="none", choices=FREEZE_CHOICES, help="features: train the FC layers only")
     finetune.add_argument("--head-lr-mult", type=float, default=10.0, help="learning-rate multiplier of the new last layer (default 10)")
     finetune.add_argument("--train-scale", default="256:512", help="S in paper units (default 256:512, the paper's jittering)")
     finetune.add_argument("--profile", help="default: the profile of the weights' crop (paper for torchvision's)")

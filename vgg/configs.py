@@ -125,6 +125,11 @@ def parsed_blocks(name: str) -> list[list[LayerSpec]]:
     return [[parse_token(token) for token in block] for block in get_config(name)]
 
 
+def has_lrn(name: str) -> bool:
+    """True for a configuration with local response normalisation (A-LRN)."""
+    return any(isinstance(spec, LRNSpec) for block in parsed_blocks(name) for spec in block)
+
+
 def weight_layers(name: str) -> int:
     """Depth as the paper counts it: convolutions plus the three FC layers."""
     convs = sum(isinstance(spec, ConvSpec) for block in parsed_blocks(name) for spec in block)

@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from vgg.checkpoint import read_done
-from vgg.configs import LRNSpec, parsed_blocks
+from vgg.configs import has_lrn
 from vgg.datasets import DatasetLayoutError, load_split
 from vgg.models import VGGSpec
 from vgg.profiles import Profile
@@ -52,7 +52,7 @@ def recipe(profile: Profile, config: str) -> dict:
         for key, value in profile.to_dict().items()
         if key not in NOT_RECIPE and (key not in defaults or value != defaults[key])
     }
-    if any(isinstance(layer, LRNSpec) for block in parsed_blocks(config) for layer in block):
+    if has_lrn(config):
         values["lrn_alpha"] = next(f.default for f in dataclass_fields(VGGSpec) if f.name == "lrn_alpha")
     return values
 

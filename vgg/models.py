@@ -29,6 +29,9 @@ LRN_ALPHA_PER_N = 1e-4
 5x weaker normalisation. This suite's default before; with k = 2 it matches no published model
 (Caffe's reference AlexNet uses it with k = 1). Checkpoints store their alpha and keep it."""
 
+FREEZE_CHOICES = ("none", "features")
+"""What a fine-tune may freeze: nothing, or the conv layers (`features`), so that only FC layers train."""
+
 FEATURE_STRIDE = 32
 """Five 2x2/2 max-pools: the last feature map is the input size divided by 32."""
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Union
 
 from vgg.configs import get_config
+from vgg.models import FREEZE_CHOICES
 from vgg.profiles import PROFILES_FILE, tomllib
 from vgg.transforms import ScaleRange
 
@@ -30,6 +31,8 @@ TABLES = ("table3", "table4", "table5", "table6", "table7", "ablations")
 RANDOM_INITS = {"random": None, "gaussian": "paper", "glorot": "glorot"}
 """init keywords of runs.toml -> TrainConfig.init (None: the profile's random init)."""
 PAIRS = ("baseline", "successive", "all", "best-member")
+RUN_KEYS = ("config", "train_scale", "init", "freeze", "lrn_alpha")
+"""The keys of a runs.toml entry."""
 
 
 def seeded_id(run_id: str, seed: int) -> str:
@@ -46,6 +49,8 @@ class RunSpec:
     train_scale: str
     init: str
     seed: int = 0
+    freeze: str = "none"  # "features": a fine-tune that trains the FC layers only
+    lrn_alpha: float | None = None  # nets with LRN: PyTorch's alpha (None: the model's default)
 
     @property
     def parent(self) -> str | None:
@@ -219,7 +224,15 @@ def load_catalog(path: Path = RUNS_FILE) -> dict[str, RunSpec]:
     """The training runs of runs.toml, checked: known configurations, scales and parents, no cycles."""
     catalog = {}
     for run_id, fields in read_toml(path).items():
-        spec = RunSpec(run_id, fields["config"], str(fields["train_scale"]), fields.get("init", "random"))
+        unknown = set(fields) - set(RUN_KEYS)
+        if unknown:
+            raise ValueError(f"{path}: run {run_id} has unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(RUN_KEYS)}")
+        spec = RunSpec(
+            run_id, fields["config"], str(fields["train_scale"]), fields.get("init", "random"),
+            freeze=fields.get("freeze", "none"), lrn_alpha=fields.get("lrn_alpha"),
+        )
+        if spec.freeze not in FREEZE_CHOICES:
+            raise ValueError(f"{path}: run {run_id} has freeze = {spec.freeze!r}; choose one of {', '.join(FREEZE_CHOICES)}")
         get_config(spec.config)
         spec.scale  # noqa: B018  (validates the scale)
         catalog[run_id] = spec

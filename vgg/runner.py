@@ -132,6 +132,8 @@ class ExperimentRunner:
             profile=self.profile.name,
             init=init,
             seed=spec.seed,
+            freeze=spec.freeze,
+            lrn_alpha=spec.lrn_alpha,
             workers=self.workers,
             device=self.device,
             progress=self.progress,

@@ -37,7 +37,8 @@ from vgg.datasets import ImageList, load_split
 from vgg.initialization import init_from_a
 from vgg.loaders import EpochSampler, ImageDataset, default_workers, iterate_epoch, make_loader
 from vgg.metrics import append_metrics, error_percent, plot_curves, topk_correct, truncate_metrics
-from vgg.models import VGG, VGGSpec
+from vgg.configs import has_lrn
+from vgg.models import FREEZE_CHOICES, VGG, VGGSpec
 from vgg.normalization import Normalization, get_normalization
 from vgg.profiles import PAPER_INIT_STD, Profile, get_profile
 from vgg.identity import differences, digest, recipe, run_identity
@@ -55,8 +56,7 @@ PLOT_EVERY_EPOCH_AFTER_S = 30.0
 A_CONFIGS = ("A", "A-LRN")
 
 
-_LATER_FIELDS = ("weights", "freeze", "head_lr_mult")
-FREEZE_CHOICES = ("none", "features")
+_LATER_FIELDS = ("weights", "freeze", "head_lr_mult", "lrn_alpha")
 CHECKPOINT_SPEC = "checkpoint:"
 
 
@@ -92,6 +92,7 @@ class TrainConfig:
     weights: str | None = None  # fine-tuning: a weight spec (vgg.weights) or "checkpoint:RUN_DIR"
     freeze: str = "none"  # fine-tuning: "features" trains the classifier only
     head_lr_mult: float = 1.0  # fine-tuning: learning-rate multiplier of the new last layer
+    lrn_alpha: float | None = None  # nets with LRN: PyTorch's alpha (None: the model's default, vgg.models.LRN_ALPHA_ALEXNET)
     # how it runs, not what it computes:
     workers: int | None = None
     device: str = "auto"
@@ -225,6 +226,7 @@ class Trainer:
     def _build_model(self, classes: tuple[str, ...], checkpoint: dict | None) -> tuple[VGG, float, int, bool]:
         """The network (initialised), its initial learning rate, its epoch limit, and whether it is a
         fine-tune of a trained net (the profile's finetune_* recipe)."""
+        self._check_model_options()
         spec = VGGSpec(
             self.cfg.config,
             num_classes=len(classes),
@@ -232,6 +234,7 @@ class Trainer:
             crop=self.profile.crop,
             batch_norm=self.cfg.batch_norm,
             dropout=self.dropout,
+            **({} if self.cfg.lrn_alpha is None else {"lrn_alpha": self.cfg.lrn_alpha}),
         )
         init = self.cfg.init or self.profile.random_init
         scheme = init if init in ("paper", "glorot") else self.profile.random_init
@@ -250,6 +253,13 @@ class Trainer:
                 self._init_from_weights(model, source)
         elif checkpoint is None and init.startswith("from:"):
             fine_tune = self._init_from(model, Path(init[len("from:") :]), classes)
+        elif checkpoint is not None:  # resuming: checkpoints before this key held fine-tunes of --weights only
+            fine_tune = bool(checkpoint.get("fine_tune", self.cfg.weights is not None))
+        if self.cfg.freeze == "features" and not fine_tune:
+            raise ValueError(
+                "--freeze features trains the FC layers of a trained net: fine-tune one (--init from:RUN of the same "
+                "configuration, or vgg finetune --weights/--checkpoint), not a net from random init or from A"
+            )
         lr = self.cfg.lr if self.cfg.lr is not None else (self.profile.finetune_lr if fine_tune else PAPER_LR)
         if checkpoint is not None:
             epochs = checkpoint["max_epochs"]
@@ -272,9 +282,17 @@ class Trainer:
             )
         if source.normalization != self.normalization:
             raise ValueError(f"{spec} expects the {source.normalization.name} normalisation, not {self.normalization.name}")
+        return source
+
+    def _check_model_options(self) -> None:
+        """The run's freeze and LRN settings, checked before any network is built."""
         if self.cfg.freeze not in FREEZE_CHOICES:
             raise ValueError(f"--freeze must be one of {', '.join(FREEZE_CHOICES)}, got {self.cfg.freeze!r}")
-        return source
+        if self.cfg.lrn_alpha is not None:
+            if not has_lrn(self.cfg.config):
+                raise ValueError(f"--lrn-alpha applies to configurations with LRN (A-LRN); {self.cfg.config} has none")
+            if self.cfg.weights is not None:
+                raise ValueError("--lrn-alpha cannot change the LRN of a net fine-tuned from --weights: it keeps the source's")
 
     def _init_from_weights(self, model: VGG, source) -> None:
         """Every layer from the source but the last, which is new (sized from this dataset)."""
@@ -441,6 +459,7 @@ class Trainer:
                     "schedule": schedule.state_dict(),
                     "epoch": epoch_,
                     "max_epochs": self.epochs,
+                    "fine_tune": fine_tune,
                     "step_in_epoch": step_,
                     "global_step": global_step,
                     "epoch_totals": asdict(totals),
