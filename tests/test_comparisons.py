@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vgg.checkpoint import read_done
+from vgg.checkpoint import load_checkpoint
 from vgg.comparisons import AGREES, INCONCLUSIVE, NO_PAPER, OPPOSITE, SeedErrors, pair_rows, verdict
 from vgg.metrics import per_image_errors
 from vgg.plan import ComparisonPair, EvalSpec
@@ -77,7 +77,9 @@ def test_ci_ablations_end_to_end_write_comparisons_and_the_verdict_table(ci_data
     results = read_rows(tmp_path / "results" / "ablations.csv")
     assert {(r["run"], r["method"]) for r in results} >= {("D-256-512", "multi-crop"), ("E-256-512", "multi-crop+dense"), ("D-256-512+E-256-512", "dense")}
     assert "D-256+D-384+D-256-512-fc+C-256+C-384+E-256+E-384" in {r["run"] for r in results}  # the 7 nets, with the FC-only D
-    assert read_done(tmp_path / "runs" / "ci" / "D-256-512-fc")["run_hash"] != read_done(tmp_path / "runs" / "ci" / "D-256-512")["run_hash"]
+    fc_only, parent, all_layers = (load_checkpoint(tmp_path / "runs" / "ci" / run)["model"] for run in ("D-256-512-fc", "D-384", "D-256-512"))
+    assert all(torch.equal(fc_only[key], parent[key]) for key in parent if key.startswith("features."))  # its conv layers are D-384's
+    assert not torch.equal(fc_only["classifier.0.weight"], parent["classifier.0.weight"]) and not torch.equal(all_layers["features.0.weight"], parent["features.0.weight"])
     assert all(float(r["top1_err_lo"]) <= float(r["top1_err"]) <= float(r["top1_err_hi"]) for r in results)
     best = next(r for r in comparisons if r["pair"] == "post-submission D+E, multi-crop vs its best member")
     members = {r["run"]: float(r["top1_err"]) for r in results if r["method"] == "multi-crop" and r["run"] in ("D-256-512", "E-256-512")}

@@ -108,8 +108,8 @@ def test_ablations_cover_the_papers_comparisons(catalog):
     ]
     assert pairs["fusion"][1] == "post-submission D+E, dense vs its best member" and len(pairs["fusion"]) == 4
     # B-5x5 (random init) against B from the same init, and against B-256 (from A: confounded)
-    assert pairs["B vs B-5x5"] == ["B-5x5-256 vs B-256-random", "B-5x5-256 vs B-256"]
-    assert catalog["B-256-random"].init == "random" == catalog["B-5x5-256"].init and catalog["B-256"].parent == "A-256"
+    assert pairs["B vs B-5x5"] == ["B-5x5-256 vs B-256-glorot", "B-5x5-256 vs B-256"]
+    assert catalog["B-256-glorot"].init == "glorot" == catalog["B-5x5-256"].init and catalog["B-256"].parent == "A-256"
     assert sum(map(len, pairs.values())) == 40
     fusion = ablations["fusion"].entries[0]
     assert [m.run for m in fusion.members] == ["D-256", "D-384", "D-256-512-fc", "C-256", "C-384", "E-256", "E-384"] and fusion.members[1].scales == (352, 384, 416)
@@ -131,15 +131,19 @@ def test_bad_experiment_files_are_clear_errors(tmp_path, catalog):
     with pytest.raises(ValueError, match="experiment file .*table9.toml does not exist"):
         load_experiment("table9", catalog)
     runs = tmp_path / "runs.toml"
-    runs.write_text('[X]\nconfig = "A"\ntrain_scale = "256"\ninit = "Y"\n[Y]\nconfig = "A"\ntrain_scale = "256"\ninit = "X"\n')
-    with pytest.raises(ValueError, match="loops"):
-        load_catalog(runs)
-    runs.write_text('[X]\nconfig = "A"\ntrain_scale = "256"\nfreez = "features"\n')
-    with pytest.raises(ValueError, match="run X has unknown key\\(s\\) freez; known: config, train_scale, init, freeze, lrn_alpha"):
-        load_catalog(runs)
-    runs.write_text('[X]\nconfig = "A"\ntrain_scale = "256"\nfreeze = "conv"\n')
-    with pytest.raises(ValueError, match="run X has freeze = 'conv'; choose one of none, features"):
-        load_catalog(runs)
+    run_x = '[X]\nconfig = "A"\ntrain_scale = "256"\n'
+    catalog_cases = [
+        (run_x + 'init = "Y"\n[Y]\nconfig = "A"\ntrain_scale = "256"\ninit = "X"\n', "loops"),
+        (run_x + 'freez = "features"\n', "run X has unknown key\\(s\\) freez; known: config, train_scale, init, freeze, lrn_alpha"),
+        (run_x + 'freeze = "conv"\n', "run X has freeze = 'conv'; choose one of none, features"),
+        ('[A]\nconfig = "A"\ntrain_scale = "256"\n[X]\nconfig = "B"\ntrain_scale = "256"\ninit = "A"\nfreeze = "features"\n',
+         "run X has freeze = 'features', which fine-tunes a trained net: its init must be a run of configuration B"),
+        (run_x + "lrn_alpha = 1e-4\n", "run X sets lrn_alpha, but configuration A has no LRN"),
+    ]
+    for text, message in catalog_cases:
+        runs.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            load_catalog(runs)
 
 
 def test_catalog_settings_reach_the_training_run(ci_data, tmp_path, catalog):
@@ -149,8 +153,11 @@ def test_catalog_settings_reach_the_training_run(ci_data, tmp_path, catalog):
     assert local.train_config(catalog["D-256-512"]).freeze == "none" and fc_only.run_hash() != local.train_config(catalog["D-256-512"]).run_hash()
     per_n = replace(catalog["A-LRN-256"], lrn_alpha=1e-4)
     assert local.train_config(per_n).lrn_alpha == 1e-4 and local.train_config(per_n).run_hash() != local.train_config(catalog["A-LRN-256"]).run_hash()
-    # runs without the new keys keep their settings, so their hashes (and finished runs) stay valid
+    # runs without the new keys keep their settings (and so their legacy hash, by which older runs are adopted)
     assert "freeze" not in local.train_config(catalog["D-256-512"]).settings() and "lrn_alpha" not in local.train_config(catalog["A-LRN-256"]).settings()
+    # the LRN constant is identified by its value: given explicitly at the default, it is the same run
+    at_default = replace(catalog["A-LRN-256"], lrn_alpha=5e-4)
+    assert local.train_config(at_default).run_hash() == local.train_config(catalog["A-LRN-256"]).run_hash()
 
 
 def runner(ci_data, tmp_path, **kwargs):

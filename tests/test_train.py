@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vgg.checkpoint import load_checkpoint, read_done
+from vgg.checkpoint import load_checkpoint, read_done, save_checkpoint
 from vgg.train import EXIT_PREEMPTED, NonFiniteLossError, TrainConfig, Trainer, train, train_command
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,6 +82,17 @@ def wait_for(predicate, timeout: float = 120.0) -> None:
         time.sleep(0.05)
 
 
+def kill_mid_epoch(command: list[str], run_dir: Path) -> None:
+    """Start a training command and SIGKILL it once it has written a mid-epoch checkpoint."""
+    victim = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: mid_epoch_checkpoint(run_dir) or victim.poll() is not None)
+    finally:
+        victim.kill()
+        victim.wait()
+    assert read_done(run_dir) is None, "the run finished before it could be killed"
+
+
 def mid_epoch_checkpoint(run_dir: Path) -> bool:
     path = run_dir / "checkpoint.pt"
     if not path.exists():
@@ -95,13 +106,7 @@ def mid_epoch_checkpoint(run_dir: Path) -> bool:
 def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(ci_data, tmp_path):
     reference = subprocess.run(train_args(ci_data, tmp_path / "reference"), cwd=ROOT, capture_output=True, text=True)
     assert reference.returncode == 0, reference.stderr
-    victim = subprocess.Popen(train_args(ci_data, tmp_path / "killed", "--checkpoint-steps", "2"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: mid_epoch_checkpoint(tmp_path / "killed") or victim.poll() is not None)
-    finally:
-        victim.kill()
-        victim.wait()
-    assert read_done(tmp_path / "killed") is None, "the run finished before it could be killed"
+    kill_mid_epoch(train_args(ci_data, tmp_path / "killed", "--checkpoint-steps", "2"), tmp_path / "killed")
     resumed = subprocess.run(train_args(ci_data, tmp_path / "killed", "--checkpoint-steps", "2"), cwd=ROOT, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout
@@ -224,6 +229,27 @@ def test_an_fc_only_fine_tune_of_a_parent_run_keeps_its_conv_layers(ci_data, tmp
     assert done["steps"] > 0 and load_checkpoint(tmp_path / "A-fc")["fine_tune"] is True
     # the command line used under torchrun and SLURM carries it
     assert "--freeze features" in " ".join(train_command(config(ci_data, freeze="features", init="from:x"), tmp_path / "x"))
+
+
+def test_a_frozen_fine_tune_resumes_frozen_also_from_a_checkpoint_without_the_fine_tune_key(ci_data, tmp_path):
+    train(config(ci_data, epochs=1), tmp_path / "A-256")
+    frozen = lambda out: cli(
+        "--config", "A", "--train-scale", "384", "--data", str(ci_data), "--out", str(out), "--profile", "ci", "--init", f"from:{tmp_path / 'A-256'}",
+        "--freeze", "features", "--epochs", "3", "--workers", "1", "--no-progress", "--checkpoint-steps", "2",
+    )
+    reference = subprocess.run(frozen(tmp_path / "reference"), cwd=ROOT, capture_output=True, text=True)
+    assert reference.returncode == 0, reference.stderr
+    kill_mid_epoch(frozen(tmp_path / "killed"), tmp_path / "killed")
+    state = load_checkpoint(tmp_path / "killed")
+    assert state["fine_tune"] is True
+    del state["fine_tune"]  # as written before the key existed: the parent's DONE says it is a fine-tune of the same config
+    save_checkpoint(state, tmp_path / "killed" / "checkpoint.pt")
+    resumed = subprocess.run(frozen(tmp_path / "killed"), cwd=ROOT, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout and load_checkpoint(tmp_path / "killed")["fine_tune"] is True
+    assert_same_weights(weights(tmp_path / "reference"), weights(tmp_path / "killed"))
+    assert_same_weights({k: v for k, v in weights(tmp_path / "killed").items() if k.startswith("features.")},
+                        {k: v for k, v in weights(tmp_path / "A-256").items() if k.startswith("features.")})
 
 
 def test_freeze_and_lrn_settings_are_checked(ci_data, tmp_path):

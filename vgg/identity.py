@@ -41,7 +41,7 @@ def digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def recipe(profile: Profile, config: str) -> dict:
+def recipe(profile: Profile, config: str, lrn_alpha: float | None = None) -> dict:
     """The profile's values that shape training, and the model defaults a run of `config` does not
     set (the LRN constant, for configurations with LRN). Settings left at their default are left
     out, so that a new profile setting (with a default that keeps the old behaviour) changes no
@@ -53,7 +53,7 @@ def recipe(profile: Profile, config: str) -> dict:
         if key not in NOT_RECIPE and (key not in defaults or value != defaults[key])
     }
     if has_lrn(config):
-        values["lrn_alpha"] = next(f.default for f in dataclass_fields(VGGSpec) if f.name == "lrn_alpha")
+        values["lrn_alpha"] = lrn_alpha if lrn_alpha is not None else next(f.default for f in dataclass_fields(VGGSpec) if f.name == "lrn_alpha")
     return values
 
 
@@ -91,10 +91,12 @@ def parent_run_hash(init: str) -> str:
     return f"from:{done['run_hash']}"
 
 
-def run_identity(settings: dict, profile: Profile) -> dict:
-    """The identity (version 2) of a run with these settings (`TrainConfig.settings()`) on `profile`."""
+def run_identity(settings: dict, profile: Profile, lrn_alpha: float | None = None) -> dict:
+    """The identity (version 2) of a run with these settings (`TrainConfig.settings()`) on `profile`;
+    `lrn_alpha`, the run's own LRN constant if it sets one, goes into the recipe in place of the default."""
     identity = {
-        **settings, "data": dataset_fingerprint(settings["data"]), "recipe": recipe(profile, settings["config"]), "identity_version": IDENTITY_VERSION,
+        **settings, "data": dataset_fingerprint(settings["data"]), "recipe": recipe(profile, settings["config"], lrn_alpha),
+        "identity_version": IDENTITY_VERSION,
     }
     init = settings.get("init") or ""
     if init.startswith("from:"):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Union
 
-from vgg.configs import get_config
+from vgg.configs import get_config, has_lrn
 from vgg.models import FREEZE_CHOICES
 from vgg.profiles import PROFILES_FILE, tomllib
 from vgg.transforms import ScaleRange
@@ -239,6 +239,10 @@ def load_catalog(path: Path = RUNS_FILE) -> dict[str, RunSpec]:
     for spec in catalog.values():
         if spec.parent is not None and spec.parent not in catalog:
             raise ValueError(f"{path}: run {spec.id} starts from {spec.parent!r}, which is neither a run nor one of {', '.join(RANDOM_INITS)}")
+        if spec.freeze != "none" and (spec.parent is None or catalog[spec.parent].config != spec.config):
+            raise ValueError(f"{path}: run {spec.id} has freeze = {spec.freeze!r}, which fine-tunes a trained net: its init must be a run of configuration {spec.config}")
+        if spec.lrn_alpha is not None and not has_lrn(spec.config):
+            raise ValueError(f"{path}: run {spec.id} sets lrn_alpha, but configuration {spec.config} has no LRN")
         seen, current = {spec.id}, spec
         while current.parent is not None:
             if current.parent in seen:

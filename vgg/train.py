@@ -56,7 +56,8 @@ PLOT_EVERY_EPOCH_AFTER_S = 30.0
 A_CONFIGS = ("A", "A-LRN")
 
 
-_LATER_FIELDS = ("weights", "freeze", "head_lr_mult", "lrn_alpha")
+_LATER_FIELDS = ("weights", "freeze", "head_lr_mult")
+_RECIPE_FIELDS = ("lrn_alpha",)  # model constants with a default: part of the identity's recipe, not of the settings
 CHECKPOINT_SPEC = "checkpoint:"
 
 
@@ -104,19 +105,20 @@ class TrainConfig:
 
     def settings(self) -> dict:
         """The fields that define what the run computes, as given (paths included; fields added
-        after the first runs count only when set, so that earlier runs keep their legacy hash)."""
+        after the first runs count only when set, so that earlier runs keep their legacy hash). The
+        LRN constant is not among them: the identity's recipe holds its value, given or default."""
         names = [f.name for f in fields(self)]
         defaults = {f.name: f.default for f in fields(self)}
         return {
             name: getattr(self, name)
             for name in names[: names.index("workers")]
-            if name not in _LATER_FIELDS or getattr(self, name) != defaults[name]
+            if name not in _RECIPE_FIELDS and (name not in _LATER_FIELDS or getattr(self, name) != defaults[name])
         }
 
     def identity(self) -> dict:
         """The run's identity (`vgg.identity`): its settings with the dataset and the parent by
-        content, and its profile's recipe."""
-        return run_identity(self.settings(), get_profile(self.profile))
+        content, and its profile's recipe with the LRN constant it trains with."""
+        return run_identity(self.settings(), get_profile(self.profile), self.lrn_alpha)
 
     def run_hash(self) -> str:
         return digest(self.identity())
@@ -253,8 +255,8 @@ class Trainer:
                 self._init_from_weights(model, source)
         elif checkpoint is None and init.startswith("from:"):
             fine_tune = self._init_from(model, Path(init[len("from:") :]), classes)
-        elif checkpoint is not None:  # resuming: checkpoints before this key held fine-tunes of --weights only
-            fine_tune = bool(checkpoint.get("fine_tune", self.cfg.weights is not None))
+        elif checkpoint is not None:  # resuming: checkpoints from before the key, from the run's own settings
+            fine_tune = checkpoint["fine_tune"] if "fine_tune" in checkpoint else self._fine_tunes_its_parent(init)
         if self.cfg.freeze == "features" and not fine_tune:
             raise ValueError(
                 "--freeze features trains the FC layers of a trained net: fine-tune one (--init from:RUN of the same "
@@ -283,6 +285,16 @@ class Trainer:
         if source.normalization != self.normalization:
             raise ValueError(f"{spec} expects the {source.normalization.name} normalisation, not {self.normalization.name}")
         return source
+
+    def _fine_tunes_its_parent(self, init: str) -> bool:
+        """True for a fine-tune: of --weights, or of a finished parent run of the same configuration."""
+        if self.cfg.weights is not None:
+            return True
+        if not init.startswith("from:"):
+            return False
+        parent = Path(init[len("from:") :])
+        done = read_done(parent if parent.is_dir() else parent.parent)
+        return done is not None and done.get("config") == self.cfg.config
 
     def _check_model_options(self) -> None:
         """The run's freeze and LRN settings, checked before any network is built."""
@@ -348,7 +360,7 @@ class Trainer:
         stored_recipe = recipe(Profile.from_dict(checkpoint["profile"]), self.cfg.config)
         if "lrn_alpha" in stored_recipe:
             stored_recipe["lrn_alpha"] = checkpoint["spec"].get("lrn_alpha")
-        return stored_recipe == recipe(self.profile, self.cfg.config)
+        return stored_recipe == recipe(self.profile, self.cfg.config, self.cfg.lrn_alpha)
 
     # ----- the run ------------------------------------------------------------------
     def run(self) -> dict:
