@@ -37,5 +37,5 @@ def test_summary_shapes_follow_the_pools_and_params_add_up():
 def test_describe_text_lists_layers_and_totals():
     text = format_summary(summarize(VGGSpec("A-LRN", width=8, crop=64)))
     assert "VGG-A-LRN: 11 weight layers, width 1/8, crop 64" in text
-    assert "LRN(size=5, alpha=0.0001, beta=0.75, k=2)" in text
+    assert "LRN(size=5, alpha=0.0005, beta=0.75, k=2)" in text
     assert text.splitlines()[-1] == "total: 1,051,800 parameters, 11,227,136 multiply-accumulates per image"
