@@ -53,7 +53,7 @@ def recipe(profile: Profile, config: str, lrn_alpha: float | None = None) -> dic
         if key not in NOT_RECIPE and (key not in defaults or value != defaults[key])
     }
     if has_lrn(config):
-        values["lrn_alpha"] = lrn_alpha if lrn_alpha is not None else next(f.default for f in dataclass_fields(VGGSpec) if f.name == "lrn_alpha")
+        values["lrn_alpha"] = VGGSpec.lrn_alpha if lrn_alpha is None else lrn_alpha
     return values
 
 

@@ -236,7 +236,7 @@ class Trainer:
             crop=self.profile.crop,
             batch_norm=self.cfg.batch_norm,
             dropout=self.dropout,
-            **({} if self.cfg.lrn_alpha is None else {"lrn_alpha": self.cfg.lrn_alpha}),
+            lrn_alpha=VGGSpec.lrn_alpha if self.cfg.lrn_alpha is None else self.cfg.lrn_alpha,
         )
         init = self.cfg.init or self.profile.random_init
         scheme = init if init in ("paper", "glorot") else self.profile.random_init
@@ -255,9 +255,7 @@ class Trainer:
                 self._init_from_weights(model, source)
         elif checkpoint is None and init.startswith("from:"):
             fine_tune = self._init_from(model, Path(init[len("from:") :]), classes)
-        elif checkpoint is not None:  # resuming: checkpoints from before the key, from the run's own settings
-            fine_tune = checkpoint["fine_tune"] if "fine_tune" in checkpoint else self._fine_tunes_its_parent(init)
-        if self.cfg.freeze == "features" and not fine_tune:
+        if checkpoint is None and self.cfg.freeze == "features" and not fine_tune:  # a resumed run passed this check when it started
             raise ValueError(
                 "--freeze features trains the FC layers of a trained net: fine-tune one (--init from:RUN of the same "
                 "configuration, or vgg finetune --weights/--checkpoint), not a net from random init or from A"
@@ -285,16 +283,6 @@ class Trainer:
         if source.normalization != self.normalization:
             raise ValueError(f"{spec} expects the {source.normalization.name} normalisation, not {self.normalization.name}")
         return source
-
-    def _fine_tunes_its_parent(self, init: str) -> bool:
-        """True for a fine-tune: of --weights, or of a finished parent run of the same configuration."""
-        if self.cfg.weights is not None:
-            return True
-        if not init.startswith("from:"):
-            return False
-        parent = Path(init[len("from:") :])
-        done = read_done(parent if parent.is_dir() else parent.parent)
-        return done is not None and done.get("config") == self.cfg.config
 
     def _check_model_options(self) -> None:
         """The run's freeze and LRN settings, checked before any network is built."""
@@ -471,7 +459,6 @@ class Trainer:
                     "schedule": schedule.state_dict(),
                     "epoch": epoch_,
                     "max_epochs": self.epochs,
-                    "fine_tune": fine_tune,
                     "step_in_epoch": step_,
                     "global_step": global_step,
                     "epoch_totals": asdict(totals),
