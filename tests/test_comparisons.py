@@ -5,10 +5,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from vgg.ablations_report import UNFINISHED_MARK, Finding, summary_table, unfinished_training
 from vgg.checkpoint import load_checkpoint
 from vgg.comparisons import AGREES, INCONCLUSIVE, NO_PAPER, OPPOSITE, SeedErrors, pair_rows, verdict
 from vgg.metrics import per_image_errors
@@ -51,6 +53,30 @@ def test_a_paired_verdict_flips_when_the_nets_are_swapped():
     assert row["entry"] == "D-256" and row["reference"] == "B-256" and row["seed"] == "0" and row["images"] == images
     with pytest.raises(ValueError, match="other images"):
         pair_rows(pair, pair.reference, seed_errors(better, labels), seed_errors(worse[:-1], labels[:-1]), {})
+
+
+def test_a_pair_with_a_net_that_did_not_finish_training_is_marked_in_the_summary():
+    trained = {
+        "A-256": {"epochs": "24", "drop_epochs": "17|20", "stopped": "max_epochs"},
+        "B-256": {"epochs": "24", "drop_epochs": "16|20|23", "stopped": "max_epochs"},
+        "B-5x5-256": {"epochs": "24", "drop_epochs": "", "stopped": "max_epochs"},
+        "D-256-glorot": {"epochs": "6", "drop_epochs": "", "stopped": "at chance"},
+    }
+
+    class View:
+        def find_entry(self, entry):
+            return trained.get(entry.run)
+
+    def finding(entry: str, reference: str) -> tuple[SimpleNamespace, Finding]:
+        pair = ComparisonPair("c", EvalSpec(entry, "dense", (256,)), EvalSpec(reference, "dense", (256,)))
+        return SimpleNamespace(name="c"), Finding(pair, None, {"top1": None, "top5": None})
+
+    assert unfinished_training(trained["A-256"]) is None and unfinished_training({"epochs": ""}) is None  # no training columns: not judged
+    assert unfinished_training(trained["D-256-glorot"]) == "stopped at chance"
+    table = summary_table([finding("B-256", "A-256"), finding("B-5x5-256", "B-256"), finding("D-256-glorot", "A-256")], View())
+    rows = [line for line in table.splitlines() if line.startswith("| ") and " vs " in line]
+    assert [UNFINISHED_MARK in row for row in rows] == [False, True, True]
+    assert "B-5x5-256 never left its first learning rate in 24 epochs; D-256-glorot stopped at chance" in table
 
 
 MINI = """title = "two seeds"

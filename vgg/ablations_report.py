@@ -97,14 +97,52 @@ def _entry_cells(entry: Entry, view: ResultsView, catalog: dict[str, RunSpec]) -
     return [name, entry.method, test, ours_cell(row, "top1"), ours_cell(row, "top5"), fmt(paper.top1), fmt(paper.top5)]
 
 
-def summary_table(all_findings: list[tuple[AblationSpec, Finding]]) -> str:
-    """One line per pair: our Δ [interval], the paper's Δ and the verdict, top-1 (the headline) then top-5."""
-    lines = [
-        [ablation.name, finding.label, *(cell for metric, _ in METRICS for cell in (finding.ours(metric), finding.paper_text(metric), finding.verdict(metric)))]
-        for ablation, finding in all_findings
-    ]
+UNFINISHED_MARK = "‡"
+
+
+def unfinished_training(row: dict | None) -> str | None:
+    """Why a result row's net did not finish training, or None: it stopped at chance, or its
+    budget ran out before its first learning-rate drop (the near-chance guard held the rate)."""
+    if row is None or not row.get("epochs"):
+        return None
+    if row.get("stopped") == "at chance":
+        return "stopped at chance"
+    if not row.get("drop_epochs") and row.get("stopped") == "max_epochs":
+        return f"never left its first learning rate in {row['epochs']} epochs"
+    return None
+
+
+def unfinished_members(finding: Finding, view: ResultsView) -> dict[str, str]:
+    """The runs of a pair whose training did not finish (run -> why): their difference measures
+    a net that failed to train, not the effect the paper describes."""
+    entries = [finding.pair.entry] + ([finding.pair.reference] if finding.pair.reference is not None else [])
+    evaluations = [m for e in entries for m in (e.members if isinstance(e, FusionSpec) else (e,))]
+    found = {}
+    for evaluation in evaluations:
+        why = unfinished_training(view.find_entry(evaluation))
+        if why is not None:
+            found[evaluation.run] = why
+    return found
+
+
+def summary_table(all_findings: list[tuple[AblationSpec, Finding]], view: ResultsView) -> str:
+    """One line per pair: our Δ [interval], the paper's Δ and the verdict, top-1 (the headline) then
+    top-5; a pair with a net that did not finish training is marked, with a note naming it."""
+    lines, unfinished = [], {}
+    for ablation, finding in all_findings:
+        members = unfinished_members(finding, view)
+        unfinished.update(members)
+        mark = f" {UNFINISHED_MARK}" if members else ""
+        lines.append([ablation.name, finding.label, *(cell for metric, _ in METRICS for cell in (finding.ours(metric), finding.paper_text(metric), finding.verdict(metric) + mark))])
     headers = ["comparison", "pair", "our Δ top-1 [95%]", "paper Δ top-1", "verdict (top-1)", "our Δ top-5 [95%]", "paper Δ top-5", "verdict (top-5)"]
-    return tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True)
+    table = tabulate(lines, headers=headers, tablefmt="github", disable_numparse=True)
+    if unfinished:
+        named = "; ".join(f"{run} {why}" for run, why in unfinished.items())
+        table += (
+            f"\n\n{UNFINISHED_MARK} a net of this pair did not finish training ({named}): the difference measures "
+            "a net that failed to train under this profile's recipe, not the paper's effect. See \"How each net trained\"."
+        )
+    return table
 
 
 def render_ablations(experiment: Experiment, view: ResultsView, results_dir: Path, catalog: dict[str, RunSpec]) -> str:
@@ -117,8 +155,10 @@ def render_ablations(experiment: Experiment, view: ResultsView, results_dir: Pat
         "## Summary: our differences against the paper's\n",
         f"Δ = error(first) - error(second) in points of %, on the same val images, with its 95% paired-bootstrap interval; "
         f"verdicts: the interval excludes 0 with the paper's sign (agrees) or the other (opposite), or contains 0 "
-        f"(inconclusive at this size). Top-1 is the headline, top-5 beside it. Ours on {view.profile}.\n",
-        summary_table(everything) + "\n",
+        f"(inconclusive at this size). Top-1 is the headline, top-5 beside it. Ours on {view.profile}. "
+        f"With one seed the interval covers the sampling of the val images, not the noise of training (seed, thread "
+        f"count): `SEEDS=N` (N >= 2) trains every run N times and bootstraps over the seeds too.\n",
+        summary_table(everything, view) + "\n",
     ]
     for ablation, found in per_ablation:
         table = tabulate(
