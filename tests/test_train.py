@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from vgg.checkpoint import load_checkpoint, read_done
+from vgg.metrics import batch_sums
 from vgg.train import EXIT_PREEMPTED, NonFiniteLossError, TrainConfig, Trainer, train, train_command
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,13 +107,42 @@ def mid_epoch_checkpoint(run_dir: Path) -> bool:
 def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(ci_data, tmp_path):
     reference = subprocess.run(train_args(ci_data, tmp_path / "reference"), cwd=ROOT, capture_output=True, text=True)
     assert reference.returncode == 0, reference.stderr
-    kill_mid_epoch(train_args(ci_data, tmp_path / "killed", "--checkpoint-steps", "2"), tmp_path / "killed")
-    resumed = subprocess.run(train_args(ci_data, tmp_path / "killed", "--checkpoint-steps", "2"), cwd=ROOT, capture_output=True, text=True)
+    # the killed run reads its sums back every 3 steps, the reference only at each epoch's end (6 steps)
+    kill_mid_epoch(train_args(ci_data, tmp_path / "killed", "--checkpoint-steps", "2", "--sync-every", "3"), tmp_path / "killed")
+    resumed = subprocess.run(train_args(ci_data, tmp_path / "killed", "--checkpoint-steps", "2", "--sync-every", "3"), cwd=ROOT, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout
     assert_same_weights(weights(tmp_path / "reference"), weights(tmp_path / "killed"))
     metrics = lambda run: [row["val_top1_err"] for row in csv.DictReader(open(run / "metrics.csv"))]
     assert metrics(tmp_path / "reference") == metrics(tmp_path / "killed")
+
+
+def test_batch_sums_are_the_loss_and_hit_counts_of_the_batch():
+    scores = torch.tensor([[0.1, 0.9, 0.0, 0.0, 0.0, 0.0], [0.8, 0.1, 0.05, 0.03, 0.02, 0.0], [0.0, 0.0, 0.0, 0.0, 0.1, 0.9]])
+    labels = torch.tensor([1, 1, 3])  # a top-1 hit; a top-5 hit only; a label ranked 6th (ties: lower index first)
+    sums = batch_sums(torch.tensor(0.5), scores, labels)
+    assert sums.dtype == torch.float64 and sums.tolist() == [1.5, 1.0, 2.0, 3.0, 0.0]
+    assert batch_sums(torch.tensor(float("nan")), scores, labels)[4] == 1.0
+
+
+def test_training_sums_are_read_back_every_n_steps_and_the_result_does_not_depend_on_n(ci_data, tmp_path, monkeypatch):
+    read_at = []
+    read_back = Trainer._read_back
+
+    def counting(self, loop, preemption, progress):
+        read_at.append(loop.global_step)
+        return read_back(self, loop, preemption, progress)
+
+    monkeypatch.setattr(Trainer, "_read_back", counting)
+    train(config(ci_data, sync_every=1), tmp_path / "every-step")
+    assert read_at == list(range(1, 13))  # 2 epochs of 6 steps
+    read_at.clear()
+    train(config(ci_data, sync_every=4), tmp_path / "every-4")
+    assert read_at == [4, 6, 8, 12]  # every 4th step and each epoch's end
+    assert_same_weights(weights(tmp_path / "every-step"), weights(tmp_path / "every-4"))
+    timing = ("images_per_s", "wall_s")
+    rows = lambda run: [{k: v for k, v in row.items() if k not in timing} for row in csv.DictReader(open(tmp_path / run / "metrics.csv"))]
+    assert rows("every-step") == rows("every-4")
 
 
 def test_sigterm_checkpoints_and_exits_with_the_requeue_code(ci_data, tmp_path):

@@ -40,6 +40,15 @@ def topk_correct(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]
     return [int(count) for count in topk_hits(scores, labels, ks).sum(dim=1)]
 
 
+def batch_sums(loss: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """A batch's share of the running sums, as float64 on the scores' device, computed without a
+    host sync: [mean loss x images, top-1 hits, top-5 hits, images, 1 if the loss is not finite]."""
+    hits = topk_hits(scores, labels).sum(dim=1).double()
+    loss = loss.detach().double()
+    images = torch.full_like(loss, labels.shape[0])
+    return torch.stack([loss * images, hits[0], hits[1], images, (~torch.isfinite(loss)).double()])
+
+
 def per_image_errors(scores: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Each image's top-1 and top-5 error as 0/1 (numpy bool arrays), for bootstrap intervals."""
     hits = topk_hits(scores, labels).numpy()

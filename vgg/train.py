@@ -22,7 +22,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ from vgg.checkpoint import CHECKPOINT_NAME, git_commit, load_checkpoint, read_do
 from vgg.datasets import ImageList, load_split
 from vgg.initialization import init_from_a
 from vgg.loaders import EpochSampler, ImageDataset, default_workers, iterate_epoch, make_loader
-from vgg.metrics import append_metrics, error_percent, plot_curves, topk_correct, truncate_metrics
+from vgg.metrics import append_metrics, batch_sums, error_percent, plot_curves, truncate_metrics
 from vgg.configs import has_lrn
 from vgg.models import FREEZE_CHOICES, VGG, VGGSpec
 from vgg.normalization import Normalization, get_normalization
@@ -54,6 +54,9 @@ PAPER_ITERATIONS, PAPER_BATCH = 370_000, 256
 CHECKPOINT_FORMAT = 1
 PLOT_EVERY_EPOCH_AFTER_S = 30.0
 A_CONFIGS = ("A", "A-LRN")
+MEMORY_FORMAT = torch.channels_last
+SYNC_EVERY = 50
+"""Steps between read-backs of the training sums from the device (and checks for preemption)."""
 
 
 _LATER_FIELDS = ("weights", "freeze", "head_lr_mult")
@@ -100,6 +103,7 @@ class TrainConfig:
     compile: bool = False
     checkpoint_minutes: float = 10.0
     checkpoint_steps: int = 0
+    sync_every: int = SYNC_EVERY  # read the loss and counts back from the device every N steps (and at each epoch's end)
     skip_bad_images: bool = False
     progress: bool = True
 
@@ -137,6 +141,35 @@ class EpochTotals:
     top5: int = 0
     seen: int = 0
     elapsed: float = 0.0
+
+
+@dataclass
+class _Loop:
+    """A training loop's live objects and its position (epoch, step, the epoch's totals so far)."""
+
+    model: VGG
+    network: nn.Module  # the model, compiled and/or wrapped in DDP
+    optimizer: torch.optim.Optimizer
+    schedule: PlateauSchedule
+    classes: tuple[str, ...]
+    device: torch.device
+    loader: object = None
+    sampler: EpochSampler | None = None
+    val_dataset: ImageDataset | None = None
+    steps_per_epoch: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    read_step: int = 0  # global_step at the last read-back
+    totals: EpochTotals = field(default_factory=EpochTotals)
+    pending: torch.Tensor | None = None  # on the device, since the last read-back: see vgg.metrics.batch_sums
+    started: float = 0.0  # perf_counter at the epoch's start, less its time before a resume
+    last_save: float = 0.0
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on CUDA (the paper profile's training arithmetic); full precision elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 class _PreemptionFlag:
@@ -351,203 +384,265 @@ class Trainer:
         return stored_recipe == recipe(self.profile, self.cfg.config, self.cfg.lrn_alpha)
 
     # ----- the run ------------------------------------------------------------------
+    # ----- the loop -----------------------------------------------------------------
     def run(self) -> dict:
-        cfg, context = self.cfg, self.context
-        self.out.mkdir(parents=True, exist_ok=True)
-        identity = cfg.identity()
-        run_hash = digest(identity)
-        checkpoint_path = self.out / CHECKPOINT_NAME
-        done = read_done(self.out)
+        """Train to the end, resuming from the run's checkpoint; a finished run returns its DONE."""
+        self.identity = self.cfg.identity()
+        self.run_hash = digest(self.identity)
+        done = self._finished_already()
         if done is not None:
-            if done.get("run_hash") != run_hash:
-                checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
-                if not self._adoptable(done.get("run_hash"), checkpoint):
-                    changed = differences(done.get("identity", {}), identity) if "identity" in done else "it predates the recorded identity"
-                    raise ValueError(f"{self.out} holds a finished run with other settings ({changed}); choose another --out or remove it")
-                done = {**done, "run_hash": run_hash, "identity": identity}
-                if context.is_main:
-                    write_done(self.out, done)
-                self.log(f"{self.out}: a run from before identity version 2 with these settings and this recipe, adopted")
-            self.log(f"{self.out} is finished already: {done}")
             return done
+        loop = self._start()
+        with _PreemptionFlag() as preemption:
+            while loop.epoch < self.epochs and not loop.schedule.finished:
+                self._train_epoch(loop, preemption)
+                self._close_epoch(loop)
+        return self._finish(loop)
+
+    def _train_epoch(self, loop: _Loop, preemption: _PreemptionFlag) -> None:
+        """The epoch's remaining steps at the schedule's rate; every `sync_every` steps (and at the
+        epoch's end) the device-side sums are read back, and checkpoints and preemption handled."""
+        cfg = self.cfg
+        loop.sampler.set_epoch(loop.epoch, start=loop.step_in_epoch * self.micro_batch * cfg.accum)
+        for group in loop.optimizer.param_groups:
+            group["lr"] = loop.schedule.lr * group["lr_mult"]
+        loop.network.train()
+        if cfg.freeze == "features":
+            loop.model.features.eval()  # frozen: batch-norm statistics stay the source's too
+        loop.started = time.perf_counter() - loop.totals.elapsed
+        progress = self._progress(loop.steps_per_epoch, loop.step_in_epoch, loop.epoch)
+        micro_batches = iter(iterate_epoch(loop.loader, log=self.log))
+        while loop.step_in_epoch < loop.steps_per_epoch:
+            self._step(loop, micro_batches)
+            if self._read_back_due(loop):
+                preempted = self._read_back(loop, preemption, progress)
+                self._checkpoint_if_due(loop, preempted)
+        if progress is not None:
+            progress.close()
+        del micro_batches  # its loader workers end before validation starts its own
+
+    def _step(self, loop: _Loop, micro_batches) -> None:
+        """One SGD step on the global batch (`accum` micro-batches per rank). Its loss and top-k
+        counts are added to `loop.pending` on the device: nothing here waits for the device."""
+        cfg, context = self.cfg, self.context
+        for micro in range(cfg.accum):
+            batch = next(micro_batches).to(loop.device, MEMORY_FORMAT)
+            # dropout masks from (seed, step) alone; seeded after fetching the batch, since
+            # creating a loader iterator draws from the global generator
+            torch.manual_seed(_step_seed(cfg.seed, (loop.global_step * cfg.accum + micro) * context.world_size + context.rank))
+            sync = nullcontext() if (micro == cfg.accum - 1 or not context.distributed) else loop.network.no_sync()
+            with sync:
+                with _autocast(loop.device):
+                    inputs = self.normalization(batch.images, batch.offsets).contiguous(memory_format=MEMORY_FORMAT)
+                    logits = loop.network(inputs)
+                    loss = F.cross_entropy(logits.float(), batch.labels)
+                (loss / cfg.accum).backward()
+            loop.pending += batch_sums(loss.detach(), logits.detach(), batch.labels)
+        loop.optimizer.step()
+        loop.optimizer.zero_grad(set_to_none=True)
+        loop.step_in_epoch += 1
+        loop.global_step += 1
+
+    def _read_back_due(self, loop: _Loop) -> bool:
+        """At the epoch's end, every `sync_every` steps, and at every `checkpoint_steps` step."""
+        every = [self.cfg.sync_every, self.cfg.checkpoint_steps]
+        return loop.step_in_epoch == loop.steps_per_epoch or any(n and loop.global_step % n == 0 for n in every)
+
+    def _read_back(self, loop: _Loop, preemption: _PreemptionFlag, progress) -> bool:
+        """Move the device-side sums into the epoch's totals: one host sync and one all-reduce across
+        ranks, which also carries the preemption flag. Raises on a non-finite loss; returns whether
+        any rank was asked to stop."""
+        flag = torch.full_like(loop.pending[:1], float(preemption.raised))
+        sums = distributed.all_reduce_sum(torch.cat([loop.pending, flag])).cpu()
+        loop.pending.zero_()
+        first, last = loop.read_step, loop.global_step - 1  # the steps these sums cover, counted from 0
+        where = f"at step {last}" if first == last else f"in steps {first}-{last}"
+        loop.read_step = loop.global_step
+        if sums[4] > 0:
+            raise NonFiniteLossError(
+                f"the loss became NaN or infinite {where} (epoch {loop.epoch}) with learning rate {loop.schedule.lr:g}; "
+                f"training stopped. The last good checkpoint ({self.out / CHECKPOINT_NAME}) is kept. VGG without batch norm diverges at high rates (0.1): "
+                f"lower --lr (the paper uses 1e-2 at batch 256)"
+            )
+        totals = loop.totals
+        totals.loss_sum += float(sums[0])
+        totals.top1 += int(sums[1])
+        totals.top5 += int(sums[2])
+        totals.seen += int(sums[3])
+        totals.elapsed = time.perf_counter() - loop.started
+        if progress is not None:
+            progress.update(loop.step_in_epoch - progress.n)
+            progress.set_postfix(loss=f"{totals.loss_sum / max(1, totals.seen):.3f}", img_s=f"{totals.seen / max(totals.elapsed, 1e-9):.0f}")
+        return bool(sums[5] > 0)
+
+    def _checkpoint_if_due(self, loop: _Loop, preempted: bool) -> None:
+        """A mid-epoch checkpoint every `checkpoint_steps` steps or `checkpoint_minutes`, and on preemption
+        (then exit through Preempted). Only at read-backs, so a checkpoint's totals are complete."""
+        cfg = self.cfg
+        due = (cfg.checkpoint_steps and loop.global_step % cfg.checkpoint_steps == 0) or (
+            time.monotonic() - loop.last_save > cfg.checkpoint_minutes * 60
+        )
+        if preempted or (due and loop.step_in_epoch < loop.steps_per_epoch):
+            self._save(loop)
+            if preempted:
+                self.log(f"preempted: checkpoint at epoch {loop.epoch}, step {loop.step_in_epoch}; exit {EXIT_PREEMPTED} (run the same command to resume)")
+                raise Preempted()
+
+    def _close_epoch(self, loop: _Loop) -> None:
+        """Validate, let the schedule act on it, log the epoch's row, then checkpoint the next epoch's start."""
+        row = self._epoch_row(loop)
+        if self.context.is_main:  # the row first: a kill before the checkpoint leaves a row that resume truncates
+            append_metrics(self.out, row)
+            if row["wall_s"] > PLOT_EVERY_EPOCH_AFTER_S:  # long epochs: keep the curve current
+                plot_curves(self.out, self._curve_title(loop.model))
+        loop.epoch, loop.step_in_epoch, loop.totals = loop.epoch + 1, 0, EpochTotals()
+        self._save(loop)
+
+    def _finish(self, loop: _Loop) -> dict:
+        if not self.context.is_main:
+            return {"rank": self.context.rank, "epochs": loop.epoch, "steps": loop.global_step}
+        final = {**self._final_metrics(loop.schedule, loop.epoch, loop.global_step), "run_hash": self.run_hash, "identity": self.identity}
+        plot_curves(self.out, self._curve_title(loop.model))
+        write_done(self.out, final)
+        self.log(f"finished: {final}")
+        return final
+
+    # ----- start, resume, save ------------------------------------------------------
+    def _finished_already(self) -> dict | None:
+        """The DONE of a finished run with these settings (adopting one from before identity version
+        2), None for a run to train; a finished run with other settings is an error."""
+        done = read_done(self.out)
+        if done is None:
+            return None
+        if done.get("run_hash") != self.run_hash:
+            checkpoint_path = self.out / CHECKPOINT_NAME
+            checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
+            if not self._adoptable(done.get("run_hash"), checkpoint):
+                changed = differences(done.get("identity", {}), self.identity) if "identity" in done else "it predates the recorded identity"
+                raise ValueError(f"{self.out} holds a finished run with other settings ({changed}); choose another --out or remove it")
+            done = {**done, "run_hash": self.run_hash, "identity": self.identity}
+            if self.context.is_main:
+                write_done(self.out, done)
+            self.log(f"{self.out}: a run from before identity version 2 with these settings and this recipe, adopted")
+        self.log(f"{self.out} is finished already: {done}")
+        return done
+
+    def _start(self) -> _Loop:
+        """The model, optimizer, schedule and data of the run, at its checkpoint's position if it has one."""
+        cfg, context = self.cfg, self.context
+        checkpoint_path = self.out / CHECKPOINT_NAME
         checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
-        if checkpoint is not None and checkpoint["run_hash"] != run_hash and not self._adoptable(checkpoint["run_hash"], checkpoint):
-            stored, current = (checkpoint["identity"], identity) if "identity" in checkpoint else (checkpoint["run"], cfg.settings())
+        if checkpoint is not None and checkpoint["run_hash"] != self.run_hash and not self._adoptable(checkpoint["run_hash"], checkpoint):
+            stored, current = (checkpoint["identity"], self.identity) if "identity" in checkpoint else (checkpoint["run"], cfg.settings())
             raise ValueError(f"{checkpoint_path} belongs to a run with other settings ({differences(stored, current)}); choose another --out or remove it")
 
         train_images, val_images = self._data()
         torch.manual_seed(cfg.seed)  # the random init
         model, lr, self.epochs, fine_tune = self._build_model(train_images.classes, checkpoint)
-        schedule = PlateauSchedule(
-            lr=lr,
-            patience=cfg.plateau_patience or self.profile.plateau_patience,
-            threshold=self.profile.plateau_threshold,
-            min_stage_epochs=self.profile.plateau_min_epochs,
-            chance_accuracy=100.0 / len(train_images.classes),
-            near_chance=self.profile.near_chance,
-            give_up_epochs=self.profile.give_up_epochs,
-            deadlines=drop_deadline_epochs(self.profile.drop_deadlines, self.epochs),
-            earliest=drop_earliest_epochs(self.profile.drop_not_before, self.epochs),
-            mode=(self.profile.finetune_schedule or self.profile.schedule) if fine_tune else self.profile.schedule,
-        )
-        if cfg.freeze == "features":
-            model.features.requires_grad_(False)
-        trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-        groups = [{"params": [p for _, p in trainable], "lr_mult": 1.0}]
-        if cfg.head_lr_mult != 1.0:  # the new last layer in a group of its own
-            groups = [
-                {"params": [p for name, p in trainable if not name.startswith("classifier.6.")], "lr_mult": 1.0},
-                {"params": [p for name, p in trainable if name.startswith("classifier.6.")], "lr_mult": cfg.head_lr_mult},
-            ]
-        optimizer = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        epoch, step_in_epoch, global_step, totals = 0, 0, 0, EpochTotals()
+        schedule = self._schedule(lr, len(train_images.classes), fine_tune)
+        optimizer = self._optimizer(model, lr)
+        loop = _Loop(model=model, network=model, optimizer=optimizer, schedule=schedule, classes=train_images.classes, device=context.device)
         if checkpoint is not None:
             model.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
             schedule.load_state_dict(checkpoint["schedule"])
-            epoch, step_in_epoch, global_step = checkpoint["epoch"], checkpoint["step_in_epoch"], checkpoint["global_step"]
-            totals = EpochTotals(**checkpoint["epoch_totals"])
+            loop.epoch, loop.step_in_epoch, loop.global_step = checkpoint["epoch"], checkpoint["step_in_epoch"], checkpoint["global_step"]
+            loop.read_step = loop.global_step
+            loop.totals = EpochTotals(**checkpoint["epoch_totals"])
             _restore_rng(checkpoint["rng"])
             if context.is_main:
-                truncate_metrics(self.out, epoch - 1)
-            self.log(f"resuming {self.out} at epoch {epoch}, step {step_in_epoch} of the epoch")
+                truncate_metrics(self.out, loop.epoch - 1)
+            self.log(f"resuming {self.out} at epoch {loop.epoch}, step {loop.step_in_epoch} of the epoch")
 
-        device = context.device
-        memory_format = torch.channels_last
-        model = model.to(device, memory_format=memory_format)
+        device = loop.device
+        model.to(device, memory_format=MEMORY_FORMAT)
         for state in optimizer.state.values():
             for key, value in state.items():
                 if torch.is_tensor(value):
                     state[key] = value.to(device)
-        network: nn.Module = model
         if cfg.compile:
-            network = torch.compile(network)
+            loop.network = torch.compile(loop.network)
         if context.distributed:
-            network = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
+            loop.network = DistributedDataParallel(loop.network, device_ids=[device.index] if device.type == "cuda" else None)
+        loop.pending = torch.zeros(5, dtype=torch.float64, device=device)
 
         transform = TrainTransform(self.pixel_scale, self.profile.crop)
         dataset = ImageDataset(train_images, transform, seed=cfg.seed, skip_bad_images=cfg.skip_bad_images, cache_decoded=self.profile.cache_decoded)
-        sampler = EpochSampler(len(dataset), shuffle=True, seed=cfg.seed, rank=context.rank, world_size=context.world_size)
+        loop.sampler = EpochSampler(len(dataset), shuffle=True, seed=cfg.seed, rank=context.rank, world_size=context.world_size)
         workers = cfg.workers if cfg.workers is not None else default_workers(context.local_world_size, device)
-        loader = make_loader(dataset, sampler, self.micro_batch, workers, device)
-        val_dataset = self._val_batches(val_images)
-        steps_per_epoch = len(sampler) // (self.micro_batch * cfg.accum)
-        if steps_per_epoch == 0:
+        loop.loader = make_loader(dataset, loop.sampler, self.micro_batch, workers, device)
+        loop.val_dataset = self._val_batches(val_images)
+        loop.steps_per_epoch = len(loop.sampler) // (self.micro_batch * cfg.accum)
+        if loop.steps_per_epoch == 0:
             raise ValueError(f"{len(dataset)} training images give no full batch of {self.global_batch}; lower --batch-size")
         self.log(
             f"training VGG-{model.config} ({self.profile.name} profile: crop {self.profile.crop}, width 1/{self.profile.width}) "
-            f"at S={self.scale} (pixels {self.pixel_scale}), {self.epochs} epochs max, {steps_per_epoch} steps/epoch of "
+            f"at S={self.scale} (pixels {self.pixel_scale}), {self.epochs} epochs max, {loop.steps_per_epoch} steps/epoch of "
             f"{self.global_batch} images ({context.world_size} process(es) x {cfg.accum} x {self.micro_batch}), lr {schedule.lr:g}, "
-            f"device {device}, run hash {run_hash}"
+            f"device {device}, run hash {self.run_hash}"
         )
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+        loop.last_save = time.monotonic()
+        return loop
 
-        def save(epoch_: int, step_: int) -> None:
-            if context.is_main:
-                state = {
-                    "format": CHECKPOINT_FORMAT,
-                    "spec": model.spec.to_dict(),
-                    "normalization": self.normalization.to_dict(),
-                    "classes": list(train_images.classes),
-                    "profile": self.profile.to_dict(),
-                    "run": cfg.settings(),
-                    "identity": identity,
-                    "run_hash": run_hash,
-                    "train_scale": str(self.scale),
-                    "model": clean_state_dict(model.state_dict()),
-                    "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(),
-                    "epoch": epoch_,
-                    "max_epochs": self.epochs,
-                    "step_in_epoch": step_,
-                    "global_step": global_step,
-                    "epoch_totals": asdict(totals),
-                    "rng": _rng_state(),
-                    "git_commit": git_commit(),
-                }
-                save_checkpoint(state, checkpoint_path)
+    def _schedule(self, lr: float, classes: int, fine_tune: bool) -> PlateauSchedule:
+        """The profile's plateau schedule (or its fine-tuning variant) starting at `lr`."""
+        profile = self.profile
+        return PlateauSchedule(
+            lr=lr,
+            patience=self.cfg.plateau_patience or profile.plateau_patience,
+            threshold=profile.plateau_threshold,
+            min_stage_epochs=profile.plateau_min_epochs,
+            chance_accuracy=100.0 / classes,
+            near_chance=profile.near_chance,
+            give_up_epochs=profile.give_up_epochs,
+            deadlines=drop_deadline_epochs(profile.drop_deadlines, self.epochs),
+            earliest=drop_earliest_epochs(profile.drop_not_before, self.epochs),
+            mode=(profile.finetune_schedule or profile.schedule) if fine_tune else profile.schedule,
+        )
 
-        last_save = time.monotonic()
-        with _PreemptionFlag() as preemption:
-            while epoch < self.epochs and not schedule.finished:
-                sampler.set_epoch(epoch, start=step_in_epoch * self.micro_batch * cfg.accum)
-                for group in optimizer.param_groups:
-                    group["lr"] = schedule.lr * group["lr_mult"]
-                network.train()
-                if cfg.freeze == "features":
-                    model.features.eval()  # frozen: batch-norm statistics stay the source's too
-                started = time.perf_counter() - totals.elapsed
-                progress = self._progress(steps_per_epoch, step_in_epoch, epoch)
-                micro_batches = iter(iterate_epoch(loader, log=self.log))
-                while step_in_epoch < steps_per_epoch:
-                    step_stats = torch.zeros(5, dtype=torch.float64)  # loss sum, top1, top5, seen, non-finite
-                    for micro in range(cfg.accum):
-                        batch = next(micro_batches).to(device, memory_format)
-                        # dropout masks from (seed, step) alone; seeded after fetching the batch, since
-                        # creating a loader iterator draws from the global generator
-                        torch.manual_seed(_step_seed(cfg.seed, (global_step * cfg.accum + micro) * context.world_size + context.rank))
-                        sync = nullcontext() if (micro == cfg.accum - 1 or not context.distributed) else network.no_sync()
-                        with sync:
-                            with autocast:
-                                inputs = self.normalization(batch.images, batch.offsets).contiguous(memory_format=memory_format)
-                                logits = network(inputs)
-                                loss = F.cross_entropy(logits.float(), batch.labels)
-                            (loss / cfg.accum).backward()
-                        top1, top5 = topk_correct(logits.detach(), batch.labels)
-                        loss_value = float(loss.detach())
-                        step_stats += torch.tensor([loss_value * len(batch), top1, top5, len(batch), float(not np.isfinite(loss_value))], dtype=torch.float64)
-                    flags = torch.tensor([step_stats[4], float(preemption.raised)], dtype=torch.float64)
-                    if context.distributed:
-                        flags = distributed.all_reduce_sum(flags)
-                        step_stats = distributed.all_reduce_sum(step_stats)
-                    if flags[0] > 0:
-                        raise NonFiniteLossError(
-                            f"the loss became NaN or infinite at step {global_step} (epoch {epoch}, step {step_in_epoch} of it) "
-                            f"with learning rate {schedule.lr:g}; training stopped. The last good checkpoint "
-                            f"({checkpoint_path}) is kept. VGG without batch norm diverges at high rates (0.1): "
-                            f"lower --lr (the paper uses 1e-2 at batch 256)"
-                        )
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    step_in_epoch += 1
-                    global_step += 1
-                    totals.loss_sum += float(step_stats[0])
-                    totals.top1 += int(step_stats[1])
-                    totals.top5 += int(step_stats[2])
-                    totals.seen += int(step_stats[3])
-                    totals.elapsed = time.perf_counter() - started
-                    if progress is not None:
-                        progress.update(1)
-                        progress.set_postfix(loss=f"{totals.loss_sum / max(1, totals.seen):.3f}", img_s=f"{totals.seen / max(totals.elapsed, 1e-9):.0f}")
-                    due = (cfg.checkpoint_steps and global_step % cfg.checkpoint_steps == 0) or (
-                        time.monotonic() - last_save > cfg.checkpoint_minutes * 60
-                    )
-                    if flags[1] > 0 or (due and step_in_epoch < steps_per_epoch):
-                        save(epoch, step_in_epoch)
-                        last_save = time.monotonic()
-                        if flags[1] > 0:
-                            self.log(f"preempted: checkpoint at epoch {epoch}, step {step_in_epoch}; exit {EXIT_PREEMPTED} (run the same command to resume)")
-                            raise Preempted()
-                if progress is not None:
-                    progress.close()
-                del micro_batches
-                row = self._end_epoch(network, model, val_dataset, schedule, epoch, global_step, totals, device, memory_format)
-                if context.is_main:  # the row first: a kill before the checkpoint leaves a row that resume truncates
-                    append_metrics(self.out, row)
-                    if row["wall_s"] > PLOT_EVERY_EPOCH_AFTER_S:  # long epochs: keep the curve current
-                        plot_curves(self.out, self._curve_title(model))
-                epoch, step_in_epoch, totals = epoch + 1, 0, EpochTotals()
-                save(epoch, 0)
-                last_save = time.monotonic()
+    def _optimizer(self, model: VGG, lr: float) -> torch.optim.SGD:
+        """SGD with momentum and weight decay on the trainable parameters (a new last layer in a
+        group of its own when its rate is scaled)."""
+        cfg = self.cfg
+        if cfg.freeze == "features":
+            model.features.requires_grad_(False)
+        trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        groups = [{"params": [p for _, p in trainable], "lr_mult": 1.0}]
+        if cfg.head_lr_mult != 1.0:
+            groups = [
+                {"params": [p for name, p in trainable if not name.startswith("classifier.6.")], "lr_mult": 1.0},
+                {"params": [p for name, p in trainable if name.startswith("classifier.6.")], "lr_mult": cfg.head_lr_mult},
+            ]
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
-        if not context.is_main:
-            return {"rank": context.rank, "epochs": epoch, "steps": global_step}
-        final = {**self._final_metrics(schedule, epoch, global_step), "run_hash": run_hash, "identity": identity}
-        plot_curves(self.out, self._curve_title(model))
-        write_done(self.out, final)
-        self.log(f"finished: {final}")
-        return final
+    def _save(self, loop: _Loop) -> None:
+        """Checkpoint the loop's position (main rank), atomically."""
+        if self.context.is_main:
+            state = {
+                "format": CHECKPOINT_FORMAT,
+                "spec": loop.model.spec.to_dict(),
+                "normalization": self.normalization.to_dict(),
+                "classes": list(loop.classes),
+                "profile": self.profile.to_dict(),
+                "run": self.cfg.settings(),
+                "identity": self.identity,
+                "run_hash": self.run_hash,
+                "train_scale": str(self.scale),
+                "model": clean_state_dict(loop.model.state_dict()),
+                "optimizer": loop.optimizer.state_dict(),
+                "schedule": loop.schedule.state_dict(),
+                "epoch": loop.epoch,
+                "max_epochs": self.epochs,
+                "step_in_epoch": loop.step_in_epoch,
+                "global_step": loop.global_step,
+                "epoch_totals": asdict(loop.totals),
+                "rng": _rng_state(),
+                "git_commit": git_commit(),
+            }
+            save_checkpoint(state, self.out / CHECKPOINT_NAME)
+        loop.last_save = time.monotonic()
 
+    # ----- epochs ------------------------------------------------------------------
     def _curve_title(self, model: VGG) -> str:
         return f"VGG-{model.config}, S={self.scale}, {self.profile.name} profile"
 
@@ -559,32 +654,33 @@ class Trainer:
         return tqdm(total=total, initial=done, desc=f"epoch {epoch}", unit="step", mininterval=1.0, file=sys.stderr, leave=False, disable=None)
 
     @torch.no_grad()
-    def _validate(self, model: VGG, dataset: ImageDataset, device: torch.device, memory_format) -> tuple[float, float, int]:
+    def _validate(self, model: VGG, dataset: ImageDataset, device: torch.device) -> tuple[float, float, int]:
+        """Top-1 and top-5 error (%) of the centre crops of the val subset, and its size (counts summed
+        on the device, read back once)."""
         model.eval()
         if self._val_loader is None:  # built once: its workers persist across epochs
             sampler = EpochSampler(len(dataset), shuffle=False, rank=self.context.rank, world_size=self.context.world_size, pad=False)
             workers = self.cfg.workers if self.cfg.workers is not None else default_workers(self.context.local_world_size, device)
             self._val_loader = make_loader(dataset, sampler, max(1, self.micro_batch * 2), workers=workers, device=device)
-        loader = self._val_loader
-        counts = torch.zeros(3, dtype=torch.float64)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-        for batch in iterate_epoch(loader, log=self.log):
-            batch = batch.to(device, memory_format)
-            with autocast:
-                logits = model(self.normalization(batch.images).contiguous(memory_format=memory_format))
-            top1, top5 = topk_correct(logits, batch.labels)
-            counts += torch.tensor([top1, top5, len(batch)], dtype=torch.float64)
-        counts = distributed.all_reduce_sum(counts)
-        total = int(counts[2])
-        return error_percent(int(counts[0]), total), error_percent(int(counts[1]), total), total
+        counts = torch.zeros(5, dtype=torch.float64, device=device)
+        for batch in iterate_epoch(self._val_loader, log=self.log):
+            batch = batch.to(device, MEMORY_FORMAT)
+            with _autocast(device):
+                logits = model(self.normalization(batch.images).contiguous(memory_format=MEMORY_FORMAT))
+            counts += batch_sums(torch.zeros((), device=device), logits, batch.labels)
+        counts = distributed.all_reduce_sum(counts).cpu()
+        total = int(counts[3])
+        return error_percent(int(counts[1]), total), error_percent(int(counts[2]), total), total
 
-    def _end_epoch(self, network, model, val_dataset, schedule, epoch, global_step, totals, device, memory_format) -> dict:
-        val_top1, val_top5, val_count = self._validate(model, val_dataset, device, memory_format)
+    def _epoch_row(self, loop: _Loop) -> dict:
+        """Validate, step the schedule on the val accuracy, log the epoch and return its metrics row."""
+        schedule, totals = loop.schedule, loop.totals
+        val_top1, val_top5, val_count = self._validate(loop.model, loop.val_dataset, loop.device)
         lr_used = schedule.lr
         action = schedule.step(100.0 - val_top1)
         row = {
-            "epoch": epoch,
-            "step": global_step,
+            "epoch": loop.epoch,
+            "step": loop.global_step,
             "lr": lr_used,
             "train_loss": round(totals.loss_sum / max(1, totals.seen), 5),
             "train_top1_err": round(error_percent(totals.top1, totals.seen), 3),
@@ -605,7 +701,7 @@ class Trainer:
             + (f"; no drop {schedule.drops + 1} before {schedule.earliest[schedule.drops]} epochs)" if schedule.too_early() else ")"),
         }.get(action, "")
         self.log(
-            f"epoch {epoch}: train loss {row['train_loss']:.4f}, top-1 err {row['train_top1_err']:.2f}%; "
+            f"epoch {loop.epoch}: train loss {row['train_loss']:.4f}, top-1 err {row['train_top1_err']:.2f}%; "
             f"val ({val_count} images, centre crop at Q={self.val_scale}) top-1 err {val_top1:.2f}%, top-5 err {val_top5:.2f}%; "
             f"{row['images_per_s']:.0f} img/s{note}"
         )
