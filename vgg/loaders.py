@@ -38,6 +38,15 @@ class BadImageError(ValueError):
     """An image file that cannot be decoded (corrupt, truncated, not an image)."""
 
 
+def bad_image_error(path: Path | str, error: Exception) -> BadImageError:
+    """The error for a file the decoder refused, saying how to go on."""
+    reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    return BadImageError(
+        f"cannot decode image {path}: {reason}. Replace or remove the file, or pass {SKIP_OPTION} "
+        f"to skip unreadable images (they are counted and listed at the end of each epoch)"
+    )
+
+
 def read_image(path: Path | str) -> torch.Tensor:
     """Decode a JPEG or PNG (whatever its extension) into a uint8 RGB (3, H, W) tensor.
 
@@ -47,11 +56,7 @@ def read_image(path: Path | str) -> torch.Tensor:
         data = torchvision.io.read_file(str(path))
         image = torchvision.io.decode_image(data, mode=ImageReadMode.RGB)
     except RuntimeError as error:
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-        raise BadImageError(
-            f"cannot decode image {path}: {reason}. Replace or remove the file, or pass {SKIP_OPTION} "
-            f"to skip unreadable images (they are counted and listed at the end of each epoch)"
-        ) from None
+        raise bad_image_error(path, error) from None
     if image.dtype != torch.uint8:
         image = (image.to(torch.int32) >> 8).to(torch.uint8)
     return image
@@ -77,6 +82,11 @@ class Batch:
         """The batch on `device` (non-blocking from pinned memory), images in `memory_format`."""
         images = self.images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         return Batch(images, self.labels.to(device, non_blocking=True), self.offsets.to(device, non_blocking=True), self.indices, self.skipped)
+
+
+def empty_batch(skipped: list[str]) -> Batch:
+    """A batch whose every image was skipped."""
+    return Batch(torch.empty(0, 3, 0, 0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), torch.empty(0, 3), torch.empty(0, dtype=torch.long), skipped)
 
 
 @dataclass(frozen=True)
@@ -126,7 +136,7 @@ def collate(samples: list) -> Batch:
     skipped = [s.path for s in samples if isinstance(s, SkippedImage)]
     kept = [s for s in samples if not isinstance(s, SkippedImage)]
     if not kept:
-        return Batch(torch.empty(0, 3, 0, 0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), torch.empty(0, 3), torch.empty(0, dtype=torch.long), skipped)
+        return empty_batch(skipped)
     pixels, labels, offsets, indices = zip(*kept)
     return Batch(torch.stack(pixels), torch.tensor(labels), torch.stack(offsets), torch.tensor(indices), skipped)
 
@@ -193,6 +203,7 @@ def make_loader(
     batch_size: int,
     workers: int | None = None,
     device: torch.device | str = "cpu",
+    collate_fn: Callable[[list], object] = collate,
 ) -> DataLoader:
     """A DataLoader with worker processes (persistent), pinned memory on CUDA, our collate."""
     workers = default_workers() if workers is None else workers
@@ -201,7 +212,7 @@ def make_loader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=collate,
+        collate_fn=collate_fn,
         pin_memory=torch.device(device).type == "cuda",
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,

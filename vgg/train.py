@@ -34,6 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from vgg import distributed
 from vgg.checkpoint import CHECKPOINT_NAME, git_commit, load_checkpoint, read_done, save_checkpoint, write_done
 from vgg.datasets import ImageList, load_split
+from vgg.device_decode import DeviceAugmenter, EncodedDataset, collate_encoded, decode_path
 from vgg.initialization import init_from_a
 from vgg.loaders import EpochSampler, ImageDataset, default_workers, iterate_epoch, make_loader
 from vgg.metrics import append_metrics, batch_sums, error_percent, plot_curves, truncate_metrics
@@ -103,6 +104,7 @@ class TrainConfig:
     compile: bool = False
     checkpoint_minutes: float = 10.0
     checkpoint_steps: int = 0
+    decode: str = "auto"  # where training images are decoded and augmented: cpu | gpu | auto (vgg.device_decode)
     sync_every: int = SYNC_EVERY  # read the loss and counts back from the device every N steps (and at each epoch's end)
     skip_bad_images: bool = False
     progress: bool = True
@@ -154,6 +156,7 @@ class _Loop:
     classes: tuple[str, ...]
     device: torch.device
     loader: object = None
+    augmenter: DeviceAugmenter | None = None  # --decode gpu: decodes and augments the loader's files on the device
     sampler: EpochSampler | None = None
     val_dataset: ImageDataset | None = None
     steps_per_epoch: int = 0
@@ -411,7 +414,8 @@ class Trainer:
             loop.model.features.eval()  # frozen: batch-norm statistics stay the source's too
         loop.started = time.perf_counter() - loop.totals.elapsed
         progress = self._progress(loop.steps_per_epoch, loop.step_in_epoch, loop.epoch)
-        micro_batches = iter(iterate_epoch(loop.loader, log=self.log))
+        batches = loop.loader if loop.augmenter is None else loop.augmenter.batches(loop.loader)
+        micro_batches = iter(iterate_epoch(batches, log=self.log))
         while loop.step_in_epoch < loop.steps_per_epoch:
             self._step(loop, micro_batches)
             if self._read_back_due(loop):
@@ -567,14 +571,18 @@ class Trainer:
         loop.pending = torch.zeros(5, dtype=torch.float64, device=device)
 
         transform = TrainTransform(self.pixel_scale, self.profile.crop)
-        dataset = ImageDataset(train_images, transform, seed=cfg.seed, skip_bad_images=cfg.skip_bad_images, cache_decoded=self.profile.cache_decoded)
-        loop.sampler = EpochSampler(len(dataset), shuffle=True, seed=cfg.seed, rank=context.rank, world_size=context.world_size)
+        loop.sampler = EpochSampler(len(train_images), shuffle=True, seed=cfg.seed, rank=context.rank, world_size=context.world_size)
         workers = cfg.workers if cfg.workers is not None else default_workers(context.local_world_size, device)
-        loop.loader = make_loader(dataset, loop.sampler, self.micro_batch, workers, device)
+        if decode_path(cfg.decode, device) == "gpu":  # workers read bytes; the device decodes and augments
+            loop.augmenter = DeviceAugmenter(transform, cfg.seed, device, cfg.skip_bad_images)
+            loop.loader = make_loader(EncodedDataset(train_images), loop.sampler, self.micro_batch, workers, device, collate_fn=collate_encoded)
+        else:
+            dataset = ImageDataset(train_images, transform, seed=cfg.seed, skip_bad_images=cfg.skip_bad_images, cache_decoded=self.profile.cache_decoded)
+            loop.loader = make_loader(dataset, loop.sampler, self.micro_batch, workers, device)
         loop.val_dataset = self._val_batches(val_images)
         loop.steps_per_epoch = len(loop.sampler) // (self.micro_batch * cfg.accum)
         if loop.steps_per_epoch == 0:
-            raise ValueError(f"{len(dataset)} training images give no full batch of {self.global_batch}; lower --batch-size")
+            raise ValueError(f"{len(train_images)} training images give no full batch of {self.global_batch}; lower --batch-size")
         self.log(
             f"training VGG-{model.config} ({self.profile.name} profile: crop {self.profile.crop}, width 1/{self.profile.width}) "
             f"at S={self.scale} (pixels {self.pixel_scale}), {self.epochs} epochs max, {loop.steps_per_epoch} steps/epoch of "

@@ -93,10 +93,14 @@ def rescaled_size(height: int, width: int, shorter: int) -> tuple[int, int]:
 
 
 def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear, antialiased resize of a uint8 (3, H, W) image (torch's vectorised uint8 kernel)."""
+    """Bilinear, antialiased resize of a uint8 (3, H, W) image: torch's vectorised uint8 kernel on
+    the CPU; elsewhere (`--decode gpu`) in float, rounded back to uint8."""
     if tuple(image.shape[-2:]) == tuple(size):
         return image
-    return F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    if image.device.type == "cpu":
+        return F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    resized = F.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    return resized.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def rescale(image: torch.Tensor, shorter: int) -> torch.Tensor:

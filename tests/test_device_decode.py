@@ -1,0 +1,84 @@
+"""The device data path (`--decode gpu`), run here on the CPU: the same scales, crop boxes, flips
+and colour shifts as the CPU path for the same seeds, the same bytes on the CPU, bad files, and
+training through it."""
+
+import pytest
+import torch
+
+from tests.helpers_images import class_folder_tree, write_image
+from tests.test_train import assert_same_weights, config, weights
+from vgg.datasets import load_split
+from vgg.device_decode import DeviceAugmenter, EncodedDataset, collate_encoded, decode_path
+from vgg.loaders import BadImageError, EpochSampler, ImageDataset, collate
+from vgg.train import train
+from vgg.transforms import ScaleRange, TrainTransform
+
+
+class RecordingTransform(TrainTransform):
+    """A TrainTransform that remembers every crop plan it draws."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.plans = []
+
+    def plan(self, height, width, rng):
+        drawn = super().plan(height, width, rng)
+        self.plans.append(drawn)
+        return drawn
+
+
+@pytest.fixture()
+def mixed_images(tmp_path):
+    """JPEGs of several sizes and one PNG (decoded on the host by the device path)."""
+    root = class_folder_tree(tmp_path / "data", per_class=4)
+    write_image(root / "train" / "n01" / "n01_png.JPEG", fmt="PNG", seed=99)
+    return load_split(root, "train")
+
+
+def both_paths(images, epoch: int, seed: int = 3, scale: str = "24:40", crop: int = 16):
+    keys = [(epoch, index) for index in EpochSampler(len(images), seed=seed).rank_indices()]
+    cpu_transform, device_transform = (RecordingTransform(ScaleRange.parse(scale), crop) for _ in range(2))
+    cpu = collate([ImageDataset(images, cpu_transform, seed=seed)[key] for key in keys])
+    encoded = EncodedDataset(images)
+    device = DeviceAugmenter(device_transform, seed, "cpu")(collate_encoded([encoded[key] for key in keys]))
+    return cpu, device, cpu_transform.plans, device_transform.plans
+
+
+@pytest.mark.parametrize("epoch", [0, 5])
+def test_both_paths_draw_the_same_scales_crops_flips_and_colour_shifts(mixed_images, epoch):
+    cpu, device, cpu_plans, device_plans = both_paths(mixed_images, epoch)
+    assert len(cpu_plans) == len(device_plans) == len(mixed_images)
+    assert cpu_plans == device_plans  # S, crop box and flip of every image
+    assert len({plan.scale for plan in cpu_plans}) > 1 and {plan.flip for plan in cpu_plans} == {True, False}
+    assert torch.equal(cpu.offsets, device.offsets) and torch.equal(cpu.labels, device.labels) and torch.equal(cpu.indices, device.indices)
+    assert torch.equal(cpu.images, device.images)  # on the CPU, the same kernels: the same bytes
+
+
+def test_other_epochs_and_seeds_draw_other_crops(mixed_images):
+    _, _, first, _ = both_paths(mixed_images, epoch=0)
+    _, _, second, _ = both_paths(mixed_images, epoch=1)
+    assert first != second
+
+
+def test_a_bad_file_is_named_or_skipped_on_the_device_path(mixed_images, tmp_path):
+    bad = mixed_images.root / "n02" / "n02_0.JPEG"
+    bad.write_bytes(b"\xff\xd8 not a jpeg")
+    images = load_split(mixed_images.root.parent, "train")
+    batch = collate_encoded([EncodedDataset(images)[index] for index in range(len(images))])
+    transform = TrainTransform(ScaleRange.parse("24"), 16)
+    with pytest.raises(BadImageError, match="n02_0.JPEG.*--skip-bad-images"):
+        DeviceAugmenter(transform, 0, "cpu")(batch)
+    kept = DeviceAugmenter(transform, 0, "cpu", skip_bad_images=True)(batch)
+    assert kept.skipped == [str(bad)] and len(kept) == len(images) - 1
+
+
+def test_decode_choice():
+    assert decode_path("auto", torch.device("cpu")) == "cpu" and decode_path("gpu", torch.device("cpu")) == "gpu"
+    with pytest.raises(ValueError, match="--decode must be one of cpu, gpu, auto"):
+        decode_path("dali", torch.device("cpu"))
+
+
+def test_training_through_the_device_path_gives_the_cpu_paths_weights(ci_data, tmp_path):
+    train(config(ci_data, epochs=1, decode="cpu"), tmp_path / "cpu")
+    train(config(ci_data, epochs=1, decode="gpu"), tmp_path / "device")
+    assert_same_weights(weights(tmp_path / "cpu"), weights(tmp_path / "device"))
