@@ -19,7 +19,7 @@ PRECISION ?=
 RESULT_TABLES := table3 table4 table5 table6 table7 ablations
 RUN_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA)) --runs $(RUNS) --gpus $(GPUS) --launch $(LAUNCH) --slurm-args='$(SLURM_ARGS)' --seeds $(SEEDS) $(if $(PRECISION),--precision $(PRECISION))
 REPORT_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA))
-.PHONY: help venv test bench data table1 table2 params clean-venv report all-ablations pretrained $(RESULT_TABLES)
+.PHONY: help venv test bench gpu-check data table1 table2 params clean-venv report all-ablations pretrained $(RESULT_TABLES)
 
 help: ## list the targets
 	@echo "vgg-repro make targets:"
@@ -44,6 +44,9 @@ test: $(STAMP) ## run the whole test suite
 
 bench: $(STAMP) ## run the benchmarks; prints throughput ratios against references
 	$(PY) -m pytest tests/benchmarks --benchmark-enable --benchmark-only --benchmark-columns=mean,stddev,rounds
+
+gpu-check: ## measure the cluster path on this machine's GPU into reports/gpu.md; run with the machine's own python: make gpu-check PY=python3 (no .venv)
+	$(PY) -m vgg gpu-check --size full --out $(REPORTS)/gpu.md
 
 data: $(STAMP) ## generate the embedded synthetic dataset into data/synthetic (skipped when present)
 	$(PY) -m vgg data synth --out data/synthetic

@@ -56,6 +56,12 @@ def cmd_data_synth(args: argparse.Namespace) -> None:
     print(f"synthetic dataset in {out} ({time.perf_counter() - started:.1f} s): {spec}")
 
 
+def cmd_gpu_check(args: argparse.Namespace) -> None:
+    from vgg.gpu_check import gpu_check
+
+    gpu_check(args.size, args.out, args.work_dir)
+
+
 def cmd_data_inspect(args: argparse.Namespace) -> None:
     for split in ("train", "val"):
         print(load_split(args.data, split).describe())
@@ -322,6 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
     pretrained.add_argument("--limit", type=int, help="a fixed subset of N val images")
     pretrained.add_argument("--workers", type=int)
     pretrained.set_defaults(handler=cmd_pretrained)
+
+    check = commands.add_parser("gpu-check", help="measure the cluster path on this machine's device (issue 15): reports/gpu.md")
+    check.add_argument("--size", default="full", choices=("full", "tiny"), help="full: the GPU check; tiny: toy sizes on any device (the tests)")
+    check.add_argument("--out", type=Path, default=Path("reports/gpu.md"))
+    check.add_argument("--work-dir", type=Path, default=Path("data"), help="where the generated JPEGs go (default data/)")
+    check.set_defaults(handler=cmd_gpu_check)
 
     data = commands.add_parser("data", help="datasets: generate the synthetic set, inspect a data folder")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,9 +40,11 @@ def decode_path(choice: str, device: torch.device) -> str:
 
 @dataclass
 class EncodedBatch:
-    """Undecoded files of a batch: their bytes (uint8, 1-D), labels, and (epoch, index) keys."""
+    """Undecoded files of a batch: their bytes, labels, and (epoch, index) keys. Plain bytes, not
+    tensors, cross from the loader workers: a tensor each would cost a shared-memory file
+    descriptor per file and exhaust them."""
 
-    data: list[torch.Tensor]
+    data: list[bytes]
     labels: torch.Tensor
     epochs: list[int]
     indices: torch.Tensor
@@ -66,7 +69,7 @@ class EncodedDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         path, label = self.images.samples[index]
-        return torchvision.io.read_file(str(path)), label, epoch, index, str(path)
+        return Path(path).read_bytes(), label, epoch, index, str(path)
 
 
 def collate_encoded(samples: list) -> EncodedBatch:
@@ -74,14 +77,14 @@ def collate_encoded(samples: list) -> EncodedBatch:
     return EncodedBatch(list(data), torch.tensor(labels), list(epochs), torch.tensor(indices), list(paths))
 
 
-def _is_jpeg(data: torch.Tensor) -> bool:
-    return len(data) > 2 and bytes(data[:2].tolist()) == JPEG_MAGIC
+def _as_tensor(data: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
-def _decode_one(data: torch.Tensor, path: str, device: torch.device) -> torch.Tensor:
+def _decode_one(data: bytes, path: str, device: torch.device) -> torch.Tensor:
     """One file on the host decoder (PNG, or a JPEG the batched decoder refused), then to `device`."""
     try:
-        image = torchvision.io.decode_image(data, mode=ImageReadMode.RGB)
+        image = torchvision.io.decode_image(_as_tensor(data), mode=ImageReadMode.RGB)
     except RuntimeError as error:
         raise bad_image_error(path, error) from None
     if image.dtype != torch.uint8:
@@ -93,10 +96,10 @@ def decode_batch(batch: EncodedBatch, device: torch.device) -> list[torch.Tensor
     """Every file of the batch as a uint8 RGB (3, H, W) tensor on `device` (JPEGs in one batched
     call), or the error that says why it cannot be decoded."""
     decoded: list[torch.Tensor | BadImageError | None] = [None] * len(batch)
-    jpegs = [i for i, data in enumerate(batch.data) if _is_jpeg(data)]
+    jpegs = [i for i, data in enumerate(batch.data) if data[:2] == JPEG_MAGIC]
     if jpegs:
         try:
-            images = torchvision.io.decode_jpeg([batch.data[i] for i in jpegs], mode=ImageReadMode.RGB, device=device)
+            images = torchvision.io.decode_jpeg([_as_tensor(batch.data[i]) for i in jpegs], mode=ImageReadMode.RGB, device=device)
             for i, image in zip(jpegs, images):
                 decoded[i] = image
         except RuntimeError:

@@ -1,0 +1,37 @@
+"""`make gpu-check` at toy sizes on the CPU: every section runs and reports figures, so the GPU
+script cannot rot where no GPU is at hand."""
+
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_gpu_check_runs_at_tiny_sizes_and_reports_every_section(tmp_path):
+    out = tmp_path / "gpu.md"
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    result = subprocess.run([sys.executable, "-m", "vgg", "gpu-check", "--size", "tiny", "--out", str(out), "--work-dir", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = out.read_text()
+    assert text.startswith("# GPU check (tiny CPU run: not GPU figures)") and "- torch: " in text and "- torchvision: " in text
+    cells = lambda line: [cell.strip() for cell in line.strip().strip("|").split("|")]
+    rows = {row[0]: row for row in (cells(line) for line in text.splitlines() if line.startswith("| ") and "---" not in line)}
+    for name in ("VGG-A", "VGG-D compiled", "VGG-E", "torchvision vgg16 fp32", "torchvision vgg16 bf16 autocast", "VGG-D trainer"):
+        assert float(rows[name][3]) > 0, name  # images/s
+    data_rows = [line for line in text.splitlines() if line.startswith("| CPU loader") or line.startswith("| device path")]
+    assert len(data_rows) == 4 and all(float(cells(line)[2]) > 0 for line in data_rows)
+    assert float(rows["VGG-D dense, Q=256,288,320, flips"][1]) > 0 and float(rows["VGG-D multi-crop, Q=256,288,320, flips"][1]) > 0
+    losses = [(float(a), float(b)) for a, b in re.findall(r"^\| \d+ \| ([\d.]+) \| ([\d.]+) \|$", text, flags=re.M)]
+    assert len(losses) == 3 and all(math.isfinite(a) and abs(a - b) < 0.05 for a, b in losses)  # bf16 tracks fp32
+    assert rows["dense"][1] == "100.0%" and rows["multi-crop"][1] == "100.0%"  # CPU vs CPU: the same decisions
+
+
+def test_make_gpu_check_does_not_create_the_venv():
+    makefile = (ROOT / "Makefile").read_text()
+    rule = next(line for line in makefile.splitlines() if line.startswith("gpu-check:"))
+    assert "$(STAMP)" not in rule and "PY=python3" in rule

@@ -1,0 +1,331 @@
+"""`make gpu-check`: the cluster path measured on one device, as one table and `reports/gpu.md`.
+
+Sections (issue 15): (a) correctness: bf16 vs fp32 loss trajectories of D from the same init and
+batches, and evaluation on the device vs the CPU's fp32 path on the same weights and images;
+(b) training throughput of this suite's step on device-resident batches (A, D, E; with and
+without torch.compile) beside a torchvision vgg16 trained the plain way (fp32 and bf16
+autocast), with MFU against a bf16 matrix product measured in the same run and against the
+data-sheet peak; (c) the data path: the CPU loader with every core and the device path, at
+S = 256 and S in [256, 512]; (d) evaluation throughput of D: dense over 3 scales and 150-crop
+multi-crop. `--size tiny` runs everything at toy sizes on the CPU (the test suite does), so the
+script cannot rot where no GPU is at hand; its figures are not GPU figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from vgg.complexity import summarize
+from vgg.datasets import load_split
+from vgg.device_decode import DeviceAugmenter, EncodedDataset, collate_encoded
+from vgg.evaluate import Net, evaluate
+from vgg.loaders import Batch, EpochSampler, ImageDataset, available_cpus, iterate_epoch, make_loader
+from vgg.metrics import METRICS_NAME, batch_sums
+from vgg.models import VGG, VGGSpec
+from vgg.normalization import get_normalization
+from vgg.profiles import Profile, get_profile
+from vgg.protocols import FullFP32
+from vgg.synthetic import SynthSpec, generate
+from vgg.transforms import ScaleRange, TrainTransform
+
+DATASHEET_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0}
+"""Dense bf16 tensor-core peak by NVIDIA's data sheets (SXM parts), for the MFU against it."""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each measurement is: `full` on the GPU, `tiny` for the tests on a CPU."""
+
+    name: str
+    profile: str  # sizes and widths of the nets
+    batches: dict[str, int]  # batch per config for the throughput rows
+    steps: int  # timed steps per throughput row (after `warmup`)
+    warmup: int
+    trajectory_steps: int
+    matmul: int  # side of the square bf16 matrix product
+    images: int  # generated JPEGs for the data path and evaluation
+    eval_images: int
+    data_batches: int  # timed loader batches per data-path row
+
+
+SIZES = {
+    "full": Sizes("full", "paper", {"A": 256, "D": 256, "E": 256, "D-max": 768, "reference": 256}, steps=30, warmup=8, trajectory_steps=30, matmul=8192, images=2048, eval_images=64, data_batches=12),
+    "tiny": Sizes("tiny", "ci", {"A": 4, "D": 4, "E": 4, "D-max": 8, "reference": 1}, steps=2, warmup=1, trajectory_steps=3, matmul=128, images=24, eval_images=4, data_batches=2),
+}
+
+
+def machine() -> dict[str, str]:
+    """What ran the check: device, versions, cores."""
+    cuda = torch.cuda.is_available()
+    return {
+        "device": torch.cuda.get_device_name(0) if cuda else f"CPU ({platform.processor() or platform.machine()})",
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "CUDA": torch.version.cuda or "-",
+        "cuDNN": str(torch.backends.cudnn.version()) if cuda else "-",
+        "CPU cores available": str(available_cpus()),
+    }
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(run: Callable[[], None], device: torch.device, warmup: int, repeats: int) -> float:
+    """Seconds per call of `run` after `warmup` calls, the device drained before and after."""
+    for _ in range(warmup):
+        run()
+    _synchronize(device)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        run()
+    _synchronize(device)
+    return (time.perf_counter() - started) / repeats
+
+
+def matmul_tflops(device: torch.device, side: int, repeats: int = 20) -> float:
+    """bf16 (fp32 on the CPU) square matrix product rate in TFLOP/s: the ceiling MFU is measured against."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a, b = (torch.randn(side, side, device=device, dtype=dtype) for _ in range(2))
+    seconds = _timed(lambda: a @ b, device, warmup=3, repeats=repeats)
+    return 2 * side**3 / seconds / 1e12
+
+
+def _autocast(device: torch.device, bf16: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def _model(config: str, profile: Profile, classes: int, device: torch.device, seed: int = 0) -> VGG:
+    torch.manual_seed(seed)
+    spec = VGGSpec(config=config, num_classes=classes, crop=profile.crop, width=profile.width, dropout=profile.dropout)
+    return VGG.from_spec(spec, init="glorot").to(device, memory_format=torch.channels_last)
+
+
+def _resident_batch(batch: int, crop: int, classes: int, device: torch.device, seed: int = 0) -> Batch:
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (batch, 3, crop, crop), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, classes, (batch,), generator=generator)
+    return Batch(images, labels, torch.zeros(batch, 3), torch.arange(batch)).to(device, torch.channels_last)
+
+
+def suite_step_rate(config: str, batch: int, sizes: Sizes, device: torch.device, compile_: bool) -> dict:
+    """images/s and peak memory of this suite's training step (normalisation, bf16 autocast on CUDA,
+    SGD with momentum, device-side sums: `vgg.train.Trainer._step`'s work) on a resident batch."""
+    profile = get_profile(sizes.profile)
+    classes = 1000
+    model = _model(config, profile, classes, device)
+    network = torch.compile(model) if compile_ else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9, weight_decay=5e-4)
+    normalization = get_normalization("mean-rgb")
+    data = _resident_batch(batch, profile.crop, classes, device)
+    pending = torch.zeros(5, dtype=torch.float64, device=device)
+
+    def step() -> None:
+        nonlocal pending
+        with _autocast(device, device.type == "cuda"):
+            logits = network(normalization(data.images, data.offsets).contiguous(memory_format=torch.channels_last))
+            loss = F.cross_entropy(logits.float(), data.labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        pending += batch_sums(loss.detach(), logits.detach(), data.labels)
+
+    return _rate_row(f"VGG-{config}" + (" compiled" if compile_ else ""), "this suite, resident batch", step, batch, device, sizes, summarize(model.spec).macs)
+
+
+def torchvision_step_rate(batch: int, sizes: Sizes, device: torch.device, bf16: bool) -> dict:
+    """The reference: torchvision's vgg16 (VGG-D) trained the plain way, fp32 or bf16 autocast."""
+    profile = get_profile(sizes.profile)
+    torch.manual_seed(0)
+    model = torchvision.models.vgg16(num_classes=1000).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9, weight_decay=5e-4)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, profile.crop, profile.crop, generator=generator).to(device)
+    labels = torch.randint(0, 1000, (batch,), generator=generator).to(device)
+
+    def step() -> None:
+        with _autocast(device, bf16):
+            loss = F.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    macs = summarize(VGGSpec(config="D", num_classes=1000, crop=profile.crop, width=1)).macs
+    name = "torchvision vgg16 " + ("bf16 autocast" if bf16 else "fp32")
+    return _rate_row(name, "reference, resident batch", step, batch, device, sizes, macs)
+
+
+def _rate_row(name: str, kind: str, step: Callable[[], None], batch: int, device: torch.device, sizes: Sizes, macs: int) -> dict:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds = _timed(step, device, sizes.warmup, sizes.steps)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    return {"row": name, "kind": kind, "batch": batch, "images_per_s": batch / seconds, "train_tflops": 3 * 2 * macs * batch / seconds / 1e12, "peak_gib": peak}
+
+
+def trainer_rate(data: Path, sizes: Sizes, out: Path) -> dict:
+    """images/s of this suite's trainer for one epoch of D at S in [256, 512] on generated JPEGs,
+    data loading included (`--decode auto`, every core), from the run's own metrics."""
+    from vgg.train import TrainConfig, train  # the trainer pulls in the whole training stack
+
+    shutil.rmtree(out, ignore_errors=True)
+    batch = sizes.batches["D"]
+    cfg = TrainConfig(config="D", train_scale="256:512", data=str(data), profile=sizes.profile, init="glorot", epochs=1, batch_size=batch, workers=available_cpus(), progress=False)
+    train(cfg, out)
+    with open(out / METRICS_NAME) as handle:
+        last = list(csv.DictReader(handle))[-1]
+    macs = summarize(VGGSpec(config="D", num_classes=len(load_split(data, "train").classes), crop=get_profile(sizes.profile).crop, width=get_profile(sizes.profile).width)).macs
+    rate = float(last["images_per_s"])
+    return {"row": "VGG-D trainer", "kind": "this suite, JPEGs loaded and decoded", "batch": batch, "images_per_s": rate, "train_tflops": 3 * 2 * macs * rate / 1e12, "peak_gib": float("nan")}
+
+
+def loss_trajectories(sizes: Sizes, device: torch.device) -> tuple[list[float], list[float]]:
+    """D's training loss over the same batches from the same init, fp32 (TF32 off) and bf16 autocast."""
+    profile = get_profile(sizes.profile)
+    losses = {}
+    for bf16 in (False, True):
+        model = _model("D", profile, 1000, device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9, weight_decay=5e-4)
+        normalization = get_normalization("mean-rgb")
+        trajectory = []
+        with FullFP32():
+            for step in range(sizes.trajectory_steps):
+                data = _resident_batch(sizes.batches["D"], profile.crop, 1000, device, seed=step)
+                torch.manual_seed(step)  # the same dropout masks in both runs
+                with _autocast(device, bf16):
+                    logits = model(normalization(data.images, data.offsets).contiguous(memory_format=torch.channels_last))
+                    loss = F.cross_entropy(logits.float(), data.labels)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                trajectory.append(loss.item())
+        losses[bf16] = trajectory
+    return losses[False], losses[True]
+
+
+def generated_images(sizes: Sizes, root: Path) -> Path:
+    """JPEGs of ImageNet-like sizes (shorter side 256-500 px), generated once under `root`."""
+    classes = 8
+    spec = SynthSpec(classes=classes, train_per_class=max(1, sizes.images // classes), val_per_class=max(1, sizes.eval_images // classes), min_side=256, max_side=500)
+    return generate(root / f"gpu-check-{sizes.name}", spec, workers=min(8, available_cpus()))
+
+
+def data_path_rates(data: Path, sizes: Sizes, device: torch.device) -> list[dict]:
+    """images/s of the CPU loader (every core) and of the device path, at S = 256 and S in [256, 512]."""
+    profile = get_profile(sizes.profile)
+    images = load_split(data, "train")
+    batch = sizes.batches["D"]
+    workers = available_cpus()
+    rows = []
+    for scale in ("256", "256:512"):
+        transform = TrainTransform(ScaleRange.parse(scale).scaled(profile.size), profile.crop)
+        sampler = EpochSampler(len(images), seed=0)
+        cpu = make_loader(ImageDataset(images, transform), sampler, batch, workers, device)
+        rows.append(_loader_row(f"CPU loader, {workers} workers", scale, (b.to(device) for b in iterate_epoch(cpu)), batch, sizes, device))
+        encoded = make_loader(EncodedDataset(images), sampler, batch, workers, device, collate_fn=collate_encoded)
+        augmenter = DeviceAugmenter(transform, 0, device)
+        rows.append(_loader_row(f"device path ({device.type})", scale, iterate_epoch(augmenter.batches(encoded)), batch, sizes, device))
+    return rows
+
+
+def _loader_row(name: str, scale: str, batches, batch: int, sizes: Sizes, device: torch.device) -> dict:
+    iterator = iter(batches)
+    next(iterator)  # workers started, first batch out
+    _synchronize(device)
+    started, seen = time.perf_counter(), 0
+    for _ in range(sizes.data_batches):
+        try:
+            seen += len(next(iterator))
+        except StopIteration:
+            break
+    _synchronize(device)
+    return {"row": name, "kind": f"data path, S={scale}", "batch": batch, "images_per_s": seen / (time.perf_counter() - started)}
+
+
+def evaluation_rows(data: Path, sizes: Sizes, device: torch.device) -> tuple[list[dict], dict]:
+    """D's dense (3 scales) and 150-crop multi-crop throughput on the device, and how far the
+    device's posteriors are from the CPU's fp32 ones on the same weights and images."""
+    profile = get_profile(sizes.profile)
+    images = load_split(data, "val")
+    model = _model("D", profile, len(images.classes), torch.device("cpu"))
+    net = Net(model, get_normalization("mean-rgb"), profile, Path("random-init"), "D (random init)", "256", images.classes)
+    scales = [224, 256, 288] if sizes.name == "full" else [256, 288, 320]
+    rows, agreement = [], {}
+    for method in ("dense", "multi-crop"):
+        on_device = evaluate(net, images, method, scales, device=device, workers=min(8, available_cpus()), precision="fp32")
+        rows.append({"row": f"VGG-D {method}, Q={','.join(map(str, scales))}, flips", "kind": "evaluation", "batch": "-", "images_per_s": len(images) / on_device.wall_s})
+        on_cpu = evaluate(net, images, method, scales, device=torch.device("cpu"), workers=0, precision="fp32")
+        same = (on_device.posteriors.argmax(1) == on_cpu.posteriors.argmax(1)).float().mean().item()
+        agreement[method] = {"equal_top1": same, "max_posterior_diff": (on_device.posteriors - on_cpu.posteriors).abs().max().item()}
+    return rows, agreement
+
+
+def run_check(sizes: Sizes, work_dir: Path, device: torch.device | None = None) -> dict:
+    """Every measurement of the check, as plain data."""
+    device = device or (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    result = {"machine": machine(), "sizes": sizes.name, "device": str(device)}
+    result["matmul_tflops"] = matmul_tflops(device, sizes.matmul)
+    fp32, bf16 = loss_trajectories(sizes, device)
+    result["trajectories"] = {"fp32": fp32, "bf16": bf16}
+    throughput = []
+    for config in ("A", "D", "E"):
+        for compile_ in (False, True):
+            throughput.append(suite_step_rate(config, sizes.batches[config], sizes, device, compile_))
+    throughput.append(suite_step_rate("D", sizes.batches["D-max"], sizes, device, compile_=False))
+    for bf16_reference in (False, True):
+        throughput.append(torchvision_step_rate(sizes.batches["reference"], sizes, device, bf16_reference))
+    data = generated_images(sizes, work_dir)
+    throughput.append(trainer_rate(data, sizes, work_dir / "trainer-D"))
+    for row in throughput:
+        row["mfu_measured"] = row["train_tflops"] / result["matmul_tflops"]
+    result["throughput"] = throughput
+    result["data_path"] = data_path_rates(data, sizes, device)
+    result["evaluation"], result["agreement"] = evaluation_rows(data, sizes, device)
+    return result
+
+
+def render(result: dict) -> str:
+    """reports/gpu.md: the machine, the versions and every figure of the check."""
+    lines = ["# GPU check" + (" (tiny CPU run: not GPU figures)" if result["sizes"] == "tiny" else ""), ""]
+    lines += [f"- {key}: {value}" for key, value in result["machine"].items()]
+    arithmetic = "bf16" if result["device"].startswith("cuda") else "fp32"
+    lines += [f"- sizes: {result['sizes']}; device {result['device']}", f"- measured {arithmetic} matrix product: {result['matmul_tflops']:.1f} TFLOP/s", ""]
+    peak = next((value for name, value in DATASHEET_BF16_TFLOPS.items() if name in result["machine"]["device"]), None)
+    lines += ["## (b) Training throughput", "", "| row | what | batch | images/s | TFLOP/s | MFU (measured matmul) | MFU (data sheet) | peak GiB |", "|---|---|---|---|---|---|---|---|"]
+    for row in result["throughput"]:
+        sheet = f"{row['train_tflops'] / peak:.1%}" if peak else "-"
+        lines.append(f"| {row['row']} | {row['kind']} | {row['batch']} | {row['images_per_s']:.1f} | {row['train_tflops']:.2f} | {row['mfu_measured']:.1%} | {sheet} | {row['peak_gib']:.1f} |")
+    lines += ["", "## (c) Data path", "", "| path | S | images/s |", "|---|---|---|"]
+    lines += [f"| {row['row']} | {row['kind'].split('S=')[1]} | {row['images_per_s']:.1f} |" for row in result["data_path"]]
+    lines += ["", "## (d) Evaluation (VGG-D)", "", "| protocol | images/s |", "|---|---|"]
+    lines += [f"| {row['row']} | {row['images_per_s']:.1f} |" for row in result["evaluation"]]
+    lines += ["", "## (a) Correctness", "", "Training loss of D, same init and batches (fp32 with TF32 off vs bf16 autocast):", "", "| step | fp32 | bf16 |", "|---|---|---|"]
+    lines += [f"| {i} | {a:.4f} | {b:.4f} |" for i, (a, b) in enumerate(zip(result["trajectories"]["fp32"], result["trajectories"]["bf16"]))]
+    lines += ["", "Evaluation on the device (fp32) vs the CPU's fp32 path, same weights and images:", "", "| method | equal top-1 decisions | max posterior difference |", "|---|---|---|"]
+    lines += [f"| {method} | {value['equal_top1']:.1%} | {value['max_posterior_diff']:.2e} |" for method, value in result["agreement"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def gpu_check(size: str, out: Path, work_dir: Path) -> Path:
+    """Run the check at `size` and write its report to `out`; prints the report."""
+    if size not in SIZES:
+        raise ValueError(f"--size must be one of {', '.join(SIZES)}, got {size!r}")
+    text = render(run_check(SIZES[size], Path(work_dir)))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text)
+    return out
