@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 import torch
 
 from vgg.checkpoint import load_checkpoint, read_done
+from vgg.kill_resume import kill_mid_epoch, wait_for
 from vgg.metrics import batch_sums
 from vgg.train import EXIT_PREEMPTED, NonFiniteLossError, TrainConfig, Trainer, train, train_command
 
@@ -75,40 +75,11 @@ def test_finished_run_is_skipped(ci_data, tmp_path):
         train(config(ci_data, epochs=1, seed=5), tmp_path / "run")
 
 
-def wait_for(predicate, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.05)
-
-
-def kill_mid_epoch(command: list[str], run_dir: Path) -> None:
-    """Start a training command and SIGKILL it once it has written a mid-epoch checkpoint."""
-    victim = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: mid_epoch_checkpoint(run_dir) or victim.poll() is not None)
-    finally:
-        victim.kill()
-        victim.wait()
-    assert read_done(run_dir) is None, "the run finished before it could be killed"
-
-
-def mid_epoch_checkpoint(run_dir: Path) -> bool:
-    path = run_dir / "checkpoint.pt"
-    if not path.exists():
-        return False
-    try:
-        return load_checkpoint(path)["step_in_epoch"] > 0
-    except ValueError:
-        return False
-
-
 def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(ci_data, tmp_path):
     reference = subprocess.run(train_args(ci_data, tmp_path / "reference"), cwd=ROOT, capture_output=True, text=True)
     assert reference.returncode == 0, reference.stderr
     # the killed run reads its sums back every 3 steps, the reference only at each epoch's end (6 steps)
-    kill_mid_epoch(train_args(ci_data, tmp_path / "killed", "--checkpoint-steps", "2", "--sync-every", "3"), tmp_path / "killed")
+    kill_mid_epoch(train_args(ci_data, tmp_path / "killed", "--checkpoint-steps", "2", "--sync-every", "3"), tmp_path / "killed", cwd=ROOT)
     resumed = subprocess.run(train_args(ci_data, tmp_path / "killed", "--checkpoint-steps", "2", "--sync-every", "3"), cwd=ROOT, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout
@@ -269,7 +240,7 @@ def test_a_frozen_fine_tune_killed_mid_epoch_resumes_to_the_uninterrupted_weight
     )
     reference = subprocess.run(frozen(tmp_path / "reference"), cwd=ROOT, capture_output=True, text=True)
     assert reference.returncode == 0, reference.stderr
-    kill_mid_epoch(frozen(tmp_path / "killed"), tmp_path / "killed")
+    kill_mid_epoch(frozen(tmp_path / "killed"), tmp_path / "killed", cwd=ROOT)
     resumed = subprocess.run(frozen(tmp_path / "killed"), cwd=ROOT, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout

@@ -1,7 +1,8 @@
 """`make gpu-check`: the cluster path measured on one device, as one table and `reports/gpu.md`.
 
 Sections (issue 15): (a) correctness: bf16 vs fp32 loss trajectories of D from the same init and
-batches, and evaluation on the device vs the CPU's fp32 path on the same weights and images;
+batches, evaluation on the device vs the CPU's fp32 path and in bf16 vs fp32 on the same weights
+and images, and a run killed mid-epoch and resumed against the same run uninterrupted;
 (b) training throughput of this suite's step on device-resident batches (A, D, E; with and
 without torch.compile) beside a torchvision vgg16 trained the plain way (fp32 and bf16
 autocast), with MFU against a bf16 matrix product measured in the same run and against the
@@ -14,8 +15,11 @@ script cannot rot where no GPU is at hand; its figures are not GPU figures.
 from __future__ import annotations
 
 import csv
+import os
 import platform
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,10 +29,12 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
+from vgg.checkpoint import load_checkpoint
 from vgg.complexity import summarize
 from vgg.datasets import load_split
 from vgg.device_decode import DeviceAugmenter, EncodedDataset, collate_encoded
 from vgg.evaluate import Net, evaluate
+from vgg.kill_resume import kill_mid_epoch
 from vgg.loaders import Batch, EpochSampler, ImageDataset, available_cpus, iterate_epoch, make_loader
 from vgg.metrics import METRICS_NAME, batch_sums
 from vgg.models import VGG, VGGSpec
@@ -266,9 +272,45 @@ def evaluation_rows(data: Path, sizes: Sizes, device: torch.device) -> tuple[lis
         on_device = evaluate(net, images, method, scales, device=device, workers=min(8, available_cpus()), precision="fp32")
         rows.append({"row": f"VGG-D {method}, Q={','.join(map(str, scales))}, flips", "kind": "evaluation", "batch": "-", "images_per_s": len(images) / on_device.wall_s})
         on_cpu = evaluate(net, images, method, scales, device=torch.device("cpu"), workers=0, precision="fp32")
-        same = (on_device.posteriors.argmax(1) == on_cpu.posteriors.argmax(1)).float().mean().item()
-        agreement[method] = {"equal_top1": same, "max_posterior_diff": (on_device.posteriors - on_cpu.posteriors).abs().max().item()}
+        agreement[f"{method}, device fp32 vs CPU fp32"] = _agreement(on_device, on_cpu)
+        in_bf16 = evaluate(net, images, method, scales, device=device, workers=min(8, available_cpus()), precision="bf16")
+        agreement[f"{method}, device {in_bf16.precision} vs device fp32"] = _agreement(in_bf16, on_device)
     return rows, agreement
+
+
+RESUME_DETERMINISTIC = (
+    "import torch; torch.backends.cudnn.deterministic = True; torch.backends.cudnn.benchmark = False; "
+    "torch.use_deterministic_algorithms(True, warn_only=True); from vgg.cli import main; raise SystemExit(main())"
+)
+
+
+def resume_check(data: Path, sizes: Sizes, work_dir: Path) -> dict:
+    """Kill a 2-epoch run of A mid-epoch and resume it (deterministic cuDNN and cuBLAS): do its
+    weights equal those of the same run uninterrupted?"""
+    env = {**os.environ, "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+
+    def command(out: Path) -> list[str]:
+        return [
+            sys.executable, "-c", RESUME_DETERMINISTIC, "train", "--config", "A", "--train-scale", "256", "--data", str(data), "--out", str(out),
+            "--profile", sizes.profile, "--init", "glorot", "--epochs", "2", "--batch-size", str(sizes.batches["A"]),
+            "--checkpoint-steps", "2", "--sync-every", "2", "--workers", "2", "--no-progress",
+        ]
+
+    reference, killed = work_dir / "resume-reference", work_dir / "resume-killed"
+    for folder in (reference, killed):
+        shutil.rmtree(folder, ignore_errors=True)
+    subprocess.run(command(reference), env=env, check=True, capture_output=True)
+    step = kill_mid_epoch(command(killed), killed, env=env)
+    subprocess.run(command(killed), env=env, check=True, capture_output=True)
+    first, second = (load_checkpoint(folder)["model"] for folder in (reference, killed))
+    difference = max((first[key].float() - second[key].float()).abs().max().item() for key in first)
+    return {"killed_at_step": step, "weights_equal": all(torch.equal(first[key], second[key]) for key in first), "max_weight_diff": difference}
+
+
+def _agreement(first, second) -> dict:
+    """How far two evaluations of the same images are apart: equal top-1 decisions, max posterior gap."""
+    same = (first.posteriors.argmax(1) == second.posteriors.argmax(1)).float().mean().item()
+    return {"equal_top1": same, "max_posterior_diff": (first.posteriors - second.posteriors).abs().max().item()}
 
 
 def run_check(sizes: Sizes, work_dir: Path, device: torch.device | None = None) -> dict:
@@ -294,6 +336,7 @@ def run_check(sizes: Sizes, work_dir: Path, device: torch.device | None = None) 
     result["throughput"] = throughput
     result["data_path"] = data_path_rates(data, sizes, device)
     result["evaluation"], result["agreement"] = evaluation_rows(data, sizes, device)
+    result["resume"] = resume_check(data, sizes, work_dir)
     return result
 
 
@@ -314,8 +357,11 @@ def render(result: dict) -> str:
     lines += [f"| {row['row']} | {row['images_per_s']:.1f} |" for row in result["evaluation"]]
     lines += ["", "## (a) Correctness", "", "Training loss of D, same init and batches (fp32 with TF32 off vs bf16 autocast):", "", "| step | fp32 | bf16 |", "|---|---|---|"]
     lines += [f"| {i} | {a:.4f} | {b:.4f} |" for i, (a, b) in enumerate(zip(result["trajectories"]["fp32"], result["trajectories"]["bf16"]))]
-    lines += ["", "Evaluation on the device (fp32) vs the CPU's fp32 path, same weights and images:", "", "| method | equal top-1 decisions | max posterior difference |", "|---|---|---|"]
+    lines += ["", "Evaluation agreement on the same weights and images (bf16 is CUDA's; elsewhere it falls back to fp32):", "", "| method | equal top-1 decisions | max posterior difference |", "|---|---|---|"]
     lines += [f"| {method} | {value['equal_top1']:.1%} | {value['max_posterior_diff']:.2e} |" for method, value in result["agreement"].items()]
+    resume = result["resume"]
+    lines += ["", f"Resume (A, 2 epochs, deterministic cuDNN): killed after step {resume['killed_at_step']} and resumed; weights equal to the uninterrupted run's: "
+              f"{'yes' if resume['weights_equal'] else 'no'} (largest difference {resume['max_weight_diff']:.2e})."]
     return "\n".join(lines) + "\n"
 
 
