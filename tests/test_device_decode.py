@@ -72,10 +72,34 @@ def test_a_bad_file_is_named_or_skipped_on_the_device_path(mixed_images, tmp_pat
     assert kept.skipped == [str(bad)] and len(kept) == len(images) - 1
 
 
-def test_decode_choice():
-    assert decode_path("auto", torch.device("cpu")) == "cpu" and decode_path("gpu", torch.device("cpu")) == "gpu"
+def test_auto_decodes_on_the_device_only_on_cuda_when_the_cpu_loader_cannot_keep_up():
+    def never() -> tuple[float, float]:
+        raise AssertionError("nothing to measure off CUDA")
+
+    assert decode_path("auto", torch.device("cpu"), never) == "cpu" and decode_path("gpu", torch.device("cpu"), never) == "gpu"
+    cuda = torch.device("cuda")  # a device object only: the rule, not a GPU
+    assert decode_path("auto", cuda, lambda: (100.0, 200.0)) == "gpu"  # (loader images/s, step images/s)
+    assert decode_path("auto", cuda, lambda: (215.0, 200.0)) == "gpu"  # within the 10% margin
+    assert decode_path("auto", cuda, lambda: (300.0, 200.0)) == "cpu" and decode_path("cpu", cuda, never) == "cpu"
     with pytest.raises(ValueError, match="--decode must be one of cpu, gpu, auto"):
         decode_path("dali", torch.device("cpu"))
+
+
+def test_the_auto_probe_measures_both_rates_and_leaves_the_run_as_it_was(ci_data):
+    from vgg.loaders import make_loader
+    from vgg.models import VGG
+    from vgg.normalization import get_normalization
+    from vgg.train import probe_rates
+
+    images = load_split(ci_data, "train")
+    loader = make_loader(ImageDataset(images, TrainTransform(ScaleRange.parse("37"), 32)), EpochSampler(len(images)), 8, workers=0)
+    model = VGG.from_spec({"config": "A", "num_classes": 4, "width": 16, "crop": 32, "batch_norm": True}, init="glorot")
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    loader_rate, step_rate = probe_rates(model.train(), model, get_normalization("mean-rgb"), loader, torch.device("cpu"), batches=2)
+    assert loader_rate > 0 and step_rate > 0
+    assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())  # weights and batch-norm statistics
+    assert all(p.grad is None for p in model.parameters()) and torch.equal(torch.get_rng_state(), rng)
 
 
 def test_training_through_the_device_path_gives_the_cpu_paths_weights(ci_data, tmp_path):

@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--compile", action="store_true", help="torch.compile the network")
     train.add_argument("--checkpoint-minutes", type=float, default=10.0, help="also checkpoint every N minutes (default 10)")
     train.add_argument("--checkpoint-steps", type=int, default=0, help="also checkpoint every N steps (0: off)")
-    train.add_argument("--decode", default="auto", choices=("cpu", "gpu", "auto"), help="where training images are decoded and augmented: cpu (loader workers), gpu (the training device, nvJPEG on CUDA), auto (gpu on CUDA; default)")
+    train.add_argument("--decode", default="auto", choices=("cpu", "gpu", "auto"), help="where training images are decoded and augmented: cpu (loader workers), gpu (the training device, nvJPEG on CUDA), auto (default: cpu off CUDA; on CUDA, gpu unless the CPU loader measurably keeps up with the step)")
     train.add_argument("--sync-every", type=int, help="read the training loss and counts back from the device, and check for preemption, every N steps (default 50; 0: at each epoch's end only)")
     train.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (listed each epoch)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -11,7 +11,7 @@ grey level from the CPU kernel's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,14 +28,22 @@ DECODE_CHOICES = ("cpu", "gpu", "auto")
 JPEG_MAGIC = b"\xff\xd8"
 
 
-def decode_path(choice: str, device: torch.device) -> str:
-    """Where to decode: "cpu" (loader workers) or "gpu" (the training device; also runs on a CPU
-    device, as the tests do). "auto" takes the device path on CUDA, the CPU path elsewhere."""
+KEEP_UP_MARGIN = 1.1
+"""`auto` decodes on the device unless the CPU loader delivers at least 1.1x the step's images/s."""
+
+
+def decode_path(choice: str, device: torch.device, measure: Callable[[], tuple[float, float]] | None = None) -> str:
+    """Where to decode: "cpu" (loader workers) or "gpu" (the training device; it also runs on a CPU
+    device, as the tests do). "auto": the CPU path off CUDA; on CUDA, the device path when the CPU
+    loader measurably cannot keep up, `measure()` giving (CPU loader images/s, step images/s)."""
     if choice not in DECODE_CHOICES:
         raise ValueError(f"--decode must be one of {', '.join(DECODE_CHOICES)}, got {choice!r}")
-    if choice == "auto":
-        return "gpu" if torch.device(device).type == "cuda" else "cpu"
-    return choice
+    if choice != "auto":
+        return choice
+    if torch.device(device).type != "cuda" or measure is None:
+        return "cpu"
+    loader_rate, step_rate = measure()
+    return "gpu" if loader_rate < KEEP_UP_MARGIN * step_rate else "cpu"
 
 
 @dataclass

@@ -175,6 +175,52 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
+PROBE_BATCHES = 8
+
+
+def probe_rates(network: nn.Module, model: VGG, normalization: Normalization, loader, device: torch.device, batches: int = PROBE_BATCHES) -> tuple[float, float]:
+    """Images/s of `loader` over `batches` batches after its first, and of forward and backward
+    passes of `network` on its first batch. Leaves the weights, buffers, gradients and random
+    generators as they were: the run is the same whether it probed or not."""
+    torch_state = torch.get_rng_state()
+    cuda_state = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
+    buffers = {name: value.clone() for name, value in model.named_buffers()}
+    iterator = iter(iterate_epoch(loader, log=lambda message: None))
+    first = next(iterator).to(device, MEMORY_FORMAT)
+    started, seen = time.perf_counter(), 0
+    for _ in range(batches):
+        try:
+            seen += len(next(iterator))
+        except StopIteration:
+            break
+    loader_rate = seen / max(time.perf_counter() - started, 1e-9)
+    del iterator
+
+    def step() -> None:
+        with _autocast(device):
+            logits = network(normalization(first.images, first.offsets).contiguous(memory_format=MEMORY_FORMAT))
+            F.cross_entropy(logits.float(), first.labels).backward()
+
+    step()  # warm-up (and cuDNN's choice of algorithms)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    for _ in range(3):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    step_rate = 3 * len(first) / (time.perf_counter() - started)
+    for parameter in model.parameters():
+        parameter.grad = None
+    with torch.no_grad():
+        for name, value in model.named_buffers():
+            value.copy_(buffers[name])
+    torch.set_rng_state(torch_state)
+    if cuda_state is not None:
+        torch.cuda.set_rng_state_all(cuda_state)
+    return loader_rate, step_rate
+
+
 class _PreemptionFlag:
     def __init__(self) -> None:
         self.raised = False
@@ -573,12 +619,11 @@ class Trainer:
         transform = TrainTransform(self.pixel_scale, self.profile.crop)
         loop.sampler = EpochSampler(len(train_images), shuffle=True, seed=cfg.seed, rank=context.rank, world_size=context.world_size)
         workers = cfg.workers if cfg.workers is not None else default_workers(context.local_world_size, device)
-        if decode_path(cfg.decode, device) == "gpu":  # workers read bytes; the device decodes and augments
+        dataset = ImageDataset(train_images, transform, seed=cfg.seed, skip_bad_images=cfg.skip_bad_images, cache_decoded=self.profile.cache_decoded)
+        loop.loader = make_loader(dataset, loop.sampler, self.micro_batch, workers, device)
+        if decode_path(cfg.decode, device, measure=lambda: self._probe(loop)) == "gpu":  # workers read bytes; the device decodes and augments
             loop.augmenter = DeviceAugmenter(transform, cfg.seed, device, cfg.skip_bad_images)
             loop.loader = make_loader(EncodedDataset(train_images), loop.sampler, self.micro_batch, workers, device, collate_fn=collate_encoded)
-        else:
-            dataset = ImageDataset(train_images, transform, seed=cfg.seed, skip_bad_images=cfg.skip_bad_images, cache_decoded=self.profile.cache_decoded)
-            loop.loader = make_loader(dataset, loop.sampler, self.micro_batch, workers, device)
         loop.val_dataset = self._val_batches(val_images)
         loop.steps_per_epoch = len(loop.sampler) // (self.micro_batch * cfg.accum)
         if loop.steps_per_epoch == 0:
@@ -591,6 +636,12 @@ class Trainer:
         )
         loop.last_save = time.monotonic()
         return loop
+
+    def _probe(self, loop: _Loop) -> tuple[float, float]:
+        """`--decode auto` on CUDA: the CPU loader's images/s and the step's, measured and logged."""
+        loader_rate, step_rate = probe_rates(loop.network, loop.model, self.normalization, loop.loader, loop.device)
+        self.log(f"--decode auto: the CPU loader delivers {loader_rate:.0f} images/s, a training step takes {step_rate:.0f}")
+        return loader_rate, step_rate
 
     def _schedule(self, lr: float, classes: int, fine_tune: bool) -> PlateauSchedule:
         """The profile's plateau schedule (or its fine-tuning variant) starting at `lr`."""
