@@ -21,7 +21,7 @@ def test_the_gpu_check_runs_at_tiny_sizes_and_reports_every_section(tmp_path):
     assert text.startswith("# GPU check (tiny CPU run: not GPU figures)") and "- torch: " in text and "- torchvision: " in text
     cells = lambda line: [cell.strip() for cell in line.strip().strip("|").split("|")]
     rows = {row[0]: row for row in (cells(line) for line in text.splitlines() if line.startswith("| ") and "---" not in line)}
-    for name in ("VGG-A", "VGG-D compiled", "VGG-E", "torchvision vgg16 fp32", "torchvision vgg16 bf16 autocast", "VGG-D trainer"):
+    for name in ("VGG-A", "VGG-D compiled", "VGG-E", "VGG-D, largest batch that fits (of 8)", "torchvision vgg16 fp32", "torchvision vgg16 bf16 autocast", "VGG-D trainer"):
         assert float(rows[name][3]) > 0, name  # images/s
     data_rows = [line for line in text.splitlines() if line.startswith("| CPU loader") or line.startswith("| device path")]
     assert len(data_rows) == 4 and all(float(cells(line)[2]) > 0 for line in data_rows)
@@ -31,6 +31,9 @@ def test_the_gpu_check_runs_at_tiny_sizes_and_reports_every_section(tmp_path):
     for method in ("dense", "multi-crop"):  # on the CPU: the same path, and bf16 falls back to fp32
         assert rows[f"{method}, device fp32 vs CPU fp32"][1] == "100.0%" and rows[f"{method}, device fp32 vs device fp32"][1] == "100.0%"
     assert re.search(r"killed after step \d+ and resumed; weights equal to the uninterrupted run's: yes", text)
+    targets = text[text.index("## Targets"):text.index("## (b)")]
+    assert len([line for line in targets.splitlines() if line.startswith("| ") and line.endswith((" yes |", " no |"))]) == 4
+    assert targets.split("\n", 2)[2].strip() in result.stdout  # the one table it prints
 
 
 def test_make_gpu_check_does_not_create_the_venv():

@@ -55,6 +55,7 @@ class Sizes:
     name: str
     profile: str  # sizes and widths of the nets
     batches: dict[str, int]  # batch per config for the throughput rows
+    largest: tuple[int, ...]  # D's batches to try, rising, for the largest that fits
     steps: int  # timed steps per throughput row (after `warmup`)
     warmup: int
     trajectory_steps: int
@@ -65,8 +66,8 @@ class Sizes:
 
 
 SIZES = {
-    "full": Sizes("full", "paper", {"A": 256, "D": 256, "E": 256, "D-max": 768, "reference": 256}, steps=30, warmup=8, trajectory_steps=30, matmul=8192, images=2048, eval_images=64, data_batches=12),
-    "tiny": Sizes("tiny", "ci", {"A": 4, "D": 4, "E": 4, "D-max": 8, "reference": 1}, steps=2, warmup=1, trajectory_steps=3, matmul=128, images=24, eval_images=4, data_batches=2),
+    "full": Sizes("full", "paper", {"A": 256, "D": 256, "E": 256, "reference": 256}, largest=(512, 768, 1024, 1536, 2048), steps=30, warmup=8, trajectory_steps=30, matmul=8192, images=2048, eval_images=64, data_batches=12),
+    "tiny": Sizes("tiny", "ci", {"A": 4, "D": 4, "E": 4, "reference": 1}, largest=(8,), steps=2, warmup=1, trajectory_steps=3, matmul=128, images=24, eval_images=4, data_batches=2),
 }
 
 
@@ -148,6 +149,42 @@ def suite_step_rate(config: str, batch: int, sizes: Sizes, device: torch.device,
         pending += batch_sums(loss.detach(), logits.detach(), data.labels)
 
     return _rate_row(f"VGG-{config}" + (" compiled" if compile_ else ""), "this suite, resident batch", step, batch, device, sizes, summarize(model.spec).macs)
+
+
+def largest_batch_rate(sizes: Sizes, device: torch.device) -> dict:
+    """D's step at the largest of `sizes.largest` that fits in the device's memory."""
+    fitted = None
+    for batch in sizes.largest:
+        try:
+            fitted = suite_step_rate("D", batch, sizes, device, compile_=False)
+        except torch.OutOfMemoryError:
+            break
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    if fitted is None:
+        raise RuntimeError(f"VGG-D does not fit at batch {sizes.largest[0]} on {device}")
+    return {**fitted, "row": f"VGG-D, largest batch that fits (of {', '.join(map(str, sizes.largest))})"}
+
+
+def targets(result: dict) -> list[dict]:
+    """Issue 15's targets from the check's figures: each with its value, its bar and whether it is met."""
+    rows = {row["row"]: row for row in result["throughput"]}
+    d_step = max((rows["VGG-D"], rows["VGG-D compiled"]), key=lambda row: row["images_per_s"])
+    jittered = [row["images_per_s"] for row in result["data_path"] if row["kind"].endswith("S=256:512")]
+    checks = [
+        ("D's step: share of the measured bf16 matrix-product rate", d_step["mfu_measured"], 0.5),
+        ("the trainer with JPEG loading: share of D's resident-batch rate", rows["VGG-D trainer"]["images_per_s"] / rows["VGG-D"]["images_per_s"], 0.9),
+        ("the faster data path at S in [256, 512]: share of D's step rate", max(jittered) / d_step["images_per_s"], 1.0),
+        ("D's step vs torchvision vgg16 with bf16 autocast (ratio of images/s)", d_step["images_per_s"] / rows["torchvision vgg16 bf16 autocast"]["images_per_s"], 1.0),
+    ]
+    return [{"target": name, "value": value, "bar": bar, "met": value >= bar} for name, value, bar in checks]
+
+
+def targets_table(result: dict) -> str:
+    lines = ["| target | measured | bar | met |", "|---|---|---|---|"]
+    lines += [f"| {row['target']} | {row['value']:.2f} | {row['bar']:.2f} | {'yes' if row['met'] else 'no'} |" for row in targets(result)]
+    return "\n".join(lines)
 
 
 def torchvision_step_rate(batch: int, sizes: Sizes, device: torch.device, bf16: bool) -> dict:
@@ -326,7 +363,7 @@ def run_check(sizes: Sizes, work_dir: Path, device: torch.device | None = None) 
     for config in ("A", "D", "E"):
         for compile_ in (False, True):
             throughput.append(suite_step_rate(config, sizes.batches[config], sizes, device, compile_))
-    throughput.append(suite_step_rate("D", sizes.batches["D-max"], sizes, device, compile_=False))
+    throughput.append(largest_batch_rate(sizes, device))
     for bf16_reference in (False, True):
         throughput.append(torchvision_step_rate(sizes.batches["reference"], sizes, device, bf16_reference))
     data = generated_images(sizes, work_dir)
@@ -347,6 +384,7 @@ def render(result: dict) -> str:
     arithmetic = "bf16" if result["device"].startswith("cuda") else "fp32"
     lines += [f"- sizes: {result['sizes']}; device {result['device']}", f"- measured {arithmetic} matrix product: {result['matmul_tflops']:.1f} TFLOP/s", ""]
     peak = next((value for name, value in DATASHEET_BF16_TFLOPS.items() if name in result["machine"]["device"]), None)
+    lines += ["## Targets", "", targets_table(result), ""]
     lines += ["## (b) Training throughput", "", "| row | what | batch | images/s | TFLOP/s | MFU (measured matmul) | MFU (data sheet) | peak GiB |", "|---|---|---|---|---|---|---|---|"]
     for row in result["throughput"]:
         sheet = f"{row['train_tflops'] / peak:.1%}" if peak else "-"
@@ -366,12 +404,12 @@ def render(result: dict) -> str:
 
 
 def gpu_check(size: str, out: Path, work_dir: Path) -> Path:
-    """Run the check at `size` and write its report to `out`; prints the report."""
+    """Run the check at `size`, write its report to `out` and print its table of targets."""
     if size not in SIZES:
         raise ValueError(f"--size must be one of {', '.join(SIZES)}, got {size!r}")
-    text = render(run_check(SIZES[size], Path(work_dir)))
+    result = run_check(SIZES[size], Path(work_dir))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(text)
+    out.write_text(render(result))
+    print(f"{targets_table(result)}\n\nevery figure, the machine and the versions: {out}")
     return out
