@@ -67,7 +67,7 @@ class Sizes:
 
 SIZES = {
     "full": Sizes("full", "paper", {"A": 256, "D": 256, "E": 256, "reference": 256}, largest=(512, 768, 1024, 1536, 2048), steps=30, warmup=8, trajectory_steps=30, matmul=8192, images=8192, eval_images=64, data_batches=12),
-    "tiny": Sizes("tiny", "ci", {"A": 4, "D": 4, "E": 4, "reference": 1}, largest=(8,), steps=2, warmup=1, trajectory_steps=3, matmul=128, images=24, eval_images=4, data_batches=2),
+    "tiny": Sizes("tiny", "ci", {"A": 4, "D": 4, "E": 4, "reference": 1}, largest=(8,), steps=1, warmup=0, trajectory_steps=3, matmul=128, images=24, eval_images=4, data_batches=2),
 }
 
 
