@@ -36,12 +36,13 @@ from vgg.device_decode import DeviceAugmenter, EncodedDataset, collate_encoded
 from vgg.evaluate import Net, evaluate
 from vgg.kill_resume import kill_mid_epoch
 from vgg.loaders import Batch, EpochSampler, ImageDataset, available_cpus, iterate_epoch, make_loader
-from vgg.metrics import METRICS_NAME, batch_sums
+from vgg.metrics import METRICS_NAME
 from vgg.models import VGG, VGGSpec
 from vgg.normalization import get_normalization
 from vgg.profiles import Profile, get_profile
 from vgg.protocols import FullFP32
 from vgg.synthetic import SynthSpec, generate
+from vgg.train import TrainConfig, forward_backward, train
 from vgg.transforms import ScaleRange, TrainTransform
 
 DATASHEET_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0}
@@ -109,10 +110,6 @@ def matmul_tflops(device: torch.device, side: int, repeats: int = 20) -> float:
     return 2 * side**3 / seconds / 1e12
 
 
-def _autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-
-
 def _model(config: str, profile: Profile, classes: int, device: torch.device, seed: int = 0) -> VGG:
     torch.manual_seed(seed)
     spec = VGGSpec(config=config, num_classes=classes, crop=profile.crop, width=profile.width, dropout=profile.dropout)
@@ -128,7 +125,7 @@ def _resident_batch(batch: int, crop: int, classes: int, device: torch.device, s
 
 def suite_step_rate(config: str, batch: int, sizes: Sizes, device: torch.device, compile_: bool) -> dict:
     """images/s and peak memory of this suite's training step (normalisation, bf16 autocast on CUDA,
-    SGD with momentum, device-side sums: `vgg.train.Trainer._step`'s work) on a resident batch."""
+    SGD with momentum, device-side sums: `vgg.train.forward_backward`, as in the trainer) on a resident batch."""
     profile = get_profile(sizes.profile)
     classes = 1000
     model = _model(config, profile, classes, device)
@@ -139,14 +136,9 @@ def suite_step_rate(config: str, batch: int, sizes: Sizes, device: torch.device,
     pending = torch.zeros(5, dtype=torch.float64, device=device)
 
     def step() -> None:
-        nonlocal pending
-        with _autocast(device, device.type == "cuda"):
-            logits = network(normalization(data.images, data.offsets).contiguous(memory_format=torch.channels_last))
-            loss = F.cross_entropy(logits.float(), data.labels)
-        loss.backward()
+        pending.add_(forward_backward(network, normalization, data, device))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        pending += batch_sums(loss.detach(), logits.detach(), data.labels)
 
     return _rate_row(f"VGG-{config}" + (" compiled" if compile_ else ""), "this suite, resident batch", step, batch, device, sizes, summarize(model.spec).macs)
 
@@ -198,7 +190,7 @@ def torchvision_step_rate(batch: int, sizes: Sizes, device: torch.device, bf16: 
     labels = torch.randint(0, 1000, (batch,), generator=generator).to(device)
 
     def step() -> None:
-        with _autocast(device, bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = F.cross_entropy(model(images), labels)
         loss.backward()
         optimizer.step()
@@ -221,8 +213,6 @@ def trainer_rate(data: Path, sizes: Sizes, out: Path) -> dict:
     """images/s of this suite's trainer on D at S in [256, 512] on generated JPEGs, data loading
     included (`--decode auto`, every core), from the run's own metrics: its second epoch, so that
     starting the loader workers is not counted."""
-    from vgg.train import TrainConfig, train  # the trainer pulls in the whole training stack
-
     shutil.rmtree(out, ignore_errors=True)
     batch = sizes.batches["D"]
     cfg = TrainConfig(config="D", train_scale="256:512", data=str(data), profile=sizes.profile, init="glorot", epochs=2, batch_size=batch, workers=available_cpus(), progress=False)
@@ -247,13 +237,10 @@ def loss_trajectories(sizes: Sizes, device: torch.device) -> tuple[list[float], 
             for step in range(sizes.trajectory_steps):
                 data = _resident_batch(sizes.batches["D"], profile.crop, 1000, device, seed=step)
                 torch.manual_seed(step)  # the same dropout masks in both runs
-                with _autocast(device, bf16):
-                    logits = model(normalization(data.images, data.offsets).contiguous(memory_format=torch.channels_last))
-                    loss = F.cross_entropy(logits.float(), data.labels)
-                loss.backward()
+                sums = forward_backward(model, normalization, data, device, bf16=bf16)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                trajectory.append(loss.item())
+                trajectory.append(float(sums[0] / sums[3]))
         losses[bf16] = trajectory
     return losses[False], losses[True]
 

@@ -36,7 +36,7 @@ from vgg.checkpoint import CHECKPOINT_NAME, git_commit, load_checkpoint, read_do
 from vgg.datasets import ImageList, load_split
 from vgg.device_decode import DeviceAugmenter, EncodedDataset, collate_encoded, decode_path
 from vgg.initialization import init_from_a
-from vgg.loaders import EpochSampler, ImageDataset, default_workers, iterate_epoch, make_loader
+from vgg.loaders import Batch, EpochSampler, ImageDataset, default_workers, iterate_epoch, make_loader
 from vgg.metrics import append_metrics, batch_sums, error_percent, plot_curves, truncate_metrics
 from vgg.configs import has_lrn
 from vgg.models import FREEZE_CHOICES, VGG, VGGSpec
@@ -170,9 +170,22 @@ class _Loop:
     last_save: float = 0.0
 
 
-def _autocast(device: torch.device):
-    """bf16 autocast on CUDA (the paper profile's training arithmetic); full precision elsewhere."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+def _autocast(device: torch.device, bf16: bool | None = None):
+    """bf16 autocast, by default on CUDA only (the paper profile's training arithmetic)."""
+    bf16 = device.type == "cuda" if bf16 is None else bf16
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+def forward_backward(network: nn.Module, normalization: Normalization, batch: Batch, device: torch.device, accum: int = 1, bf16: bool | None = None) -> torch.Tensor:
+    """The training step's forward and backward pass on one (micro-)batch already on `device`,
+    gradients scaled by 1/`accum`; returns its loss and top-k sums on the device
+    (`vgg.metrics.batch_sums`), without waiting for it. bf16: autocast (default: on CUDA)."""
+    with _autocast(device, bf16):
+        inputs = normalization(batch.images, batch.offsets).contiguous(memory_format=MEMORY_FORMAT)
+        logits = network(inputs)
+        loss = F.cross_entropy(logits.float(), batch.labels)
+    (loss / accum).backward()
+    return batch_sums(loss.detach(), logits.detach(), batch.labels)
 
 
 PROBE_BATCHES = 8
@@ -197,9 +210,7 @@ def probe_rates(network: nn.Module, model: VGG, normalization: Normalization, lo
     del iterator
 
     def step() -> None:
-        with _autocast(device):
-            logits = network(normalization(first.images, first.offsets).contiguous(memory_format=MEMORY_FORMAT))
-            F.cross_entropy(logits.float(), first.labels).backward()
+        forward_backward(network, normalization, first, device)
 
     step()  # warm-up (and cuDNN's choice of algorithms)
     if device.type == "cuda":
@@ -482,12 +493,7 @@ class Trainer:
             torch.manual_seed(_step_seed(cfg.seed, (loop.global_step * cfg.accum + micro) * context.world_size + context.rank))
             sync = nullcontext() if (micro == cfg.accum - 1 or not context.distributed) else loop.network.no_sync()
             with sync:
-                with _autocast(loop.device):
-                    inputs = self.normalization(batch.images, batch.offsets).contiguous(memory_format=MEMORY_FORMAT)
-                    logits = loop.network(inputs)
-                    loss = F.cross_entropy(logits.float(), batch.labels)
-                (loss / cfg.accum).backward()
-            loop.pending += batch_sums(loss.detach(), logits.detach(), batch.labels)
+                loop.pending += forward_backward(loop.network, self.normalization, batch, loop.device, cfg.accum)
         loop.optimizer.step()
         loop.optimizer.zero_grad(set_to_none=True)
         loop.step_in_epoch += 1
