@@ -100,7 +100,6 @@ def test_kaggle_layout(tmp_path):
 @pytest.mark.parametrize(
     "make, split, message",
     [
-        (lambda root: None, "train", "does not exist"),
         (lambda root: class_folder_tree(root) and __import__("shutil").rmtree(root / "val"), "val", "has no val/ folder"),
         (lambda root: (root / "train" / "n01").mkdir(parents=True), "train", r"class folder .*n01 has no images"),
         (lambda root: flat_imagenet(root), "val", "flat folder of images but no labels were found"),
@@ -183,3 +182,4 @@ def test_loader_workers_share_the_sample_list_instead_of_copying_it(tmp_path):
     copied_mb = queue.get(timeout=120)
     worker.join()
     assert copied_mb < 30, f"a worker copied {copied_mb:.0f} MB of the sample list"
+

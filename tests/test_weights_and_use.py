@@ -62,7 +62,7 @@ def test_torchvision_spec_reads_the_hub_cache_and_explains_when_offline(tmp_path
 def test_unknown_and_mismatched_weights_are_clear_errors(tmp_path, ci_data):
     garbage = tmp_path / "vgg16.pth"
     garbage.write_bytes(b"not a state dict")
-    with pytest.raises(ValueError, match="cannot read weights .*vgg16.pth"):
+    with pytest.raises(ValueError, match="weights file .*vgg16.pth is not a PyTorch file, or is corrupt \\(Unsupported operand 110\\)"):
         load_weights(str(garbage))
     torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "resnet.pth")
     with pytest.raises(ValueError, match="not a VGG state dict"):

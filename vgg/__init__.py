@@ -1,9 +1,24 @@
 """vgg-repro: the networks, data pipeline, training recipe and test protocols of
 Simonyan & Zisserman, "Very Deep Convolutional Networks for Large-Scale Image Recognition"
-(ICLR 2015)."""
+(ICLR 2015).
 
-from vgg.configs import CONFIGS, TABLE1_CONFIGS
-from vgg.initialization import init_from_a, initialize
-from vgg.models import VGG, VGGSpec
+Its names are imported on first use, so that `python -m vgg` can catch stop signals before
+torch loads (`vgg/__main__.py`)."""
 
-__all__ = ["CONFIGS", "TABLE1_CONFIGS", "VGG", "VGGSpec", "init_from_a", "initialize"]
+from importlib import import_module
+
+_EXPORTS = {
+    "CONFIGS": "vgg.configs",
+    "TABLE1_CONFIGS": "vgg.configs",
+    "VGG": "vgg.models",
+    "VGGSpec": "vgg.models",
+    "init_from_a": "vgg.initialization",
+    "initialize": "vgg.initialization",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'vgg' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)

@@ -1,5 +1,15 @@
+"""`python -m vgg`: stop signals are caught before the heavy imports (torch), so that a job
+preempted in its first seconds still exits 75 (requeue) rather than 143."""
+
 import sys
 
-from vgg.cli import main
+from vgg.stop_signals import run_stoppable
 
-sys.exit(main())
+
+def _main() -> int:
+    from vgg.cli import main
+
+    return main()
+
+
+sys.exit(run_stoppable(_main))

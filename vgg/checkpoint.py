@@ -1,15 +1,20 @@
-"""Atomic checkpoint files and safe loading.
+"""Atomic writes of checkpoints, score files, results and reports; safe loading.
 
 Writes go to a temporary file in the same folder, are fsynced, then renamed over the old
-file, so a crash or kill at any moment leaves either the previous or the new checkpoint,
-never a torn one. Loading always uses `weights_only=True`.
+file, so a crash, a kill or a full disk at any moment leaves either the previous or the new
+file, never a torn one; a full disk is one line (`DiskFullError`). Loading always uses
+`weights_only=True`, and a damaged, foreign or unsafe file is one line saying what it is.
 """
 
 from __future__ import annotations
 
 import json
+import errno
 import os
+import pickle
+import re
 import subprocess
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,22 +23,76 @@ import torch
 
 CHECKPOINT_NAME = "checkpoint.pt"
 DONE_NAME = "DONE"
+RUN_CHECKPOINT_KEYS = ("spec", "model", "run_hash", "classes", "profile")
+DAMAGED_ADVICE = (
+    "checkpoints are written atomically, so the file was damaged after it was written (disk, copy): "
+    "if it is a run's checkpoint.pt, remove it and run the same command to train that run again from its start"
+)
 
 
-def atomic_write_bytes(path: Path, writer) -> None:
-    """Call writer(file_object) on a temp file beside `path`, fsync it, and rename it into place."""
+class DiskFullError(ValueError):
+    """A write failed for lack of space (or quota); the file written before, if any, is kept."""
+
+
+FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_error(path: Path, needed: int | None) -> DiskFullError:
+    """The one-line error for a write of `path` that found no space (`needed`: bytes, if known)."""
+    need = f"needed about {max(1, round(needed / 1e6)):,} MB, " if needed else ""
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 1e6:,.0f} MB free"
+    except OSError:
+        free = "free space unknown"
+    return DiskFullError(
+        f"no space left on the disk holding {path.parent} to write {path.name} ({need}{free}); "
+        f"free some space (or write elsewhere) and run the same command again: the previous {path.name}, if any, is kept"
+    )
+
+
+class _WriteRecorder:
+    """A file object remembering the OSError of a failed write: torch.save reports one as a
+    RuntimeError ("unexpected pos ...") that no longer says the disk is full."""
+
+    def __init__(self, file) -> None:
+        self._file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self._file, name)
+
+
+def _open_for_writing(handle: int):
+    return os.fdopen(handle, "wb")
+
+
+def atomic_write_bytes(path: Path, writer, size_hint: int | None = None) -> None:
+    """Call writer(file_object) on a temp file beside `path`, fsync it, and rename it into place.
+    A full disk is a `DiskFullError` (`size_hint`: the bytes to write, for its message), and
+    leaves the previous file as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    file = None
     try:
-        with os.fdopen(handle, "wb") as file:
+        with _open_for_writing(handle) as opened:
+            file = _WriteRecorder(opened)
             writer(file)
             file.flush()
             os.fsync(file.fileno())
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600 files; keep the usual permissions
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        cause = file.error if file is not None and file.error is not None else error
+        if isinstance(cause, OSError) and cause.errno in FULL_DISK_ERRNOS:
+            raise disk_full_error(path, size_hint) from None
         raise
     directory = os.open(path.parent, os.O_RDONLY)
     try:
@@ -50,26 +109,104 @@ def _umask() -> int:
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Atomically write a checkpoint (tensors, numbers, strings, lists and dicts only)."""
-    atomic_write_bytes(path, lambda file: torch.save(state, file))
+    atomic_write_bytes(path, lambda file: torch.save(state, file), size_hint=tensor_bytes(state))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (reports, CSVs): a kill or a full disk leaves the previous one."""
+    data = text.encode()
+    atomic_write_bytes(path, lambda file: file.write(data), size_hint=len(data))
+
+
+def atomic_write_figure(figure, path: Path) -> None:
+    """Save a matplotlib figure as PNG atomically (100 dpi)."""
+    atomic_write_bytes(path, lambda file: figure.savefig(file, format="png", dpi=100))
+
+
+def append_text(path: Path, text: str) -> None:
+    """Append to a log file; a full disk is a `DiskFullError` (what was appended before is kept)."""
+    try:
+        with open(path, "a") as handle:
+            handle.write(text)
+    except OSError as error:
+        if error.errno in FULL_DISK_ERRNOS:
+            raise disk_full_error(Path(path), len(text.encode())) from None
+        raise
+
+
+def tensor_bytes(value: Any) -> int:
+    """The bytes of the tensors in a nested structure of dicts, lists and tuples."""
+    if torch.is_tensor(value):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(tensor_bytes(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(tensor_bytes(item) for item in value)
+    return 0
+
+
+def load_tensors(path: Path, what: str, advice: str, map_location: str | torch.device = "cpu") -> Any:
+    """`torch.load(path, weights_only=True)` of an existing file; an empty, truncated or corrupt file,
+    and one holding Python objects beyond tensors (which could run code when loaded), are one-line
+    errors naming the file and `what` it should be; `advice` says what to do about a damaged one."""
+    if path.stat().st_size == 0:
+        raise ValueError(f"{what} {path} is empty (0 bytes); {advice}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))  # torch's refusal of a Python object beyond tensors
+        if found:
+            raise ValueError(
+                f"refusing to load {path}: besides tensors it holds a Python object ({found.group(1)}), and loading one can run any code; "
+                f"this suite loads only tensors, numbers and strings. Use a checkpoint this suite wrote, or a plain state dict of tensors"
+            ) from None
+        raise ValueError(f"{what} {path} is not a PyTorch file, or is corrupt ({_unpickler_reason(error)}); {advice}") from None
+    except Exception as error:  # zip, EOF and OS errors, whatever the damage
+        reason = f"{type(error).__name__}: {error}".strip().splitlines()[0].rstrip(":")
+        raise ValueError(f"{what} {path} is truncated or corrupt ({reason}); {advice}") from None
+
+
+def _unpickler_reason(error: pickle.UnpicklingError) -> str:
+    """The reason in torch's weights-only error, without its boilerplate (which suggests turning the check off)."""
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [line.strip() for line in str(error).splitlines() if line.strip() and not line.startswith(boilerplate)]
+    return lines[0] if lines else "unreadable"
 
 
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with `weights_only=True`; a missing or unreadable file is a clear error."""
+    """Load a file this suite wrote (a run's checkpoint, a score file) with `weights_only=True`; a
+    missing, damaged or unsafe file is a clear error."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types for truncated or foreign files
-        raise ValueError(f"cannot read checkpoint {path}: {type(error).__name__}: {error}".splitlines()[0]) from None
+    state = load_tensors(path, "checkpoint", DAMAGED_ADVICE, map_location)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a checkpoint of this suite")
+    return state
+
+
+def load_run_checkpoint(path: Path | str, use: str, advice: str | None = None, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A training run's checkpoint: any other file (a score file, a torchvision state dict, something
+    else) is a one-line error saying what it is, what it was wanted for (`use`) and what to do
+    (`advice`, default: what suits the kind of file found)."""
+    state = load_checkpoint(path, map_location)
+    if all(key in state for key in RUN_CHECKPOINT_KEYS):
+        return state
+    if "posteriors" in state and "image_ids" in state:
+        kind, suits = "a score file (python -m vgg evaluate --save-scores writes them)", "pass it to python -m vgg fuse"
+    elif state and all(torch.is_tensor(value) for value in state.values()):
+        kind, suits = "a state dict of weights (torchvision's format)", "use --weights for a torchvision state dict"
+    else:
+        kind, suits = f"not a checkpoint of this suite (keys: {', '.join(sorted(map(str, state))[:6])})", "check the path"
+    path = Path(path) / CHECKPOINT_NAME if Path(path).is_dir() else Path(path)
+    raise ValueError(f"{path} is {kind}, not a training run's checkpoint ({use}); {advice or suits}")
 
 
 def write_done(run_dir: Path, metrics: dict[str, Any]) -> None:
     """Mark a run finished: RUN_DIR/DONE holds its final metrics as JSON."""
-    text = json.dumps(metrics, indent=2, sort_keys=True) + "\n"
-    atomic_write_bytes(Path(run_dir) / DONE_NAME, lambda file: file.write(text.encode()))
+    atomic_write_text(Path(run_dir) / DONE_NAME, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
 
 def read_done(run_dir: Path) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ from vgg.report import REPORTS, write_report
 from vgg.synthetic import SynthSpec, generate
 
 PRECISION_HELP = "test protocols' arithmetic on CUDA: fp32 (TF32 off; the paper's numbers are fp32) or bf16 autocast (default: the profile's eval_precision)"
+MAX_SCALE_HELP = "refuse test scales above N paper units (default 1024, twice the paper's largest): memory grows as the square of the scale"
 
 
 def _add_network_options(parser: argparse.ArgumentParser) -> None:
@@ -121,7 +122,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     run_evaluation(
         args.checkpoint, args.weights, args.data, args.method, args.scales, not args.no_flip, args.dense_softmax,
-        args.limit, args.save_scores, args.out, args.workers, args.device, args.skip_bad_images, args.precision,
+        args.limit, args.save_scores, args.out, args.workers, args.device, args.skip_bad_images, args.precision, args.max_scale,
     )
 
 
@@ -155,7 +156,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     net = load_net(args.checkpoint, args.weights)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    predictions = predict(net, args.images, args.method, args.topk, args.scales, device)
+    predictions = predict(net, args.images, args.method, args.topk, args.scales, device, args.max_scale)
     for prediction in predictions:
         print(prediction.line())
     if args.save_figure:
@@ -266,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto", help="auto | cpu | cuda")
     evaluate.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (listed at the end)")
     evaluate.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
+    evaluate.add_argument("--max-scale", type=int, metavar="N", help=MAX_SCALE_HELP)
     evaluate.set_defaults(handler=cmd_evaluate)
 
     fuse = commands.add_parser("fuse", help="ConvNet fusion: average the posteriors of saved score files")
@@ -297,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--checkpoint", help="one of our runs (class names from its dataset)")
     predict.add_argument("--method", default="dense", choices=("dense", "multi-crop", "multi-crop+dense", "centre-crop"))
     predict.add_argument("--scales", type=_scales, help="test scales in paper units (default: the net's single scale; 256 for weights)")
+    predict.add_argument("--max-scale", type=int, metavar="N", help=MAX_SCALE_HELP)
     predict.add_argument("--topk", type=int, default=5)
     predict.add_argument("--save-figure", type=Path, help="draw each image beside a bar chart of its top-k")
     predict.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -353,15 +356,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; bad input ends with a one-line error and exit status 2."""
+    """Run one command. Bad input ends with a one-line error and exit status 2; a stop signal with 75
+    (preemption: run the same command again) or 130 (Ctrl-C); see README, "When things go wrong"."""
+    from vgg.stop_signals import run_stoppable
+
+    return run_stoppable(lambda: _run_command(argv))
+
+
+def _run_command(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    from vgg.train import EXIT_PREEMPTED, NonFiniteLossError, Preempted
+    from vgg.loaders import worker_error_message
+    from vgg.stop_signals import EXIT_BAD_INPUT
+    from vgg.train import NonFiniteLossError
 
     try:
         args.handler(args)
-    except Preempted:
-        return EXIT_PREEMPTED
     except (ValueError, NonFiniteLossError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        print(f"error: {worker_error_message(error) or error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0

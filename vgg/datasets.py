@@ -40,10 +40,11 @@ ACCEPTED_LAYOUTS = f"""accepted layouts:
 
 
 class DatasetLayoutError(ValueError):
-    """The data folder is not in an accepted layout, or part of it is missing or empty."""
+    """The data folder is not in an accepted layout, or part of it is missing or empty (the accepted
+    layouts follow the message unless `layouts` is False: a missing folder is one line)."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(f"{message}\n{ACCEPTED_LAYOUTS}")
+    def __init__(self, message: str, layouts: bool = True) -> None:
+        super().__init__(f"{message}\n{ACCEPTED_LAYOUTS}" if layouts else message)
 
 
 class Samples(Sequence[tuple[Path, int]]):
@@ -113,6 +114,11 @@ class ImageList:
         """Each image's path relative to the split folder: the ids of score files."""
         return self.samples.ids()
 
+    def classes_without_images(self) -> list[str]:
+        """The classes (of train's list) with no image in this split: a val split may lack some."""
+        present = set(np.unique(self.samples.labels).tolist())
+        return [name for index, name in enumerate(self.classes) if index not in present]
+
     def describe(self) -> str:
         """One log line naming the detected layout and the sizes."""
         extra = f", {self.ignored_files} non-image files ignored" if self.ignored_files else ""
@@ -126,11 +132,47 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def load_split(data_dir: Path | str, split: str) -> ImageList:
-    """Find `split` ("train" or "val") of the dataset in `data_dir`, whatever its layout."""
+def missing_data_hint(data_dir: Path) -> str:
+    """How to get a data folder that does not exist: the command that generates it when it is a
+    profile's synthetic set (experiments/profiles.toml), else to check the path."""
+    from vgg.profiles import load_profiles
+
+    for profile in load_profiles().values():
+        if profile.synthetic and profile.data and Path(profile.data).resolve() == data_dir.resolve():
+            options = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in profile.synthetic.items())
+            return (
+                f"it is the {profile.name} profile's synthetic set; generate it with "
+                f"`python -m vgg data synth --out {data_dir} {options}` (make table3 PROFILE={profile.name} does it too)"
+            )
+    return "check the path, or pass --data DIR (make: DATA=DIR)"
+
+
+def require_data_folder(data_dir: Path | str) -> Path:
+    """`data_dir`, which must be a folder: else a one-line error saying how to get it."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise DatasetLayoutError(f"data folder {data_dir} does not exist (make data writes the synthetic set to data/synthetic)")
+        raise DatasetLayoutError(f"data folder {data_dir} does not exist: {missing_data_hint(data_dir)}", layouts=False)
+    return data_dir
+
+
+def missing_classes_warning(images: ImageList, listed: int = 10) -> str | None:
+    """The warning line for the classes without images in `images` (None when every class has some),
+    naming the first `listed`: "warning: 2 of 4 classes have no val images (n01, n02): their val
+    error is not measured"."""
+    missing = images.classes_without_images()
+    if not missing:
+        return None
+    names = ", ".join(missing[:listed]) + (", ..." if len(missing) > listed else "")
+    have, their = ("has", "its") if len(missing) == 1 else ("have", "their")
+    return (
+        f"warning: {len(missing)} of {len(images.classes)} classes {have} no {images.split} images ({names}): "
+        f"{their} {images.split} error is not measured"
+    )
+
+
+def load_split(data_dir: Path | str, split: str) -> ImageList:
+    """Find `split` ("train" or "val") of the dataset in `data_dir`, whatever its layout."""
+    data_dir = require_data_folder(data_dir)
     image_root = data_dir / KAGGLE_IMAGE_ROOT if (data_dir / KAGGLE_IMAGE_ROOT).is_dir() else data_dir
     split_dir = image_root / split
     if not split_dir.is_dir():

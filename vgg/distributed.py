@@ -81,3 +81,12 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
         values = values.clone()
         dist.all_reduce(values)
     return values
+
+
+def gather_lists(items: list) -> list:
+    """The concatenation, in rank order, of every rank's `items` (`items` when not distributed)."""
+    if not dist.is_initialized():
+        return list(items)
+    gathered: list[list] = [[] for _ in range(dist.get_world_size())]
+    dist.all_gather_object(gathered, list(items))
+    return [item for part in gathered for item in part]

@@ -19,8 +19,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from vgg import distributed
-from vgg.checkpoint import git_commit, load_checkpoint
-from vgg.datasets import ImageList, load_split
+from vgg.checkpoint import git_commit, load_checkpoint, load_run_checkpoint, read_done
+from vgg.datasets import ImageList, load_split, missing_classes_warning
 from vgg.loaders import BadImageError, EpochSampler, default_workers, read_image
 from vgg.metrics import error_percent, per_image_errors, topk_correct
 from vgg.models import VGG, VGGSpec
@@ -29,10 +29,13 @@ from vgg.profiles import Profile
 from vgg.protocols import Batcher, Protocol
 from vgg.protocols import COMBINED_METHODS, DENSE_SOFTMAX, GRID, METHODS, grid_crops, grid_positions  # noqa: F401 (importable from here too)
 from vgg.statistics import error_interval_fields
+from vgg.stop_signals import ignore_stop_signals
 from vgg.torchvision_compat import vgg_from_torchvision_state_dict
 from vgg.transforms import rescale
 
 SCORES_FORMAT = 1
+MAX_TEST_SCALE = 1024
+"""The largest test scale Q (paper units) evaluated without --max-scale: twice the paper's largest, 512."""
 
 
 @dataclass
@@ -48,6 +51,7 @@ class Net:
     classes: tuple[str, ...] | None
     data_dir: str | None = None  # the dataset a checkpoint was trained on
     seed: int | None = None  # the training seed of our checkpoints (None: published weights)
+    training: str = ""  # our checkpoints: "finished", or "unfinished" (mid-run: preempted, killed, still training)
 
     def sha256(self) -> str:
         digest = hashlib.sha256()
@@ -65,19 +69,38 @@ def load_net(checkpoint: Path | str | None = None, weights: Path | str | None = 
     if checkpoint is not None:
         path = Path(checkpoint)
         path = path / "checkpoint.pt" if path.is_dir() else path
-        state = load_checkpoint(path)
+        state = load_run_checkpoint(path, "--checkpoint takes a run folder or its checkpoint.pt")
         model = VGG.from_spec(VGGSpec(**state["spec"]))
         model.load_state_dict(state["model"])
         profile = Profile.from_dict(state["profile"])
         return Net(
             model, Normalization.from_dict(state["normalization"]), profile, path, path.parent.name, state["train_scale"],
             tuple(state["classes"]), state["run"].get("data"), int(state["run"].get("seed", 0)),
+            "finished" if training_finished(state, path.parent) else "unfinished",
         )
     from vgg.weights import load_weights
 
     loaded = load_weights(str(weights))
     model = vgg_from_torchvision_state_dict(loaded.state_dict)
     return Net(model, TORCHVISION, profile_for_crop(model.spec.crop), loaded.path, loaded.name, "unknown", None)
+
+
+def training_finished(state: dict, run_dir: Path) -> bool:
+    """Whether a checkpoint is of a finished run: its folder's DONE is of the same run, or (a copied
+    checkpoint) it was saved at an epoch's end after the last epoch or the schedule's stop."""
+    done = read_done(run_dir)
+    if done is not None and done.get("run_hash") == state.get("run_hash"):
+        return True
+    at_the_end = state["epoch"] >= state.get("max_epochs", float("inf")) or state["schedule"].get("finished", False)
+    return state["step_in_epoch"] == 0 and at_the_end
+
+
+def unfinished_warning(checkpoint: Path) -> str:
+    """The warning line for scoring the checkpoint of an unfinished run."""
+    return (
+        f"warning: {checkpoint} is the checkpoint of an unfinished run (no DONE beside it: preempted, killed or still "
+        f"training): these errors are of a partly trained net; the results row says training=unfinished"
+    )
 
 
 def default_dataset(net: Net, data: str | None) -> str:
@@ -152,13 +175,16 @@ def evaluate(
     device: torch.device | str | None = None,
     skip_bad_images: bool = False,
     precision: str | None = None,
+    max_scale: int | None = None,
 ) -> EvalResult:
     """Run a protocol over every image of `images` (split over the ranks when distributed).
 
-    `scales` are in the paper's units. Each image is counted exactly once whatever the
-    number of ranks; every rank gets the posteriors of all images in dataset order. `precision`
-    (fp32 or bf16; default: the net's profile's `eval_precision`) applies on CUDA.
+    `scales` are in the paper's units, at most `max_scale` (default: see `check_test_scales`).
+    Each image is counted exactly once whatever the number of ranks; every rank gets the
+    posteriors of all images in dataset order. `precision` (fp32 or bf16; default: the net's
+    profile's `eval_precision`) applies on CUDA.
     """
+    check_test_scales(net, scales, max_scale)
     if net.classes is not None and tuple(net.classes) != images.classes:
         raise ValueError(f"the net was trained on {len(net.classes)} other classes than the {len(images.classes)} of {images.root}")
     if net.model.spec.num_classes != len(images.classes):
@@ -173,7 +199,8 @@ def evaluate(
     sampler = EpochSampler(len(images), shuffle=False, rank=rank, world_size=world, pad=False)
     workers = default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", world))) if workers is None else workers
     loader = DataLoader(
-        ScaledImages(images, pixels, skip_bad_images), batch_size=None, sampler=sampler, num_workers=workers, prefetch_factor=4 if workers else None
+        ScaledImages(images, pixels, skip_bad_images), batch_size=None, sampler=sampler, num_workers=workers, prefetch_factor=4 if workers else None,
+        worker_init_fn=ignore_stop_signals,
     )
     started = time.perf_counter()
     batcher, done, skipped = Batcher(protocol), [], []
@@ -254,7 +281,11 @@ def save_scores(path: Path | str, result: EvalResult, images: ImageList, provena
 
 def load_scores(path: Path | str) -> dict:
     """A score file written by `save_scores`."""
-    state = load_checkpoint(Path(path))
+    path = Path(path)
+    if not path.is_file():
+        problem = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise ValueError(f"score file {path} {problem} (python -m vgg evaluate --save-scores FILE writes them)")
+    state = load_checkpoint(path)
     if state.get("format") != SCORES_FORMAT or "posteriors" not in state:
         raise ValueError(f"{path} is not a score file (python -m vgg evaluate --save-scores writes them)")
     return state
@@ -264,6 +295,7 @@ def fuse(paths: list[Path | str]) -> tuple[torch.Tensor, dict]:
     """Average the posteriors of several score files over the same images: (posteriors, first file)."""
     if len(paths) < 2:
         raise ValueError("fusion needs at least two score files")
+    check_distinct_files(paths)
     members = [load_scores(path) for path in paths]
     first = members[0]
     for path, member in zip(paths[1:], members[1:]):
@@ -341,6 +373,7 @@ def provenance_row(
         **interval_fields(result.posteriors, result.labels),
         "images": len(result.labels),
         "wall_s": round(result.wall_s, 2),
+        "training": net.training,
         "checkpoint": str(net.source),
         "checkpoint_sha256": net.sha256(),
         "normalization": net.normalization.name,
@@ -374,6 +407,7 @@ def run_evaluation(
     device: str,
     skip_bad_images: bool,
     precision: str | None = None,
+    max_scale: int | None = None,
 ) -> dict | None:
     """The `evaluate` command: returns the results row (on rank 0)."""
     from vgg.results import upsert_rows
@@ -389,7 +423,11 @@ def run_evaluation(
             scales = [ScaleRange.parse(net.train_scale).single_test_scale]
         val = load_split(data, "val")
         images = val.subset(limit)
-        result = evaluate(net, images, method, scales, flip, dense_softmax, workers, context.device, skip_bad_images, precision)
+        if context.is_main:
+            for warning in (unfinished_warning(net.source) if net.training == "unfinished" else None, missing_classes_warning(val)):
+                if warning:
+                    print(warning)
+        result = evaluate(net, images, method, scales, flip, dense_softmax, workers, context.device, skip_bad_images, precision, max_scale)
         if not context.is_main:
             return None
         row = provenance_row(net, data, method, scales, flip, dense_softmax, result, len(val))
@@ -406,3 +444,51 @@ def run_evaluation(
         return row
     finally:
         distributed.teardown()
+
+
+def dense_memory_bytes(net: Net, scale: int) -> int:
+    """A rough peak memory of the dense evaluation of one image at test scale `scale` (paper units).
+
+    The image is taken as 4:3, its shorter side `scale` mapped by the net's profile. The peak is the
+    rescaled uint8 image plus two float32 maps of the first block at full resolution (a conv's input
+    and output; each later block holds half as many values), for the image and its mirror. The
+    weights, convolution workspace and batches of several small images come on top.
+    """
+    side = net.profile.size(scale)
+    pixels = side * (side * 4 // 3)
+    first_channels = net.model.features[0].out_channels  # conv1's: block 1 has the largest maps
+    return pixels * 3 + 2 * 2 * first_channels * pixels * 4
+
+
+def check_test_scales(net: Net, scales: list[int], max_scale: int | None = None) -> None:
+    """Refuse test scales that are not positive or above `max_scale` paper units (None: the
+    MAX_TEST_SCALE), before anything is allocated, naming what the largest would take."""
+    limit = MAX_TEST_SCALE if max_scale is None else max_scale
+    for scale in scales:
+        if scale <= 0:
+            raise ValueError(f"test scale {scale} is not positive: give the shorter image side in paper units, e.g. 256,384,512")
+    largest = max(scales)
+    if largest > limit:
+        size = dense_memory_bytes(net, largest)
+        memory = f"{size / 1e9:,.1f} GB" if size >= 1e9 else f"{size / 1e6:,.0f} MB"
+        raise ValueError(
+            f"test scale {largest} is above the limit of {limit} (paper units; the paper tests at 224 to 512): "
+            f"densely evaluating one 4:3 image at Q = {largest} ({net.profile.size(largest)} px on the {net.profile.name} "
+            f"profile) takes about {memory}; pass --max-scale {largest} to allow it"
+        )
+
+
+def check_distinct_files(paths: list[Path | str]) -> None:
+    """Refuse a score file given twice, by the same path or by two paths to one file: fusion averages
+    distinct members, and a repeat would count one net twice."""
+    seen: dict[Path, Path | str] = {}
+    for path in paths:
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            first = seen[resolved]
+            if str(first) == str(path):
+                named = f"score file {path} is given twice"
+            else:
+                named = f"score files {first} and {path} are the same file"
+            raise ValueError(f"{named}: a fusion averages distinct nets, so give each score file once")
+        seen[resolved] = path

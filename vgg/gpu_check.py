@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from vgg.checkpoint import load_checkpoint
+from vgg.checkpoint import atomic_write_text, load_checkpoint
 from vgg.complexity import summarize
 from vgg.datasets import load_split
 from vgg.device_decode import DeviceAugmenter, EncodedDataset, collate_encoded
@@ -398,6 +398,6 @@ def gpu_check(size: str, out: Path, work_dir: Path) -> Path:
     result = run_check(SIZES[size], Path(work_dir))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(result))
+    atomic_write_text(out, render(result))
     print(f"{targets_table(result)}\n\nevery figure, the machine and the versions: {out}")
     return out

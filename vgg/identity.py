@@ -104,6 +104,11 @@ def run_identity(settings: dict, profile: Profile, lrn_alpha: float | None = Non
     return identity
 
 
+def format_differences(changed: dict) -> str:
+    """`differences` for people: "epochs 2 -> 3, data ab06dba521c5cc56 -> path:/nonexistent"."""
+    return ", ".join(f"{key} {old} -> {new}" for key, (old, new) in changed.items())
+
+
 def differences(stored: dict, current: dict) -> dict:
     """{key: (stored, current)} for the keys whose values differ, recipe keys named `recipe.KEY`."""
     changed = {}

@@ -10,6 +10,7 @@ with persistent workers too.
 from __future__ import annotations
 
 import math
+import re
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.io import ImageReadMode
 
 from vgg.datasets import ImageList
+from vgg.stop_signals import ignore_stop_signals
 
 # torchvision 0.29 deprecates its image decoders in favour of TorchCodec but ships them
 # unchanged (libjpeg-turbo, libpng); requirements.txt caps torchvision at 0.29.x.
@@ -38,17 +40,22 @@ class BadImageError(ValueError):
     """An image file that cannot be decoded (corrupt, truncated, not an image)."""
 
 
-def bad_image_error(path: Path | str, error: Exception) -> BadImageError:
-    """The error for a file the decoder refused, saying how to go on."""
+def bad_image_error(path: Path | str, error: Exception, advice: str | None = None) -> BadImageError:
+    """The error for a file the decoder refused, saying how to go on: `advice` (default: replace or
+    remove the file, or pass --skip-bad-images, for the commands that take it)."""
     reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-    return BadImageError(
-        f"cannot decode image {path}: {reason}. Replace or remove the file, or pass {SKIP_OPTION} "
-        f"to skip unreadable images (they are counted and listed at the end of each epoch)"
-    )
+    reason = re.sub(r"^\w+, \S+:\d+, ", "", reason).rstrip(".")  # torchvision's "decode_image, /build/path.cpp:61, "
+    if advice is None:
+        advice = (
+            f"Replace or remove the file, or pass {SKIP_OPTION} "
+            f"to skip unreadable images (they are counted and listed at the end of each epoch)"
+        )
+    return BadImageError(f"cannot decode image {path}: {reason}. {advice}")
 
 
-def read_image(path: Path | str) -> torch.Tensor:
-    """Decode a JPEG or PNG (whatever its extension) into a uint8 RGB (3, H, W) tensor.
+def read_image(path: Path | str, advice: str | None = None) -> torch.Tensor:
+    """Decode a JPEG or PNG (whatever its extension) into a uint8 RGB (3, H, W) tensor; an
+    undecodable file raises `bad_image_error(path, reason, advice)`.
 
     Grayscale, CMYK, palette and RGBA images are converted to RGB; 16-bit PNGs to 8 bits.
     """
@@ -56,7 +63,7 @@ def read_image(path: Path | str) -> torch.Tensor:
         data = torchvision.io.read_file(str(path))
         image = torchvision.io.decode_image(data, mode=ImageReadMode.RGB)
     except RuntimeError as error:
-        raise bad_image_error(path, error) from None
+        raise bad_image_error(path, error, advice) from None
     if image.dtype != torch.uint8:
         image = (image.to(torch.int32) >> 8).to(torch.uint8)
     return image
@@ -216,16 +223,37 @@ def make_loader(
         pin_memory=torch.device(device).type == "cuda",
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=ignore_stop_signals,
     )
 
 
-def iterate_epoch(loader: DataLoader, log: Callable[[str], None] = print) -> Iterator[Batch]:
-    """The non-empty batches of one epoch; unreadable images skipped are listed at its end."""
-    skipped: list[str] = []
+def iterate_epoch(loader: DataLoader, skipped: list[str] | None = None, log: Callable[[str], None] = print) -> Iterator[Batch]:
+    """The non-empty batches of one epoch. Unreadable images skipped go to `skipped` when the caller
+    keeps the list (it lists them itself: training stops pulling batches mid-loader, so a listing
+    here would never run); otherwise they are listed through `log` once the epoch is through."""
+    own = skipped is None
+    skipped = [] if own else skipped
     for batch in loader:
         skipped.extend(batch.skipped)
         if len(batch):
             yield batch
-    if skipped:
-        listing = "\n  ".join(skipped)
-        log(f"skipped {len(skipped)} unreadable image(s) this epoch ({SKIP_OPTION}):\n  {listing}")
+    if own and skipped:
+        log(skipped_listing(skipped, "this epoch"))
+
+
+def skipped_listing(skipped: list[str], when: str) -> str:
+    """The log lines listing unreadable images skipped (`when`: "this epoch", "in epoch 3", ...)."""
+    listing = "\n  ".join(skipped)
+    return f"skipped {len(skipped)} unreadable image(s) {when} ({SKIP_OPTION}):\n  {listing}"
+
+
+def worker_error_message(error: BaseException) -> str | None:
+    """The message an exception had in a DataLoader worker, or None if it was not raised in one: the
+    DataLoader re-raises it as "Caught BadImageError in DataLoader worker process 0. Original
+    Traceback ...", and the user must see the worker's one line (file, reason, fix)."""
+    text = str(error)
+    if not text.startswith("Caught ") or " in DataLoader worker process " not in text.split("\n", 1)[0]:
+        return None
+    last = text.rstrip().splitlines()[-1]  # "vgg.loaders.BadImageError: cannot decode image ..."
+    prefix = f"{type(error).__module__}.{type(error).__qualname__}: "
+    return last[len(prefix):] if last.startswith(prefix) else last

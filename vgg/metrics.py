@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from vgg.checkpoint import atomic_write_figure, atomic_write_text
 
 METRICS_NAME = "metrics.csv"
 CURVE_NAME = "curves.png"
@@ -21,6 +24,7 @@ METRIC_FIELDS = (
     "val_top5_err",
     "images_per_s",
     "wall_s",
+    "skipped_images",
 )
 
 
@@ -63,26 +67,33 @@ def error_percent(correct: int, total: int) -> float:
 
 
 def append_metrics(run_dir: Path, row: dict) -> None:
-    """Append one epoch's row to RUN_DIR/metrics.csv (with a header for a new file)."""
+    """Add one epoch's row to RUN_DIR/metrics.csv, rewriting it atomically (a file of a few hundred
+    rows): a kill or a full disk leaves the previous file whole, and one with the columns of an
+    older version gets today's."""
     path = Path(run_dir) / METRICS_NAME
-    new = not path.exists()
-    with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerow({field: row.get(field, "") for field in METRIC_FIELDS})
+    write_metrics(path, [*(read_metrics(path) if path.exists() else []), row])
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The rows of a metrics.csv."""
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    """Replace a metrics.csv atomically with `rows` under today's columns (a kill leaves the old file)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=METRIC_FIELDS, lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows({field: row.get(field, "") for field in METRIC_FIELDS} for row in rows)
+    atomic_write_text(path, buffer.getvalue())
 
 
 def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
     """Drop rows after `last_epoch` (left by a run killed after writing them but before its checkpoint)."""
     path = Path(run_dir) / METRICS_NAME
-    if not path.exists():
-        return
-    with open(path, newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) <= last_epoch]
-    path.unlink()
-    for row in rows:
-        append_metrics(run_dir, row)
+    if path.exists():
+        write_metrics(path, [row for row in read_metrics(path) if int(row["epoch"]) <= last_epoch])
 
 
 def plot_curves(run_dir: Path, title: str) -> Path:
@@ -106,6 +117,6 @@ def plot_curves(run_dir: Path, title: str) -> Path:
     figure.suptitle(title)
     figure.tight_layout()
     path = Path(run_dir) / CURVE_NAME
-    figure.savefig(path, dpi=100)
+    atomic_write_figure(figure, path)
     plt.close(figure)
     return path

@@ -7,12 +7,15 @@ from pathlib import Path
 
 import torch
 
-from vgg.evaluate import Net, Protocol
+from vgg.checkpoint import atomic_write_figure
+from vgg.evaluate import Net, Protocol, check_test_scales
 from vgg.loaders import read_image
 from vgg.transforms import ScaleRange, rescale
 
 DEFAULT_WEIGHTS_SCALE = 256
 """Test scale for torchvision weights, which carry no training scale: the paper's Q for S = 256."""
+BAD_IMAGE_ADVICE = "Replace the file, or leave it out of the command"
+"""What to do about an undecodable image: predict has no --skip-bad-images."""
 
 
 @dataclass
@@ -51,17 +54,32 @@ def default_scales(net: Net) -> list[int]:
     return [ScaleRange.parse(net.train_scale).single_test_scale]
 
 
-def predict(net: Net, images: list[Path], method: str = "dense", topk: int = 5, scales: list[int] | None = None, device: str = "cpu") -> list[Prediction]:
-    """Top-k classes and posteriors of each image (scales in paper units, default: the net's single test scale)."""
+def check_image_paths(images: list[Path]) -> None:
+    """Refuse a path that does not exist or is a folder, before any image is read."""
+    for path in map(Path, images):
+        if not path.exists():
+            raise ValueError(f"image {path} does not exist")
+        if path.is_dir():
+            raise ValueError(f"image {path} is a folder: pass image files (JPEG or PNG), e.g. {path / '*.jpg'}")
+
+
+def predict(
+    net: Net, images: list[Path], method: str = "dense", topk: int = 5, scales: list[int] | None = None, device: str = "cpu",
+    max_scale: int | None = None,
+) -> list[Prediction]:
+    """Top-k classes and posteriors of each image (scales in paper units, default: the net's single
+    test scale; at most `max_scale`, default: see `vgg.evaluate.check_test_scales`)."""
     if topk < 1:
         raise ValueError("--topk must be at least 1")
     scales = scales or default_scales(net)
+    check_test_scales(net, scales, max_scale)
+    check_image_paths(images)
     pixels = [max(net.profile.size(q), net.model.spec.crop) for q in scales]
     protocol = Protocol(net, method, device=device)
     names = class_names(net)
     predictions = []
     for path in images:
-        image = read_image(path)
+        image = read_image(path, BAD_IMAGE_ADVICE)
         posteriors = protocol.posteriors([rescale(image, q) for q in pixels])
         values, indices = torch.topk(posteriors, min(topk, len(names)))
         predictions.append(Prediction(Path(path), [names[i] for i in indices.tolist()], values.tolist()))
@@ -88,6 +106,6 @@ def save_figure(predictions: list[Prediction], path: Path | str) -> Path:
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    atomic_write_figure(figure, path)
     plt.close(figure)
     return path

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from vgg.checkpoint import atomic_write_text
 from vgg.complexity import summarize
 from vgg.configs import FC_WIDTH, TABLE1_CONFIGS, get_config, weight_layers
 from vgg.models import VGGSpec
@@ -126,10 +127,10 @@ def write_report(
         text = render_pretrained(Path(results_dir) / "pretrained.csv", dataset)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         path = Path(out_dir) / "pretrained.md"
-        path.write_text(text)
+        atomic_write_text(path, text)
         return path
     text = render(name)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.md"
-    path.write_text(text)
+    atomic_write_text(path, text)
     return path

@@ -8,7 +8,7 @@ import fcntl
 import io
 from pathlib import Path
 
-from vgg.checkpoint import atomic_write_bytes
+from vgg.checkpoint import atomic_write_text
 
 RESULT_KEY = ("profile", "dataset", "run", "method", "test_scales", "flip", "seed")
 """What identifies a result: the same evaluation run again replaces its row."""
@@ -115,4 +115,4 @@ def _upsert_locked(path: Path, rows: list[dict], key: tuple[str, ...], fields: t
     writer.writeheader()
     for row in existing:
         writer.writerow({name: row.get(name, "") for name in columns})
-    atomic_write_bytes(path, lambda file: file.write(buffer.getvalue().encode()))
+    atomic_write_text(path, buffer.getvalue())

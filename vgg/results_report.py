@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from vgg.checkpoint import atomic_write_figure, atomic_write_text
 from vgg.plan import EvalSpec, Experiment, FusionSpec, RunSpec, load_catalog, load_experiment
 from vgg.published import NONE, Numbers, number, paper_numbers, paper_row_numbers, published_rows
 from vgg.results import MEAN_SEED, read_rows, shown_row
@@ -154,7 +155,7 @@ def _plot(path: Path, labels: list[str], ours: list[dict | None], paper: list[Nu
     axes[0].legend()
     figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    atomic_write_figure(figure, path)
     plt.close(figure)
 
 
@@ -271,7 +272,7 @@ def write_results_report(name: str | Path, profile: str, results_dir: Path, out_
     if experiment.ablations:
         from vgg.ablations_report import render_ablations
 
-        path.write_text(render_ablations(experiment, view, results_dir, catalog))
+        atomic_write_text(path, render_ablations(experiment, view, results_dir, catalog))
         return path
     if experiment.paper_table == 6:
         table, labels, ours, paper = render_fusion_table(experiment, view)
@@ -281,5 +282,5 @@ def write_results_report(name: str | Path, profile: str, results_dir: Path, out_
         table, labels, ours, paper = render_evaluation_table(experiment, view, catalog)
     plot = out_dir / f"{experiment.name}.png"
     _plot(plot, labels, ours, paper, f"{experiment.title.split(':')[0]}: ours ({profile} profile, 95% intervals) vs paper")
-    path.write_text(f"{view.header(experiment)}\n{table}\n\n![top-1 and top-5 error, ours vs paper]({plot.name})\n{training_section(view)}")
+    atomic_write_text(path, f"{view.header(experiment)}\n{table}\n\n![top-1 and top-5 error, ours vs paper]({plot.name})\n{training_section(view)}")
     return path

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from vgg.checkpoint import CHECKPOINT_NAME, read_done
 from vgg.comparisons import SeedErrors, aggregate_row, comparison_rows, load_errors, upsert_comparisons
+from vgg.datasets import require_data_folder
 from vgg.plan import RANDOM_INITS, Entry, EvalSpec, Experiment, FusionSpec, RunSpec, load_catalog, plan_runs, seeded_id
 from vgg.profiles import Profile, get_profile
 from vgg.results import upsert_rows
@@ -146,7 +147,7 @@ class ExperimentRunner:
 
     def train(self, spec: RunSpec) -> dict:
         """Train (or resume, or skip when finished) one run."""
-        from vgg.train import train, train_command
+        from vgg.train import OtherRunError, train, train_command
 
         cfg = self.train_config(spec)
         done = self.is_done(spec)
@@ -160,7 +161,13 @@ class ExperimentRunner:
             if result.returncode != 0:
                 raise ValueError(f"training {spec.id} failed (exit {result.returncode}); see {self.run_dir(spec.id) / 'train.log'}")
             return read_done(self.run_dir(spec.id))
-        return train(cfg, self.run_dir(spec.id))
+        try:
+            return train(cfg, self.run_dir(spec.id))
+        except OtherRunError as error:  # in make's terms: there is no --out here
+            raise ValueError(
+                f"{error.folder} holds {error.what} with other settings ({error.changed}); use another runs folder "
+                f"(make ... RUNS=DIR, or --runs DIR) or remove {error.folder}"
+            ) from None
 
     def training_summary(self, run_id: str) -> dict:
         """How a finished run trained, for its results rows (the report's training section): epochs,
@@ -263,6 +270,7 @@ class ExperimentRunner:
         (and the ablations' paired comparisons into results/comparisons.csv)."""
         with self.lock():
             self.ensure_data()
+            require_data_folder(self.data)
             runs = plan_runs(experiment, self.catalog, self.seeds)
             if self.launch == "slurm":
                 from vgg.slurm import submit

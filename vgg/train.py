@@ -18,7 +18,6 @@ exactly where the interrupted one stopped.
 from __future__ import annotations
 
 import random
-import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -32,23 +31,22 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from vgg import distributed
-from vgg.checkpoint import CHECKPOINT_NAME, git_commit, load_checkpoint, read_done, save_checkpoint, write_done
-from vgg.datasets import ImageList, load_split
+from vgg.checkpoint import CHECKPOINT_NAME, append_text, git_commit, load_run_checkpoint, read_done, save_checkpoint, write_done
+from vgg.datasets import ImageList, load_split, missing_classes_warning, require_data_folder
 from vgg.device_decode import DeviceAugmenter, EncodedDataset, collate_encoded, decode_path
 from vgg.initialization import init_from_a
-from vgg.loaders import Batch, EpochSampler, ImageDataset, default_workers, iterate_epoch, make_loader
+from vgg.loaders import Batch, EpochSampler, ImageDataset, default_workers, iterate_epoch, make_loader, skipped_listing
 from vgg.metrics import append_metrics, batch_sums, error_percent, plot_curves, truncate_metrics
 from vgg.configs import has_lrn
 from vgg.models import FREEZE_CHOICES, VGG, VGGSpec
 from vgg.normalization import Normalization, get_normalization
 from vgg.profiles import PAPER_INIT_STD, Profile, get_profile
-from vgg.identity import differences, digest, recipe, run_identity
+from vgg.identity import differences, digest, format_differences, recipe, run_identity
+from vgg.stop_signals import EXIT_PREEMPTED, Preempted, StopRequests, describe  # noqa: F401 (EXIT_PREEMPTED: re-exported)
 from vgg.schedule import PlateauSchedule, drop_deadline_epochs, drop_earliest_epochs
 from vgg.torchvision_compat import clean_state_dict
 from vgg.transforms import CentreCropTransform, ScaleRange, TrainTransform
 
-EXIT_PREEMPTED = 75
-"""Exit status after a SIGTERM/SIGUSR1 checkpoint (EX_TEMPFAIL): requeue the job and run the same command."""
 PAPER_LR = 1e-2
 PAPER_ITERATIONS, PAPER_BATCH = 370_000, 256
 """Sect. 3.1: training stopped after 370K iterations (74 epochs) of batches of 256."""
@@ -65,12 +63,16 @@ _RECIPE_FIELDS = ("lrn_alpha",)  # model constants with a default: part of the i
 CHECKPOINT_SPEC = "checkpoint:"
 
 
+class OtherRunError(ValueError):
+    """The output folder holds another run (other settings): training there would mix the two."""
+
+    def __init__(self, folder: Path, what: str, changed: str):
+        self.folder, self.what, self.changed = folder, what, changed
+        super().__init__(f"{folder} holds {what} with other settings ({changed}); choose another --out or remove {folder}")
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite: training stops, keeping the last good checkpoint."""
-
-
-class Preempted(Exception):
-    """SIGTERM or SIGUSR1 arrived; a checkpoint was written at the step boundary."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,7 @@ class EpochTotals:
     top5: int = 0
     seen: int = 0
     elapsed: float = 0.0
+    skipped: list[str] = field(default_factory=list)  # this rank's unreadable images (--skip-bad-images)
 
 
 @dataclass
@@ -232,31 +235,12 @@ def probe_rates(network: nn.Module, model: VGG, normalization: Normalization, lo
     return loader_rate, step_rate
 
 
-class _PreemptionFlag:
-    def __init__(self) -> None:
-        self.raised = False
-        self._previous = {}
-
-    def __enter__(self) -> _PreemptionFlag:
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.raised = True
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 def _log_to(run_dir: Path, enabled: bool):
     def log(message: str) -> None:
         if not enabled:
             return
         print(message, flush=True)
-        with open(run_dir / "train.log", "a") as handle:
-            handle.write(message + "\n")
+        append_text(run_dir / "train.log", message + "\n")
 
     return log
 
@@ -316,6 +300,9 @@ class Trainer:
             raise ValueError(f"{self.cfg.data}: val classes differ from train classes")
         self.log(train_images.describe())
         self.log(val_images.describe())
+        warning = missing_classes_warning(val_images)
+        if warning:
+            self.log(warning)
         return train_images, val_images
 
     def _build_model(self, classes: tuple[str, ...], checkpoint: dict | None) -> tuple[VGG, float, int, bool]:
@@ -404,7 +391,7 @@ class Trainer:
 
     def _init_from(self, model: VGG, path: Path, classes: tuple[str, ...]) -> bool:
         """Initialise from a parent run; True when fine-tuning a net of the same configuration."""
-        parent_state = load_checkpoint(path)
+        parent_state = load_run_checkpoint(path, "--init from: takes a parent run")
         if read_done(path if path.is_dir() else path.parent) is None:
             raise ValueError(f"{path} has not finished training (no DONE file): finish it first (rerun its command to resume it)")
         parent_spec = VGGSpec(**parent_state["spec"])
@@ -445,21 +432,38 @@ class Trainer:
 
     # ----- the run ------------------------------------------------------------------
     # ----- the loop -----------------------------------------------------------------
-    def run(self) -> dict:
-        """Train to the end, resuming from the run's checkpoint; a finished run returns its DONE."""
-        self.identity = self.cfg.identity()
-        self.run_hash = digest(self.identity)
-        done = self._finished_already()
-        if done is not None:
-            return done
-        loop = self._start()
-        with _PreemptionFlag() as preemption:
-            while loop.epoch < self.epochs and not loop.schedule.finished:
-                self._train_epoch(loop, preemption)
-                self._close_epoch(loop)
+    def run(self, stop: StopRequests | None = None) -> dict:
+        """Train to the end, resuming from the run's checkpoint; a finished run returns its DONE.
+        Stop signals (`vgg.stop_signals`) end it with `Preempted`: at once before its loop starts,
+        after a checkpoint inside it."""
+        with nullcontext(stop) if stop is not None else StopRequests() as stop:
+            try:
+                require_data_folder(self.cfg.data)  # first: a missing dataset would read as a change of settings
+                self.identity = self.cfg.identity()
+                self.run_hash = digest(self.identity)
+                done = self._finished_already()
+                if done is not None:
+                    return done
+                loop = self._start()
+                stop.in_loop = True
+                while loop.epoch < self.epochs and not loop.schedule.finished:
+                    self._train_epoch(loop, stop)
+                    self._close_epoch(loop)
+            except Preempted as stopped:
+                if not stopped.reported:
+                    self._log_unsaved_stop(stop)
+                    stopped.reported = True
+                raise
         return self._finish(loop)
 
-    def _train_epoch(self, loop: _Loop, preemption: _PreemptionFlag) -> None:
+    def _log_unsaved_stop(self, stop: StopRequests) -> None:
+        what = describe(stop.signum)
+        if not stop.in_loop:
+            self.log(f"{what} during start-up, before training began: nothing to save; exit {stop.exit_code} (run the same command to start again)")
+        else:
+            self.log(f"{what} again: stopped at once; the last checkpoint ({self.out / CHECKPOINT_NAME}) is kept; exit {stop.exit_code} (run the same command to resume from it)")
+
+    def _train_epoch(self, loop: _Loop, stop: StopRequests) -> None:
         """The epoch's remaining steps at the schedule's rate; every `sync_every` steps (and at the
         epoch's end) the device-side sums are read back, and checkpoints and preemption handled."""
         cfg = self.cfg
@@ -472,12 +476,12 @@ class Trainer:
         loop.started = time.perf_counter() - loop.totals.elapsed
         progress = self._progress(loop.steps_per_epoch, loop.step_in_epoch, loop.epoch)
         batches = loop.loader if loop.augmenter is None else loop.augmenter.batches(loop.loader)
-        micro_batches = iter(iterate_epoch(batches, log=self.log))
+        micro_batches = iter(iterate_epoch(batches, skipped=loop.totals.skipped))
         while loop.step_in_epoch < loop.steps_per_epoch:
             self._step(loop, micro_batches)
-            if self._read_back_due(loop):
-                preempted = self._read_back(loop, preemption, progress)
-                self._checkpoint_if_due(loop, preempted)
+            if self._read_back_due(loop, stop):
+                stopping = self._read_back(loop, stop, progress)
+                self._checkpoint_if_due(loop, stop if stopping else None)
         if progress is not None:
             progress.close()
         del micro_batches  # its loader workers end before validation starts its own
@@ -499,16 +503,19 @@ class Trainer:
         loop.step_in_epoch += 1
         loop.global_step += 1
 
-    def _read_back_due(self, loop: _Loop) -> bool:
-        """At the epoch's end, every `sync_every` steps, and at every `checkpoint_steps` step."""
+    def _read_back_due(self, loop: _Loop, stop: StopRequests) -> bool:
+        """At the epoch's end, every `sync_every` steps, at every `checkpoint_steps` step, and (one
+        process) at once after a stop signal: ranks must read back at the same steps, so several
+        processes wait for the next `sync_every` step."""
         every = [self.cfg.sync_every, self.cfg.checkpoint_steps]
-        return loop.step_in_epoch == loop.steps_per_epoch or any(n and loop.global_step % n == 0 for n in every)
+        stop_now = stop.raised and not self.context.distributed
+        return stop_now or loop.step_in_epoch == loop.steps_per_epoch or any(n and loop.global_step % n == 0 for n in every)
 
-    def _read_back(self, loop: _Loop, preemption: _PreemptionFlag, progress) -> bool:
+    def _read_back(self, loop: _Loop, stop: StopRequests, progress) -> bool:
         """Move the device-side sums into the epoch's totals: one host sync and one all-reduce across
         ranks, which also carries the preemption flag. Raises on a non-finite loss; returns whether
         any rank was asked to stop."""
-        flag = torch.full_like(loop.pending[:1], float(preemption.raised))
+        flag = torch.full_like(loop.pending[:1], float(stop.raised))
         sums = distributed.all_reduce_sum(torch.cat([loop.pending, flag])).cpu()
         loop.pending.zero_()
         first, last = loop.read_step, loop.global_step - 1  # the steps these sums cover, counted from 0
@@ -531,22 +538,26 @@ class Trainer:
             progress.set_postfix(loss=f"{totals.loss_sum / max(1, totals.seen):.3f}", img_s=f"{totals.seen / max(totals.elapsed, 1e-9):.0f}")
         return bool(sums[5] > 0)
 
-    def _checkpoint_if_due(self, loop: _Loop, preempted: bool) -> None:
-        """A mid-epoch checkpoint every `checkpoint_steps` steps or `checkpoint_minutes`, and on preemption
-        (then exit through Preempted). Only at read-backs, so a checkpoint's totals are complete."""
+    def _checkpoint_if_due(self, loop: _Loop, stop: StopRequests | None) -> None:
+        """A mid-epoch checkpoint every `checkpoint_steps` steps or `checkpoint_minutes`, and when a rank
+        was asked to stop (`stop`: then exit through Preempted). Only at read-backs, so a checkpoint's
+        totals are complete."""
         cfg = self.cfg
         due = (cfg.checkpoint_steps and loop.global_step % cfg.checkpoint_steps == 0) or (
             time.monotonic() - loop.last_save > cfg.checkpoint_minutes * 60
         )
-        if preempted or (due and loop.step_in_epoch < loop.steps_per_epoch):
+        if stop is not None or (due and loop.step_in_epoch < loop.steps_per_epoch):
             self._save(loop)
-            if preempted:
-                self.log(f"preempted: checkpoint at epoch {loop.epoch}, step {loop.step_in_epoch}; exit {EXIT_PREEMPTED} (run the same command to resume)")
-                raise Preempted()
+            if stop is not None:
+                self.log(f"{describe(stop.signum)}: checkpoint at epoch {loop.epoch}, step {loop.step_in_epoch}; exit {stop.exit_code} (run the same command to resume)")
+                raise Preempted(stop.exit_code)
 
     def _close_epoch(self, loop: _Loop) -> None:
         """Validate, let the schedule act on it, log the epoch's row, then checkpoint the next epoch's start."""
-        row = self._epoch_row(loop)
+        skipped = distributed.gather_lists(loop.totals.skipped)
+        if skipped:
+            self.log(skipped_listing(skipped, f"in epoch {loop.epoch}"))
+        row = self._epoch_row(loop, len(skipped))
         if self.context.is_main:  # the row first: a kill before the checkpoint leaves a row that resume truncates
             append_metrics(self.out, row)
             if row["wall_s"] > PLOT_EVERY_EPOCH_AFTER_S:  # long epochs: keep the curve current
@@ -572,10 +583,10 @@ class Trainer:
             return None
         if done.get("run_hash") != self.run_hash:
             checkpoint_path = self.out / CHECKPOINT_NAME
-            checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
+            checkpoint = self._own_checkpoint()
             if not self._adoptable(done.get("run_hash"), checkpoint):
-                changed = differences(done.get("identity", {}), self.identity) if "identity" in done else "it predates the recorded identity"
-                raise ValueError(f"{self.out} holds a finished run with other settings ({changed}); choose another --out or remove it")
+                changed = format_differences(differences(done.get("identity", {}), self.identity)) if "identity" in done else "it predates the recorded identity"
+                raise OtherRunError(self.out, "a finished run", changed)
             done = {**done, "run_hash": self.run_hash, "identity": self.identity}
             if self.context.is_main:
                 write_done(self.out, done)
@@ -583,14 +594,22 @@ class Trainer:
         self.log(f"{self.out} is finished already: {done}")
         return done
 
+    def _own_checkpoint(self) -> dict | None:
+        """The run folder's checkpoint (None if it has none); a file there that is not one is an error."""
+        path = self.out / CHECKPOINT_NAME
+        if not path.exists():
+            return None
+        move = f"move it out of {self.out}, then run the same command to train the run from its start"
+        return load_run_checkpoint(path, "the run's own checkpoint, to resume from", advice=move)
+
     def _start(self) -> _Loop:
         """The model, optimizer, schedule and data of the run, at its checkpoint's position if it has one."""
         cfg, context = self.cfg, self.context
         checkpoint_path = self.out / CHECKPOINT_NAME
-        checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
+        checkpoint = self._own_checkpoint()
         if checkpoint is not None and checkpoint["run_hash"] != self.run_hash and not self._adoptable(checkpoint["run_hash"], checkpoint):
             stored, current = (checkpoint["identity"], self.identity) if "identity" in checkpoint else (checkpoint["run"], cfg.settings())
-            raise ValueError(f"{checkpoint_path} belongs to a run with other settings ({differences(stored, current)}); choose another --out or remove it")
+            raise OtherRunError(self.out, "the checkpoint of an unfinished run", format_differences(differences(stored, current)))
 
         train_images, val_images = self._data()
         torch.manual_seed(cfg.seed)  # the random init
@@ -737,8 +756,9 @@ class Trainer:
         total = int(counts[3])
         return error_percent(int(counts[1]), total), error_percent(int(counts[2]), total), total
 
-    def _epoch_row(self, loop: _Loop) -> dict:
-        """Validate, step the schedule on the val accuracy, log the epoch and return its metrics row."""
+    def _epoch_row(self, loop: _Loop, skipped: int) -> dict:
+        """Validate, step the schedule on the val accuracy, log the epoch and return its metrics row
+        (`skipped`: the unreadable training images skipped this epoch, over all ranks)."""
         schedule, totals = loop.schedule, loop.totals
         val_top1, val_top5, val_count = self._validate(loop.model, loop.val_dataset, loop.device)
         lr_used = schedule.lr
@@ -754,8 +774,8 @@ class Trainer:
             "val_top5_err": round(val_top5, 3),
             "images_per_s": round(totals.seen / max(totals.elapsed, 1e-9), 1),
             "wall_s": round(totals.elapsed, 2),
+            "skipped_images": skipped,
         }
-        self.last_row = row
         note = {
             "drop": f"; lr -> {schedule.lr:g}",
             "deadline": f"; lr -> {schedule.lr:g} (drop {schedule.drops} is due after {schedule.epochs} of {self.epochs} epochs)",
@@ -820,7 +840,8 @@ def train_command(cfg: TrainConfig, out: Path | str) -> list[str]:
 
 def train(cfg: TrainConfig, out: Path | str) -> dict:
     """Train (or resume, or skip if finished) the run in `out`; returns its final metrics."""
-    try:
-        return Trainer(cfg, Path(out)).run()
-    finally:
-        distributed.teardown()
+    with StopRequests() as stop:  # before the process group and the data listing: preemption can come at any time
+        try:
+            return Trainer(cfg, Path(out)).run(stop)
+        finally:
+            distributed.teardown()

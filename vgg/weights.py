@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from vgg.checkpoint import load_tensors
 from vgg.torchvision_compat import clean_state_dict, infer_spec
 
 TORCHVISION_PREFIX = "torchvision:"
@@ -74,10 +75,7 @@ def load_weights(spec: str) -> LoadedWeights:
         if not path.is_file():
             raise ValueError(f"weights file {path} does not exist (expected a torchvision-format VGG state dict, or torchvision:vgg16)")
         name = path.stem
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(f"cannot read weights {path}: {type(error).__name__}: {error}".splitlines()[0]) from None
+    state_dict = load_tensors(path, "weights file", "download or copy it again")
     if not isinstance(state_dict, dict):
         raise ValueError(f"{path} does not hold a state dict")
     state_dict = clean_state_dict(state_dict)
