@@ -182,4 +182,3 @@ def test_loader_workers_share_the_sample_list_instead_of_copying_it(tmp_path):
     copied_mb = queue.get(timeout=120)
     worker.join()
     assert copied_mb < 30, f"a worker copied {copied_mb:.0f} MB of the sample list"
-

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ import torch
 import torchvision
 
 from tests.conftest import meta_model
-from vgg.checkpoint import CHECKPOINT_NAME, DAMAGED_ADVICE, load_checkpoint, read_done
+from vgg.checkpoint import CHECKPOINT_NAME, DAMAGED, load_checkpoint, read_done
 from vgg.cli import main
 from vgg.datasets import ImageList, Samples, missing_classes_warning
 from vgg.evaluate import MAX_TEST_SCALE, Net, check_test_scales, dense_memory_bytes
@@ -87,10 +88,15 @@ def image(ci_data) -> Path:
     return next((ci_data / "val").rglob("*.JPEG"))
 
 
+def error_of(capsys, argv: list[str]) -> str:
+    """The whole stderr of a command that must exit with 2 (bad input)."""
+    assert main(argv) == EXIT_BAD_INPUT
+    return capsys.readouterr().err
+
+
 def fails_with(capsys, argv: list[str], line: str) -> None:
     """The command exits with 2 and its whole stderr is `error: <line>`."""
-    assert main(argv) == 2
-    assert capsys.readouterr().err == f"error: {line}\n"
+    assert error_of(capsys, argv) == f"error: {line}\n"
 
 
 Q_100000_ON_CI = (
@@ -118,14 +124,12 @@ def test_skipped_training_images_are_listed_every_epoch_and_counted_in_the_metri
 # ----- 2. errors raised in loader workers -------------------------------------------------------
 def test_a_bad_training_image_read_by_a_loader_worker_is_one_line(data, tmp_path, capsys):
     reason = corrupt(first_image(data, "train"))
-    assert main(train_argv(data, tmp_path / "run", "--workers", "1")) == EXIT_BAD_INPUT
-    assert capsys.readouterr().err == f"error: {reason}\n"
+    fails_with(capsys, train_argv(data, tmp_path / "run", "--workers", "1"), reason)
 
 
 def test_a_bad_val_image_read_by_a_loader_worker_in_evaluate_is_one_line(trained_run, data, capsys):
     reason = corrupt(first_image(data, "val"))
-    assert main(["evaluate", "--checkpoint", str(trained_run), "--data", str(data), "--workers", "1"]) == EXIT_BAD_INPUT
-    assert capsys.readouterr().err == f"error: {reason}\n"
+    fails_with(capsys, ["evaluate", "--checkpoint", str(trained_run), "--data", str(data), "--workers", "1"], reason)
 
 
 # ----- 3. test scales, bounded before anything is allocated ---------------------------------------
@@ -208,14 +212,13 @@ def full_disk_for(monkeypatch, name: str, after: int = 0) -> None:
     monkeypatch.setattr(vgg.checkpoint, "_open_for_writing", open_for_writing)
 
 
-NO_SPACE = r"no space left on the disk holding {folder} to write {name} \(needed about [\d,]+ MB, [\d,]+ MB free\); free some space \(or write elsewhere\) and run the same command again: the previous {name}, if any, is kept"
+NO_SPACE = r"no space left on the disk holding {folder} to write {name} \(needed about [\d,]+ [kM]B, [\d,]+ MB free\); free some space \(or write elsewhere\) and run the same command again: the previous {name}, if any, is kept"
 
 
 def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_previous_checkpoint(ci_data, tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     full_disk_for(monkeypatch, CHECKPOINT_NAME, after=1)  # the end of epoch 0 is saved, the end of epoch 1 is not
-    assert main(train_argv(ci_data, run, "--workers", "0")) == EXIT_BAD_INPUT
-    error = capsys.readouterr().err
+    error = error_of(capsys, train_argv(ci_data, run, "--workers", "0"))
     assert re.fullmatch("error: " + NO_SPACE.format(folder=re.escape(str(run)), name=re.escape(CHECKPOINT_NAME)) + "\n", error), error
     assert load_checkpoint(run)["epoch"] == 1 and read_done(run) is None
     assert not list(run.glob(".checkpoint.pt.*"))  # no temporary file left behind
@@ -257,9 +260,11 @@ def test_ctrl_c_checkpoints_prints_one_line_and_exits_130(ci_data, tmp_path):
     assert len(list(csv.DictReader(open(run / "metrics.csv")))) == epoch  # the finished epochs' rows are kept
 
 
-def test_a_second_ctrl_c_stops_at_once_and_other_signals_wait_for_the_checkpoint():
+def test_a_second_ctrl_c_stops_at_once_and_other_signals_wait_for_the_checkpoint(monkeypatch):
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # stopping at once quiets them for the process's end
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
     with StopRequests() as stop:
-        stop.in_loop = True
+        stop.deferred = True
         signal.raise_signal(signal.SIGTERM)
         signal.raise_signal(signal.SIGTERM)  # preemption is never hurried: the checkpoint comes first
         assert stop.raised and stop.exit_code == EXIT_PREEMPTED
@@ -268,6 +273,7 @@ def test_a_second_ctrl_c_stops_at_once_and_other_signals_wait_for_the_checkpoint
         with pytest.raises(Preempted) as stopped:
             signal.raise_signal(signal.SIGINT)
     assert (stopped.value.exit_code, stopped.value.saved) == (EXIT_INTERRUPTED, False)
+    assert not isinstance(stopped.value, Exception)  # code under way with `except Exception` lets it through
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the previous handlers are back
 
 
@@ -290,6 +296,45 @@ def test_preemption_while_the_dataset_is_listed_exits_75_with_nothing_to_save(ci
     captured = capsys.readouterr()
     assert captured.out == f"{line}\n" and captured.err == ""
     assert not (run / CHECKPOINT_NAME).exists()
+
+
+def test_preemption_while_a_checkpoint_loads_is_not_taken_for_a_damaged_file(trained_run, ci_data, tmp_path, monkeypatch, capsys):
+    """The resumed checkpoint of a large net takes a while to load: a signal then must not read as
+    "truncated or corrupt" (which would tell the user to remove a good checkpoint)."""
+    run = copy_run(trained_run, tmp_path)
+    (run / "DONE").unlink()
+    before = (run / CHECKPOINT_NAME).read_bytes()
+    loads = torch.load
+
+    def slow_load(*args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)
+        return loads(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", slow_load)
+    assert main(train_argv(ci_data, run, "--epochs", "1", "--workers", "0")) == EXIT_PREEMPTED
+    line = "preempted (SIGTERM) during start-up, before training began: nothing to save; exit 75 (run the same command to start again)"
+    assert capsys.readouterr().out.splitlines()[-1] == line
+    assert (run / CHECKPOINT_NAME).read_bytes() == before
+
+
+def test_a_stop_asked_during_the_last_validation_stops_the_command_after_the_run_is_done(ci_data, tmp_path, monkeypatch, capsys):
+    """Nothing is left to checkpoint, but the command (e.g. a runner with more runs to train) stops."""
+    import vgg.train
+
+    validate = vgg.train.Trainer._validate
+
+    def interrupted_validation(self, *args):
+        if self.cfg.epochs - 1 == self._validations:
+            signal.raise_signal(signal.SIGINT)
+        self._validations += 1
+        return validate(self, *args)
+
+    monkeypatch.setattr(vgg.train.Trainer, "_validations", 0, raising=False)
+    monkeypatch.setattr(vgg.train.Trainer, "_validate", interrupted_validation)
+    run = tmp_path / "run"
+    assert main(train_argv(ci_data, run, "--workers", "0")) == EXIT_INTERRUPTED
+    assert capsys.readouterr().out.splitlines()[-1] == "interrupted (Ctrl-C): the run had finished (DONE written); exit 130"
+    assert read_done(run) is not None
 
 
 def test_preemption_while_python_starts_exits_75(tmp_path):
@@ -320,25 +365,26 @@ def test_a_truncated_checkpoint_says_so_and_what_to_do(trained_run, ci_data, tmp
     (run / "DONE").unlink()
     checkpoint = run / CHECKPOINT_NAME
     checkpoint.write_bytes(checkpoint.read_bytes()[:5000])
-    assert main(train_argv(ci_data, run, "--epochs", "1", "--workers", "0")) == EXIT_BAD_INPUT
-    error = capsys.readouterr().err
-    assert re.fullmatch(rf"error: checkpoint {re.escape(str(checkpoint))} is truncated or corrupt \(\w+: [^\n]+\); {re.escape(DAMAGED_ADVICE)}\n", error), error
+    error = error_of(capsys, train_argv(ci_data, run, "--epochs", "1", "--workers", "0"))
+    advice = f"it was {DAMAGED}: move it out of {run}, then run the same command to train the run from its start"
+    assert re.fullmatch(rf"error: checkpoint {re.escape(str(checkpoint))} is truncated or corrupt \(\w+: [^\n]+\); {re.escape(advice)}\n", error), error
 
 
 def test_an_empty_checkpoint_says_so_and_what_to_do(trained_run, tmp_path, capsys):
     run = copy_run(trained_run, tmp_path)
     (run / CHECKPOINT_NAME).write_bytes(b"")
-    assert main(["evaluate", "--checkpoint", str(run), "--workers", "0"]) == EXIT_BAD_INPUT
-    assert capsys.readouterr().err == f"error: checkpoint {run / CHECKPOINT_NAME} is empty (0 bytes); {DAMAGED_ADVICE}\n"
+    line = f"checkpoint {run / CHECKPOINT_NAME} is empty (0 bytes); it was {DAMAGED}: remove {run} and train that run again"
+    fails_with(capsys, ["evaluate", "--checkpoint", str(run), "--workers", "0"], line)
 
 
 def test_a_torchvision_state_dict_passed_as_checkpoint_points_to_weights(trained_run, tmp_path, capsys):
     weights = tmp_path / "vgg11.pth"
     torch.save(load_checkpoint(trained_run)["model"], weights)
-    assert main(["evaluate", "--checkpoint", str(weights), "--workers", "0"]) == EXIT_BAD_INPUT
-    assert capsys.readouterr().err == (
-        f"error: {weights} is a state dict of weights (torchvision's format), not a training run's checkpoint "
-        "(--checkpoint takes a run folder or its checkpoint.pt); use --weights for a torchvision state dict\n"
+    fails_with(
+        capsys,
+        ["evaluate", "--checkpoint", str(weights), "--workers", "0"],
+        f"{weights} is a state dict of weights (torchvision's format), not a training run's checkpoint "
+        "(--checkpoint takes a run folder or its checkpoint.pt); use --weights for a torchvision state dict"
     )
 
 
@@ -347,10 +393,11 @@ def test_a_score_file_in_a_run_folder_is_named_as_one(trained_run, ci_data, tmp_
     (run / "DONE").unlink()
     assert main(["evaluate", "--checkpoint", str(trained_run), "--workers", "0", "--save-scores", str(run / CHECKPOINT_NAME)]) == 0
     capsys.readouterr()
-    assert main(train_argv(ci_data, run, "--epochs", "1", "--workers", "0")) == EXIT_BAD_INPUT
-    assert capsys.readouterr().err == (
-        f"error: {run / CHECKPOINT_NAME} is a score file (python -m vgg evaluate --save-scores writes them), not a training run's "
-        f"checkpoint (the run's own checkpoint, to resume from); move it out of {run}, then run the same command to train the run from its start\n"
+    fails_with(
+        capsys,
+        train_argv(ci_data, run, "--epochs", "1", "--workers", "0"),
+        f"{run / CHECKPOINT_NAME} is a score file (python -m vgg evaluate --save-scores writes them), not a training run's "
+        f"checkpoint (the run's own checkpoint, to resume from); move it out of {run}, then run the same command to train the run from its start"
     )
 
 
@@ -366,10 +413,11 @@ class RunsACommand:
 def test_a_checkpoint_holding_code_is_refused_plainly_without_advice_to_disable_the_check(tmp_path, capsys):
     marker, planted = tmp_path / "it-ran", tmp_path / "checkpoint.pt"
     torch.save({"spec": {}, "model": RunsACommand(marker)}, planted)
-    assert main(["evaluate", "--checkpoint", str(planted), "--workers", "0"]) == EXIT_BAD_INPUT
-    assert capsys.readouterr().err == (
-        f"error: refusing to load {planted}: besides tensors it holds a Python object (posix.system), and loading one can run any code; "
-        "this suite loads only tensors, numbers and strings. Use a checkpoint this suite wrote, or a plain state dict of tensors\n"
+    fails_with(
+        capsys,
+        ["evaluate", "--checkpoint", str(planted), "--workers", "0"],
+        f"refusing to load {planted}: besides tensors it holds a Python object (posix.system), and loading one can run any code; "
+        "this suite loads only tensors, numbers and strings. Use a checkpoint this suite wrote, or a plain state dict of tensors"
     )
     assert not marker.exists()
 
@@ -379,17 +427,16 @@ def test_a_missing_dataset_is_named_before_a_runs_folder_with_other_settings(tra
     runs = tmp_path / "runs"
     shutil.copytree(trained_run, runs / "ci" / "A-256")
     missing = tmp_path / "nonexistent"
-    assert main(["run", "table3", "--profile", "ci", "--data", str(missing), "--runs", str(runs), "--no-progress"]) == EXIT_BAD_INPUT
-    assert capsys.readouterr().err == f"error: data folder {missing} does not exist: check the path, or pass --data DIR (make: DATA=DIR)\n"
+    line = f"data folder {missing} does not exist: check the path, or pass --data DIR (make: DATA=DIR)"
+    fails_with(capsys, ["run", "table3", "--profile", "ci", "--data", str(missing), "--runs", str(runs), "--no-progress"], line)
 
 
 def test_a_runs_folder_with_other_settings_names_them_in_makes_terms(trained_run, ci_data, tmp_path, capsys):
     runs = tmp_path / "runs"
     run = Path(shutil.copytree(trained_run, runs / "ci" / "A-256"))
-    assert main(["run", "table3", "--profile", "ci", "--data", str(ci_data), "--runs", str(runs), "--no-progress", "--workers", "0"]) == EXIT_BAD_INPUT
-    error = capsys.readouterr().err
+    error = error_of(capsys, ["run", "table3", "--profile", "ci", "--data", str(ci_data), "--runs", str(runs), "--no-progress", "--workers", "0"])
     assert re.fullmatch(
-        rf"error: {re.escape(str(run))} holds a finished run with other settings \((\S+ \S+ -> \S+, )*epochs 1 -> None(, \S+ \S+ -> \S+)*\); "
+        rf"error: {re.escape(str(run))} holds a finished run with other settings \((\S+ \S+ -> \S+, )*epochs 1 -> \(default\)(, \S+ \S+ -> \S+)*\); "
         rf"use another runs folder \(make \.\.\. RUNS=DIR, or --runs DIR\) or remove {re.escape(str(run))}\n",
         error,
     ), error

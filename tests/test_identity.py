@@ -46,7 +46,7 @@ def test_a_changed_recipe_is_another_run_and_a_finished_run_says_what_changed(ci
     train(config(ci_data), tmp_path / "A-256")
     with_profile_change(monkeypatch, plateau_threshold=0.7)
     assert config(ci_data).run_hash() != before
-    with pytest.raises(ValueError, match=r"finished run with other settings \(recipe.plateau_threshold None -> 0.7\)"):
+    with pytest.raises(ValueError, match=r"finished run with other settings \(recipe.plateau_threshold \(default\) -> 0.7\)"):
         train(config(ci_data), tmp_path / "A-256")
 
 

@@ -24,10 +24,8 @@ import torch
 CHECKPOINT_NAME = "checkpoint.pt"
 DONE_NAME = "DONE"
 RUN_CHECKPOINT_KEYS = ("spec", "model", "run_hash", "classes", "profile")
-DAMAGED_ADVICE = (
-    "checkpoints are written atomically, so the file was damaged after it was written (disk, copy): "
-    "if it is a run's checkpoint.pt, remove it and run the same command to train that run again from its start"
-)
+DAMAGED = "damaged after it was written (this suite writes files atomically; a disk fault or a copy?)"
+"""Why a file this suite wrote can be truncated; the advice after it depends on the file's use."""
 
 
 class DiskFullError(ValueError):
@@ -39,7 +37,7 @@ FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 def disk_full_error(path: Path, needed: int | None) -> DiskFullError:
     """The one-line error for a write of `path` that found no space (`needed`: bytes, if known)."""
-    need = f"needed about {max(1, round(needed / 1e6)):,} MB, " if needed else ""
+    need = f"needed about {needed / 1e6:,.0f} MB, " if needed and needed >= 1e6 else f"needed about {max(1, round(needed / 1e3))} kB, " if needed else ""
     try:
         free = f"{shutil.disk_usage(path.parent).free / 1e6:,.0f} MB free"
     except OSError:
@@ -169,29 +167,34 @@ def load_tensors(path: Path, what: str, advice: str, map_location: str | torch.d
 def _unpickler_reason(error: pickle.UnpicklingError) -> str:
     """The reason in torch's weights-only error, without its boilerplate (which suggests turning the check off)."""
     boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
-    lines = [line.strip() for line in str(error).splitlines() if line.strip() and not line.startswith(boilerplate)]
+    lines = [
+        line.strip() for line in str(error).splitlines()
+        if line.strip() and not line.startswith(boilerplate) and "weights_only" not in line
+    ]
     return lines[0] if lines else "unreadable"
 
 
-def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a file this suite wrote (a run's checkpoint, a score file) with `weights_only=True`; a
-    missing, damaged or unsafe file is a clear error."""
+def load_checkpoint(
+    path: Path | str, what: str = "checkpoint", damaged: str = f"it was {DAMAGED}: write it again", map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Load a file this suite wrote (`what`: a run's checkpoint, a score file) with `weights_only=True`;
+    a missing, damaged (`damaged`: what to do then) or unsafe file is a clear error."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():
-        raise ValueError(f"checkpoint {path} does not exist")
-    state = load_tensors(path, "checkpoint", DAMAGED_ADVICE, map_location)
+        raise ValueError(f"{what} {path} does not exist")
+    state = load_tensors(path, what, damaged, map_location)
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a checkpoint of this suite")
     return state
 
 
-def load_run_checkpoint(path: Path | str, use: str, advice: str | None = None, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """A training run's checkpoint: any other file (a score file, a torchvision state dict, something
-    else) is a one-line error saying what it is, what it was wanted for (`use`) and what to do
-    (`advice`, default: what suits the kind of file found)."""
-    state = load_checkpoint(path, map_location)
+def load_run_checkpoint(path: Path | str, use: str, damaged: str, advice: str | None = None) -> dict[str, Any]:
+    """A training run's checkpoint: a damaged file says `damaged` (what to do), and any other file
+    (a score file, a torchvision state dict, something else) is a one-line error saying what it is,
+    what it was wanted for (`use`) and what to do (`advice`, default: what suits the kind found)."""
+    state = load_checkpoint(path, damaged=damaged)
     if all(key in state for key in RUN_CHECKPOINT_KEYS):
         return state
     if "posteriors" in state and "image_ids" in state:

@@ -374,4 +374,7 @@ def _run_command(argv: Sequence[str] | None) -> int:
     except (ValueError, NonFiniteLossError) as error:
         print(f"error: {worker_error_message(error) or error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as error:  # a file or folder the command cannot use: permissions, a read-only disk, a missing parent
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0

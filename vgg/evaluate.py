@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from vgg import distributed
-from vgg.checkpoint import git_commit, load_checkpoint, load_run_checkpoint, read_done
+from vgg.checkpoint import DAMAGED, git_commit, load_checkpoint, load_run_checkpoint, read_done
 from vgg.datasets import ImageList, load_split, missing_classes_warning
 from vgg.loaders import BadImageError, EpochSampler, default_workers, read_image
 from vgg.metrics import error_percent, per_image_errors, topk_correct
@@ -69,7 +69,9 @@ def load_net(checkpoint: Path | str | None = None, weights: Path | str | None = 
     if checkpoint is not None:
         path = Path(checkpoint)
         path = path / "checkpoint.pt" if path.is_dir() else path
-        state = load_run_checkpoint(path, "--checkpoint takes a run folder or its checkpoint.pt")
+        state = load_run_checkpoint(
+            path, "--checkpoint takes a run folder or its checkpoint.pt", damaged=f"it was {DAMAGED}: remove {path.parent} and train that run again"
+        )
         model = VGG.from_spec(VGGSpec(**state["spec"]))
         model.load_state_dict(state["model"])
         profile = Profile.from_dict(state["profile"])
@@ -285,7 +287,7 @@ def load_scores(path: Path | str) -> dict:
     if not path.is_file():
         problem = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise ValueError(f"score file {path} {problem} (python -m vgg evaluate --save-scores FILE writes them)")
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, "score file", damaged=f"it was {DAMAGED}: write it again with python -m vgg evaluate --save-scores FILE")
     if state.get("format") != SCORES_FORMAT or "posteriors" not in state:
         raise ValueError(f"{path} is not a score file (python -m vgg evaluate --save-scores writes them)")
     return state

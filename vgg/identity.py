@@ -105,8 +105,9 @@ def run_identity(settings: dict, profile: Profile, lrn_alpha: float | None = Non
 
 
 def format_differences(changed: dict) -> str:
-    """`differences` for people: "epochs 2 -> 3, data ab06dba521c5cc56 -> path:/nonexistent"."""
-    return ", ".join(f"{key} {old} -> {new}" for key, (old, new) in changed.items())
+    """`differences` for people: "epochs 2 -> 3, lr (default) -> 0.1"."""
+    shown = lambda value: "(default)" if value is None else value
+    return ", ".join(f"{key} {shown(old)} -> {shown(new)}" for key, (old, new) in changed.items())
 
 
 def differences(stored: dict, current: dict) -> dict:

@@ -1,10 +1,14 @@
 """Signals that ask a training run to stop, and the exit statuses that say why it stopped.
 
 SIGTERM and SIGUSR1 (a cluster preempting the job) and SIGINT (Ctrl-C) are caught from the
-moment a run starts. Before its training loop begins there is nothing to save, so a request
-stops it at once. Inside the loop, a request only sets a flag: the loop writes a checkpoint
-at its next read-back and then raises `Preempted`. A second Ctrl-C stops at once, keeping the
-last checkpoint (writes are atomic).
+moment `python -m vgg` starts. Before a training loop begins there is nothing to save, so a
+request stops the command at once. Inside the loop (and, with several ranks, from the start of
+a run, so that no rank leaves a collective call the others are in), a request only sets a flag:
+the trainer writes a checkpoint at its next read-back and then raises `Preempted`. A second
+Ctrl-C stops at once, keeping the last checkpoint (writes are atomic).
+
+`Preempted` is a BaseException, like KeyboardInterrupt: raised from a handler inside any code,
+it must not be taken for that code's own failure by an `except Exception`.
 """
 
 from __future__ import annotations
@@ -22,14 +26,18 @@ EXIT_INTERRUPTED = 130
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
-class Preempted(Exception):
-    """A stop signal ended the run: `exit_code` is the process's exit status, `saved` whether a
+class Preempted(BaseException):
+    """A stop signal (`signum`; None: one another rank received) ended the command; `saved`: a
     checkpoint of the moment was written (False: the previous one, if any, is kept)."""
 
-    def __init__(self, exit_code: int = EXIT_PREEMPTED, saved: bool = True):
-        super().__init__(exit_code, saved)
-        self.exit_code, self.saved = exit_code, saved
+    def __init__(self, signum: int | None = None, saved: bool = True):
+        super().__init__(signum, saved)
+        self.signum, self.saved = signum, saved
         self.reported = saved  # a saved stop was logged by the trainer; an unsaved one is reported once, where it is caught
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code_of(self.signum)
 
 
 def exit_code_of(signum: int | None) -> int:
@@ -46,10 +54,12 @@ def describe(signum: int | None) -> str:
 
 class StopRequests:
     """Catches the stop signals while in use (`with StopRequests() as stop:`); see the module's doc.
-    `in_loop` is set by the trainer once its loop runs (from then on, requests are deferred)."""
+    The trainer sets `deferred` where a request must wait for its next read-back (in its loop; with
+    several ranks, from the start of the run) and `in_loop` once it trains."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.deferred = False
         self.in_loop = False
         self._previous: dict[int, object] = {}
 
@@ -61,6 +71,13 @@ class StopRequests:
     def exit_code(self) -> int:
         return exit_code_of(self.signum)
 
+    def agree(self, stopped: bool, interrupted: bool) -> None:
+        """Take on what the ranks together were asked: a stop any received (as a Ctrl-C if any was one)."""
+        if interrupted:
+            self.signum = signal.SIGINT
+        elif stopped and self.signum is None:
+            self.signum = signal.SIGTERM
+
     def __enter__(self) -> StopRequests:
         for signum in STOP_SIGNALS:
             self._previous[signum] = signal.signal(signum, self._handle)
@@ -70,9 +87,9 @@ class StopRequests:
         second_ctrl_c = signum == signal.SIGINT and self.signum == signal.SIGINT
         if self.signum is None or signum == signal.SIGINT:
             self.signum = signum
-        if not self.in_loop or second_ctrl_c:
+        if not self.deferred or second_ctrl_c:
             _quiet_background_threads()
-            raise Preempted(self.exit_code, saved=False)
+            raise Preempted(self.signum, saved=False)
 
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
@@ -100,7 +117,10 @@ def _quiet_background_threads() -> None:
 def ignore_stop_signals(worker_id: int = 0) -> None:
     """For loader worker processes (a `worker_init_fn`): Ctrl-C in a terminal and `scancel` signal the
     whole process group, and a worker killed by them would fail the main process's next batch with
-    "DataLoader worker exited unexpectedly" before it could checkpoint. The main process stops them."""
+    "DataLoader worker exited unexpectedly" before it could checkpoint. The main process stops them
+    (the loader's shutdown; its workers also exit when they find their parent gone), so SIGTERM,
+    which torch's own clean-up of hung workers sends, is ignored as well: they are then killed
+    with the process group or when the job ends."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
 
@@ -114,7 +134,7 @@ def run_stoppable(command: Callable[[], int]) -> int:
         except Preempted as stopped:
             if not stopped.reported:
                 print(
-                    f"{describe(stop.signum)}: stopped at once, exit {stopped.exit_code}; files are written atomically, "
+                    f"{describe(stopped.signum)}: stopped at once, exit {stopped.exit_code}; files are written atomically, "
                     "so each is whole or absent: run the same command to go on",
                     file=sys.stderr,
                 )

@@ -18,6 +18,7 @@ exactly where the interrupted one stopped.
 from __future__ import annotations
 
 import random
+import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -31,7 +32,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from vgg import distributed
-from vgg.checkpoint import CHECKPOINT_NAME, append_text, git_commit, load_run_checkpoint, read_done, save_checkpoint, write_done
+from vgg.checkpoint import CHECKPOINT_NAME, DAMAGED, DONE_NAME, append_text, git_commit, load_run_checkpoint, read_done, save_checkpoint, write_done
 from vgg.datasets import ImageList, load_split, missing_classes_warning, require_data_folder
 from vgg.device_decode import DeviceAugmenter, EncodedDataset, collate_encoded, decode_path
 from vgg.initialization import init_from_a
@@ -391,7 +392,11 @@ class Trainer:
 
     def _init_from(self, model: VGG, path: Path, classes: tuple[str, ...]) -> bool:
         """Initialise from a parent run; True when fine-tuning a net of the same configuration."""
-        parent_state = load_run_checkpoint(path, "--init from: takes a parent run")
+        folder = path if path.is_dir() else path.parent
+        parent_state = load_run_checkpoint(
+            path, "--init from: takes the folder of a finished run", damaged=f"it was {DAMAGED}: remove {folder} and train that run again",
+            advice="a torchvision state dict starts a run through python -m vgg finetune --weights",
+        )
         if read_done(path if path.is_dir() else path.parent) is None:
             raise ValueError(f"{path} has not finished training (no DONE file): finish it first (rerun its command to resume it)")
         parent_spec = VGGSpec(**parent_state["spec"])
@@ -437,6 +442,7 @@ class Trainer:
         Stop signals (`vgg.stop_signals`) end it with `Preempted`: at once before its loop starts,
         after a checkpoint inside it."""
         with nullcontext(stop) if stop is not None else StopRequests() as stop:
+            stop.deferred = self.context.distributed  # no rank may leave a collective call that the others are in
             try:
                 require_data_folder(self.cfg.data)  # first: a missing dataset would read as a change of settings
                 self.identity = self.cfg.identity()
@@ -445,23 +451,40 @@ class Trainer:
                 if done is not None:
                     return done
                 loop = self._start()
-                stop.in_loop = True
+                if self.context.distributed:  # every rank stops here, or none does
+                    self._agree_on_stop(stop, torch.zeros(0, dtype=torch.float64))
+                    if stop.raised:
+                        raise Preempted(stop.signum, saved=False)
+                stop.deferred = stop.in_loop = True
                 while loop.epoch < self.epochs and not loop.schedule.finished:
                     self._train_epoch(loop, stop)
                     self._close_epoch(loop)
+                final = self._finish(loop)
+                if stop.raised:  # asked after the last read-back: the run is complete, but the command stops
+                    self.log(f"{describe(stop.signum)}: the run had finished ({DONE_NAME} written); exit {stop.exit_code}")
+                    raise Preempted(stop.signum)
+                return final
             except Preempted as stopped:
                 if not stopped.reported:
-                    self._log_unsaved_stop(stop)
+                    self._log_unsaved_stop(stopped, stop.in_loop)
                     stopped.reported = True
                 raise
-        return self._finish(loop)
 
-    def _log_unsaved_stop(self, stop: StopRequests) -> None:
-        what = describe(stop.signum)
-        if not stop.in_loop:
-            self.log(f"{what} during start-up, before training began: nothing to save; exit {stop.exit_code} (run the same command to start again)")
+    def _log_unsaved_stop(self, stopped: Preempted, in_loop: bool) -> None:
+        what, code = describe(stopped.signum), stopped.exit_code
+        if not in_loop:
+            self.log(f"{what} during start-up, before training began: nothing to save; exit {code} (run the same command to start again)")
         else:
-            self.log(f"{what} again: stopped at once; the last checkpoint ({self.out / CHECKPOINT_NAME}) is kept; exit {stop.exit_code} (run the same command to resume from it)")
+            self.log(f"{what} again: stopped at once; the last checkpoint ({self.out / CHECKPOINT_NAME}) is kept; exit {code} (run the same command to resume from it)")
+
+    def _agree_on_stop(self, stop: StopRequests, sums: torch.Tensor) -> torch.Tensor:
+        """All-reduce `sums` (float64, on the loop's device or the CPU) with this rank's stop request,
+        so that every rank learns of a stop asked of any (Ctrl-C on any making it an interruption
+        everywhere), and return the reduced `sums`."""
+        flags = torch.tensor([float(stop.raised), float(stop.signum == signal.SIGINT)], dtype=torch.float64, device=sums.device)
+        reduced = distributed.all_reduce_sum(torch.cat([sums, flags])).cpu()
+        stop.agree(stopped=bool(reduced[-2] > 0), interrupted=bool(reduced[-1] > 0))
+        return reduced[:-2]
 
     def _train_epoch(self, loop: _Loop, stop: StopRequests) -> None:
         """The epoch's remaining steps at the schedule's rate; every `sync_every` steps (and at the
@@ -480,8 +503,8 @@ class Trainer:
         while loop.step_in_epoch < loop.steps_per_epoch:
             self._step(loop, micro_batches)
             if self._read_back_due(loop, stop):
-                stopping = self._read_back(loop, stop, progress)
-                self._checkpoint_if_due(loop, stop if stopping else None)
+                time_due = self._read_back(loop, stop, progress)
+                self._checkpoint_if_due(loop, stop, time_due)
         if progress is not None:
             progress.close()
         del micro_batches  # its loader workers end before validation starts its own
@@ -513,10 +536,12 @@ class Trainer:
 
     def _read_back(self, loop: _Loop, stop: StopRequests, progress) -> bool:
         """Move the device-side sums into the epoch's totals: one host sync and one all-reduce across
-        ranks, which also carries the preemption flag. Raises on a non-finite loss; returns whether
-        any rank was asked to stop."""
-        flag = torch.full_like(loop.pending[:1], float(stop.raised))
-        sums = distributed.all_reduce_sum(torch.cat([loop.pending, flag])).cpu()
+        ranks, which also carries the stop requests and the main rank's clock (so that every rank
+        checkpoints at the same step). Raises on a non-finite loss; returns whether the
+        `checkpoint_minutes` are up."""
+        time_due = self.context.is_main and time.monotonic() - loop.last_save > self.cfg.checkpoint_minutes * 60
+        clock = torch.full_like(loop.pending[:1], float(time_due))
+        sums = self._agree_on_stop(stop, torch.cat([loop.pending, clock]))
         loop.pending.zero_()
         first, last = loop.read_step, loop.global_step - 1  # the steps these sums cover, counted from 0
         where = f"at step {last}" if first == last else f"in steps {first}-{last}"
@@ -538,19 +563,16 @@ class Trainer:
             progress.set_postfix(loss=f"{totals.loss_sum / max(1, totals.seen):.3f}", img_s=f"{totals.seen / max(totals.elapsed, 1e-9):.0f}")
         return bool(sums[5] > 0)
 
-    def _checkpoint_if_due(self, loop: _Loop, stop: StopRequests | None) -> None:
-        """A mid-epoch checkpoint every `checkpoint_steps` steps or `checkpoint_minutes`, and when a rank
-        was asked to stop (`stop`: then exit through Preempted). Only at read-backs, so a checkpoint's
-        totals are complete."""
-        cfg = self.cfg
-        due = (cfg.checkpoint_steps and loop.global_step % cfg.checkpoint_steps == 0) or (
-            time.monotonic() - loop.last_save > cfg.checkpoint_minutes * 60
-        )
-        if stop is not None or (due and loop.step_in_epoch < loop.steps_per_epoch):
+    def _checkpoint_if_due(self, loop: _Loop, stop: StopRequests, time_due: bool) -> None:
+        """A mid-epoch checkpoint every `checkpoint_steps` steps or `checkpoint_minutes` (`time_due`),
+        and when a rank was asked to stop (then exit through Preempted). Only at read-backs, so a
+        checkpoint's totals are complete, and at the same step on every rank."""
+        due = (self.cfg.checkpoint_steps and loop.global_step % self.cfg.checkpoint_steps == 0) or time_due
+        if stop.raised or (due and loop.step_in_epoch < loop.steps_per_epoch):
             self._save(loop)
-            if stop is not None:
+            if stop.raised:
                 self.log(f"{describe(stop.signum)}: checkpoint at epoch {loop.epoch}, step {loop.step_in_epoch}; exit {stop.exit_code} (run the same command to resume)")
-                raise Preempted(stop.exit_code)
+                raise Preempted(stop.signum)
 
     def _close_epoch(self, loop: _Loop) -> None:
         """Validate, let the schedule act on it, log the epoch's row, then checkpoint the next epoch's start."""
@@ -600,7 +622,7 @@ class Trainer:
         if not path.exists():
             return None
         move = f"move it out of {self.out}, then run the same command to train the run from its start"
-        return load_run_checkpoint(path, "the run's own checkpoint, to resume from", advice=move)
+        return load_run_checkpoint(path, "the run's own checkpoint, to resume from", damaged=f"it was {DAMAGED}: {move}", advice=move)
 
     def _start(self) -> _Loop:
         """The model, optimizer, schedule and data of the run, at its checkpoint's position if it has one."""
@@ -624,6 +646,8 @@ class Trainer:
             loop.epoch, loop.step_in_epoch, loop.global_step = checkpoint["epoch"], checkpoint["step_in_epoch"], checkpoint["global_step"]
             loop.read_step = loop.global_step
             loop.totals = EpochTotals(**checkpoint["epoch_totals"])
+            if not context.is_main:  # the checkpoint's skipped images are every rank's, listed once by rank 0
+                loop.totals.skipped = []
             _restore_rng(checkpoint["rng"])
             if context.is_main:
                 truncate_metrics(self.out, loop.epoch - 1)
@@ -700,7 +724,9 @@ class Trainer:
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
     def _save(self, loop: _Loop) -> None:
-        """Checkpoint the loop's position (main rank), atomically."""
+        """Checkpoint the loop's position (written by the main rank, atomically; every rank calls this
+        at the same step, as the epoch's skipped images are gathered from all of them)."""
+        skipped = distributed.gather_lists(loop.totals.skipped)
         if self.context.is_main:
             state = {
                 "format": CHECKPOINT_FORMAT,
@@ -719,7 +745,7 @@ class Trainer:
                 "max_epochs": self.epochs,
                 "step_in_epoch": loop.step_in_epoch,
                 "global_step": loop.global_step,
-                "epoch_totals": asdict(loop.totals),
+                "epoch_totals": {**asdict(loop.totals), "skipped": skipped},  # every rank's: rank 0 resumes with them
                 "rng": _rng_state(),
                 "git_commit": git_commit(),
             }
