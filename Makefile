@@ -39,8 +39,9 @@ $(STAMP): requirements.txt
 
 venv: $(STAMP) ## create or refresh .venv from requirements.txt
 
-test: $(STAMP) ## run the whole test suite
-	$(PY) -m pytest
+TEST_WORKERS ?= 2
+test: $(STAMP) ## run the whole test suite (TEST_WORKERS=2 processes, one torch thread each)
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 bench: $(STAMP) ## run the benchmarks; prints throughput ratios against references
 	$(PY) -m pytest tests/benchmarks --benchmark-enable --benchmark-only --benchmark-columns=mean,stddev,rounds

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # make test runs two workers on two cores: one thread each
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
