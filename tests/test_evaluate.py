@@ -20,7 +20,8 @@ from vgg.normalization import PAPER_MEAN_RGB
 from vgg.profiles import get_profile
 from vgg.protocols import Batcher, FullFP32, Protocol, grid_crops, grid_positions
 from vgg.results import read_rows, upsert_rows
-from vgg.train import TrainConfig, train
+from vgg.run_config import TrainConfig
+from vgg.train import train
 from vgg.transforms import ScaleRange, rescale
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,11 +5,13 @@ import shutil
 
 import pytest
 
+import vgg.run_config
 import vgg.train
 from vgg.checkpoint import load_checkpoint, read_done, save_checkpoint, write_done
 from vgg.identity import dataset_fingerprint, recipe
 from vgg.profiles import get_profile
-from vgg.train import TrainConfig, train
+from vgg.run_config import TrainConfig
+from vgg.train import train
 
 
 def config(data, **overrides) -> TrainConfig:
@@ -20,7 +22,8 @@ def config(data, **overrides) -> TrainConfig:
 def with_profile_change(monkeypatch, **changes) -> None:
     """Make `TrainConfig` and `Trainer` see the ci profile with `changes`."""
     changed = dataclasses.replace(get_profile("ci"), **changes)
-    monkeypatch.setattr(vgg.train, "get_profile", lambda name: changed if name == "ci" else get_profile(name))
+    for module in (vgg.train, vgg.run_config):
+        monkeypatch.setattr(module, "get_profile", lambda name: changed if name == "ci" else get_profile(name))
 
 
 def test_a_moved_dataset_and_runs_folder_still_resume_and_children_still_find_their_parent(ci_data, tmp_path):

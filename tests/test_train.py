@@ -14,7 +14,8 @@ import torch
 from vgg.checkpoint import load_checkpoint, read_done
 from vgg.kill_resume import kill_mid_epoch, wait_for
 from vgg.metrics import batch_sums
-from vgg.train import EXIT_PREEMPTED, NonFiniteLossError, TrainConfig, Trainer, train, train_command
+from vgg.run_config import TrainConfig, train_command
+from vgg.train import EXIT_PREEMPTED, NonFiniteLossError, Trainer, train
 
 ROOT = Path(__file__).resolve().parent.parent
 

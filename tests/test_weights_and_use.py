@@ -19,7 +19,8 @@ from vgg.predict import predict, save_figure
 from vgg.profiles import get_profile
 from vgg.results import read_rows
 from vgg.synthetic import SynthSpec, generate
-from vgg.train import Preempted, TrainConfig, train
+from vgg.run_config import TrainConfig
+from vgg.train import Preempted, train
 from vgg.weights import cache_path, load_weights
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,6 +14,7 @@ from vgg.datasets import load_split
 from vgg.models import FREEZE_CHOICES, VGGSpec
 from vgg.profiles import PRECISIONS
 from vgg.report import REPORTS, write_report
+from vgg.run_config import add_train_arguments
 from vgg.synthetic import SynthSpec, generate
 
 PRECISION_HELP = "test protocols' arithmetic on CUDA: fp32 (TF32 off; the paper's numbers are fp32) or bf16 autocast (default: the profile's eval_precision)"
@@ -70,42 +71,13 @@ def cmd_data_inspect(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from vgg.profiles import get_profile
-    from vgg.train import TrainConfig, train
+    from vgg.run_config import config_from_arguments
+    from vgg.train import train
 
     data = args.data or get_profile(args.profile).data
     if not data:
         raise ValueError(f"the {args.profile} profile has no default dataset: pass --data DIR")
-    cfg = TrainConfig(
-        config=args.config,
-        train_scale=args.train_scale,
-        data=str(data),
-        profile=args.profile,
-        init=args.init,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        accum=args.accum,
-        normalization=args.normalization,
-        batch_norm=args.batch_norm,
-        dropout=args.dropout,
-        lrn_alpha=args.lrn_alpha,
-        freeze=args.freeze,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        plateau_patience=args.plateau_patience,
-        val_images=args.val_images,
-        workers=args.workers,
-        device=args.device,
-        compile=args.compile,
-        checkpoint_minutes=args.checkpoint_minutes,
-        checkpoint_steps=args.checkpoint_steps,
-        sync_every=TrainConfig.sync_every if args.sync_every is None else args.sync_every,
-        decode=args.decode,
-        skip_bad_images=args.skip_bad_images,
-        progress=not args.no_progress,
-    )
-    train(cfg, args.out)
+    train(config_from_arguments(args, data=str(data)), args.out)
 
 
 def _scales(text: str | None) -> list[int] | None:
@@ -165,7 +137,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 def cmd_finetune(args: argparse.Namespace) -> None:
     from vgg.evaluate import load_net, profile_for_crop
-    from vgg.train import CHECKPOINT_SPEC, TrainConfig, train
+    from vgg.run_config import TrainConfig
+    from vgg.train import CHECKPOINT_SPEC, train
 
     weights = f"{CHECKPOINT_SPEC}{args.checkpoint}" if args.checkpoint else args.weights
     source = load_net(checkpoint=args.checkpoint) if args.checkpoint else load_net(weights=args.weights)
@@ -219,35 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(handler=cmd_report)
 
     train = commands.add_parser("train", help="train one net with the paper's recipe (resumes; skips if finished)")
-    train.add_argument("--config", required=True, help=f"one of {', '.join(CONFIGS)}")
-    train.add_argument("--train-scale", required=True, help="S in paper units: 256, 384, or a jitter range 256:512")
-    train.add_argument("--data", type=Path, help="dataset folder (default: the profile's; smoke: data/synthetic)")
     train.add_argument("--out", type=Path, required=True, help="run folder: checkpoint.pt, metrics.csv, curves.png, DONE")
-    train.add_argument("--profile", default="smoke", help="paper | smoke | ci (experiments/profiles.toml; default smoke)")
-    train.add_argument("--init", help="paper | glorot | from:CHECKPOINT (net A, or the same config to fine-tune); default: the profile's random init")
-    train.add_argument("--epochs", type=int, help="maximum epochs (default: the profile's; paper 74)")
-    train.add_argument("--batch-size", type=int, help="global batch over all processes (default: the profile's; paper 256)")
-    train.add_argument("--lr", type=float, help="initial learning rate (default 1e-2; the profile's finetune_lr, 1e-3, when fine-tuning the same config)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--accum", type=int, default=1, help="gradient accumulation steps per optimizer step")
-    train.add_argument("--normalization", default="mean-rgb", help="mean-rgb (the paper's) | torchvision")
-    train.add_argument("--batch-norm", action="store_true", help="BatchNorm after every conv (not in the paper)")
-    train.add_argument("--dropout", type=float, help="dropout on FC1 and FC2 (default: the profile's; paper 0.5)")
-    train.add_argument("--lrn-alpha", type=float, help="A-LRN: PyTorch's LRN alpha (default 5e-4, the AlexNet paper's; 1e-4 for the alpha/n reading)")
-    train.add_argument("--freeze", default="none", choices=FREEZE_CHOICES, help="features: train the FC layers only (fine-tuning a trained net of the same config)")
-    train.add_argument("--momentum", type=float, default=0.9)
-    train.add_argument("--weight-decay", type=float, default=5e-4)
-    train.add_argument("--plateau-patience", type=int, help="epochs without a val gain before the lr drops (default: the profile's)")
-    train.add_argument("--val-images", type=int, help="per-epoch validation subset size (default: the profile's; 0 = all)")
-    train.add_argument("--workers", type=int, help="loader processes per rank (default: from the CPU count)")
-    train.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    train.add_argument("--compile", action="store_true", help="torch.compile the network")
-    train.add_argument("--checkpoint-minutes", type=float, default=10.0, help="also checkpoint every N minutes (default 10)")
-    train.add_argument("--checkpoint-steps", type=int, default=0, help="also checkpoint every N steps (0: off)")
-    train.add_argument("--decode", default="auto", choices=("cpu", "gpu", "auto"), help="where training images are decoded and augmented: cpu (loader workers), gpu (the training device, nvJPEG on CUDA), auto (default: cpu off CUDA; on CUDA, gpu unless the CPU loader measurably keeps up with the step)")
-    train.add_argument("--sync-every", type=int, help="read the training loss and counts back from the device, and check for preemption, every N steps (default 50; 0: at each epoch's end only)")
-    train.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (listed each epoch)")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_train_arguments(train)  # one option per field of vgg.run_config.TrainConfig
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="a test protocol of Sect. 3.2 on a trained net")

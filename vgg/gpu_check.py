@@ -42,7 +42,8 @@ from vgg.normalization import get_normalization
 from vgg.profiles import Profile, get_profile
 from vgg.protocols import FullFP32
 from vgg.synthetic import SynthSpec, generate
-from vgg.train import TrainConfig, forward_backward, train
+from vgg.run_config import TrainConfig
+from vgg.train import forward_backward, train
 from vgg.transforms import ScaleRange, TrainTransform
 
 DATASHEET_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0}

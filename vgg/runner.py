@@ -123,7 +123,7 @@ class ExperimentRunner:
 
     def train_config(self, spec: RunSpec):
         """The TrainConfig of a (seeded) run: its seed, and init from its parent's folder of the same seed."""
-        from vgg.train import TrainConfig
+        from vgg.run_config import TrainConfig
 
         init = RANDOM_INITS[spec.init] if spec.parent is None else f"from:{self.run_dir(spec.parent)}"
         return TrainConfig(
@@ -147,7 +147,8 @@ class ExperimentRunner:
 
     def train(self, spec: RunSpec) -> dict:
         """Train (or resume, or skip when finished) one run."""
-        from vgg.train import OtherRunError, train, train_command
+        from vgg.run_config import train_command
+        from vgg.train import OtherRunError, train
 
         cfg = self.train_config(spec)
         done = self.is_done(spec)

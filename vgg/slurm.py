@@ -57,7 +57,7 @@ def submit(runner: ExperimentRunner, experiment: Experiment, runs: list[RunSpec]
     """Submit each unfinished run as a job that waits (afterok) for its parent's, then one evaluation job.
     `runs` come from `plan_runs` (seeded ids: each seed's chain waits on its own parents). Returns
     the job id of each run id, and of "evaluate"."""
-    from vgg.train import train_command
+    from vgg.run_config import train_command
 
     jobs: dict[str, str] = {}
     for spec in runs:

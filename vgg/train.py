@@ -22,7 +22,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,8 @@ from vgg.configs import has_lrn
 from vgg.models import FREEZE_CHOICES, VGG, VGGSpec
 from vgg.normalization import Normalization, get_normalization
 from vgg.profiles import PAPER_INIT_STD, Profile, get_profile
-from vgg.identity import differences, digest, format_differences, recipe, run_identity
+from vgg.identity import differences, digest, format_differences, recipe
+from vgg.run_config import TrainConfig
 from vgg.stop_signals import EXIT_PREEMPTED, Preempted, StopRequests, describe  # noqa: F401 (EXIT_PREEMPTED: re-exported)
 from vgg.schedule import PlateauSchedule, drop_deadline_epochs, drop_earliest_epochs
 from vgg.torchvision_compat import clean_state_dict
@@ -55,12 +56,6 @@ CHECKPOINT_FORMAT = 1
 PLOT_EVERY_EPOCH_AFTER_S = 30.0
 A_CONFIGS = ("A", "A-LRN")
 MEMORY_FORMAT = torch.channels_last
-SYNC_EVERY = 50
-"""Steps between read-backs of the training sums from the device (and checks for preemption)."""
-
-
-_LATER_FIELDS = ("weights", "freeze", "head_lr_mult")
-_RECIPE_FIELDS = ("lrn_alpha",)  # model constants with a default: part of the identity's recipe, not of the settings
 CHECKPOINT_SPEC = "checkpoint:"
 
 
@@ -74,67 +69,6 @@ class OtherRunError(ValueError):
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite: training stops, keeping the last good checkpoint."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """A training run. Fields above `workers` define the run (and its hash); the rest only how it runs."""
-
-    config: str
-    train_scale: str
-    data: str
-    profile: str = "smoke"
-    init: str | None = None  # paper | glorot | from:CHECKPOINT; None: the profile's random init
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    dropout: float | None = None  # None: the profile's (paper 0.5)
-    seed: int = 0
-    accum: int = 1
-    normalization: str = "mean-rgb"
-    batch_norm: bool = False
-    val_images: int | None = None
-    plateau_patience: int | None = None
-    weights: str | None = None  # fine-tuning: a weight spec (vgg.weights) or "checkpoint:RUN_DIR"
-    freeze: str = "none"  # fine-tuning: "features" trains the classifier only
-    head_lr_mult: float = 1.0  # fine-tuning: learning-rate multiplier of the new last layer
-    lrn_alpha: float | None = None  # nets with LRN: PyTorch's alpha (None: the model's default, vgg.models.LRN_ALPHA_ALEXNET)
-    # how it runs, not what it computes:
-    workers: int | None = None
-    device: str = "auto"
-    compile: bool = False
-    checkpoint_minutes: float = 10.0
-    checkpoint_steps: int = 0
-    decode: str = "auto"  # where training images are decoded and augmented: cpu | gpu | auto (vgg.device_decode)
-    sync_every: int = SYNC_EVERY  # read the loss and counts back from the device every N steps (and at each epoch's end)
-    skip_bad_images: bool = False
-    progress: bool = True
-
-    def settings(self) -> dict:
-        """The fields that define what the run computes, as given (paths included; fields added
-        after the first runs count only when set, so that earlier runs keep their legacy hash). The
-        LRN constant is not among them: the identity's recipe holds its value, given or default."""
-        names = [f.name for f in fields(self)]
-        defaults = {f.name: f.default for f in fields(self)}
-        return {
-            name: getattr(self, name)
-            for name in names[: names.index("workers")]
-            if name not in _RECIPE_FIELDS and (name not in _LATER_FIELDS or getattr(self, name) != defaults[name])
-        }
-
-    def identity(self) -> dict:
-        """The run's identity (`vgg.identity`): its settings with the dataset and the parent by
-        content, and its profile's recipe with the LRN constant it trains with."""
-        return run_identity(self.settings(), get_profile(self.profile), self.lrn_alpha)
-
-    def run_hash(self) -> str:
-        return digest(self.identity())
-
-    def legacy_hash(self) -> str:
-        """The hash of runs from before identity version 2 (settings with paths, no recipe)."""
-        return digest(self.settings())
 
 
 @dataclass
@@ -843,25 +777,6 @@ class Trainer:
             "train_wall_s": round(float(frame["wall_s"].sum()), 1),
             "git_commit": git_commit(),
         }
-
-
-_FLAGS = {"batch_norm": "--batch-norm", "compile": "--compile", "skip_bad_images": "--skip-bad-images"}
-
-
-def train_command(cfg: TrainConfig, out: Path | str) -> list[str]:
-    """The `python -m vgg train` command line of `cfg` (for torchrun and SLURM jobs)."""
-    command = [sys.executable, "-m", "vgg", "train", "--out", str(out)]
-    for item in fields(cfg):
-        value = getattr(cfg, item.name)
-        if value == item.default or value is None:
-            continue
-        if item.name in _FLAGS:
-            command.append(_FLAGS[item.name])
-        elif item.name == "progress":
-            command.append("--no-progress")
-        else:
-            command.extend([f"--{item.name.replace('_', '-')}", str(value)])
-    return command
 
 
 def train(cfg: TrainConfig, out: Path | str) -> dict:

@@ -1,0 +1,80 @@
+"""A run's settings, declared once: what identifies a run (pinned hashes), and the command line
+of torchrun and SLURM jobs parsed back into the same run."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pytest
+
+import vgg.identity
+from vgg.cli import build_parser
+from vgg.run_config import HOW, IDENTITY, IDENTITY_WHEN_SET, RECIPE, TrainConfig, config_from_arguments, train_command
+
+RUNS = {
+    "a random-init run with the defaults": TrainConfig(config="A", train_scale="256", data="data/synthetic"),
+    "a child initialised from A, every option set": TrainConfig(
+        config="D", train_scale="256:512", data="/datasets/imagenet", profile="paper", init="from:runs/paper/A-256", epochs=74,
+        batch_size=512, lr=0.02, momentum=0.8, weight_decay=1e-4, dropout=0.4, seed=3, accum=2, normalization="torchvision",
+        batch_norm=True, val_images=500, plateau_patience=3, workers=4, device="cuda", compile=True, checkpoint_minutes=5.0,
+        checkpoint_steps=100, decode="gpu", sync_every=7, skip_bad_images=True, progress=False,
+    ),
+    "a fine-tune of torchvision weights, FC layers only": TrainConfig(
+        config="D", train_scale="256:512", data="/data/cats-dogs", profile="paper", weights="torchvision:vgg16", freeze="features", head_lr_mult=10.0,
+    ),
+    "a fine-tune of one of our runs": TrainConfig(config="A", train_scale="384", data="d", profile="ci", weights="checkpoint:runs/ci/A-256", lr=1e-3),
+    "A-LRN with the alpha/n reading of the LRN constant": TrainConfig(config="A-LRN", train_scale="256", data="d", profile="smoke", lrn_alpha=1e-4),
+    "sync at each epoch's end only": TrainConfig(config="B", train_scale="256", data="d", sync_every=0),
+}
+
+
+@pytest.mark.parametrize("name", RUNS)
+def test_the_job_command_line_parses_back_into_the_same_run(name):
+    """torchrun and SLURM jobs run `train_command(cfg)`: it must be the same run, fine-tunes included."""
+    cfg = RUNS[name]
+    command = train_command(cfg, "runs/x")
+    assert command[1:4] == ["-m", "vgg", "train"]
+    args = build_parser().parse_args(command[3:])
+    assert str(args.out) == "runs/x"
+    assert config_from_arguments(args) == cfg
+
+
+def test_every_field_says_what_it_is_to_the_run():
+    roles = {item.name: item.metadata["role"] for item in fields(TrainConfig)}
+    assert set(roles.values()) == {IDENTITY, IDENTITY_WHEN_SET, RECIPE, HOW}
+    assert [name for name, role in roles.items() if role == IDENTITY_WHEN_SET] == ["weights", "freeze", "head_lr_mult"]
+    assert [name for name, role in roles.items() if role == RECIPE] == ["lrn_alpha"]
+
+
+@pytest.fixture
+def fixed_content(monkeypatch):
+    """The dataset and the parent by a fixed stand-in for their content, so that hashes depend on the settings alone."""
+    monkeypatch.setattr(vgg.identity, "dataset_fingerprint", lambda data: f"dataset:{data}")
+    monkeypatch.setattr(vgg.identity, "parent_run_hash", lambda init: f"parent:{init}")
+
+
+@pytest.mark.parametrize(
+    "name, legacy_hash, run_hash",
+    [  # the hashes of commit 97113b3, before the settings were declared in one place
+        ("a random-init run with the defaults", "0110ad36e2a6f15f", "f2e5416c6a506249"),
+        ("a child initialised from A, every option set", "3c25a0a0d2fd6208", "509a733817272228"),
+        ("a fine-tune of torchvision weights, FC layers only", "7192a2752747230e", "22cdedfca4987b02"),
+        ("A-LRN with the alpha/n reading of the LRN constant", "d98153fe21967aa2", "602500b3f581bfb6"),
+    ],
+)
+def test_run_hashes_are_pinned(fixed_content, name, legacy_hash, run_hash):
+    """Existing run folders resume only while these hold: a field added, moved or given another role
+    must not change the hash of a run that does not set it."""
+    assert (RUNS[name].legacy_hash(), RUNS[name].run_hash()) == (legacy_hash, run_hash)
+
+
+def test_options_that_only_change_how_a_run_runs_leave_its_hash_alone(fixed_content):
+    base = RUNS["a random-init run with the defaults"]
+    how = TrainConfig(config="A", train_scale="256", data="data/synthetic", workers=3, device="cpu", compile=True, checkpoint_minutes=1.0,
+                      checkpoint_steps=5, decode="cpu", sync_every=3, skip_bad_images=True, progress=False)
+    assert how.run_hash() == base.run_hash()
+    for changed in ({"seed": 1}, {"epochs": 3}, {"freeze": "features"}):
+        other = TrainConfig(config="A", train_scale="256", data="data/synthetic", **changed)
+        assert other.run_hash() != base.run_hash(), changed
+    lrn = TrainConfig(config="A-LRN", train_scale="256", data="data/synthetic")
+    assert TrainConfig(config="A-LRN", train_scale="256", data="data/synthetic", lrn_alpha=1e-4).run_hash() != lrn.run_hash()

@@ -1,0 +1,132 @@
+"""A training run's settings, declared once: `TrainConfig`.
+
+Each field says, in its metadata, what it is to the run:
+- `IDENTITY`: it defines what the run computes, so it enters the run's hash (`vgg.identity`);
+- `IDENTITY_WHEN_SET`: the same, but only when set (fields added after the first runs, so that
+  those runs keep their hash);
+- `RECIPE`: a model constant whose value, given or default, the identity's recipe holds;
+- `HOW`: how the run runs (workers, device, checkpoint cadence...), not what it computes.
+
+and how it appears on the command line (help, type, choices). The `train` parser, the parsed
+arguments back into a `TrainConfig`, and the argv of torchrun and SLURM jobs are all derived
+from these declarations: adding an option is adding a field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import MISSING, Field, dataclass, field, fields
+from pathlib import Path
+
+from vgg.identity import digest, run_identity
+from vgg.models import FREEZE_CHOICES
+from vgg.profiles import get_profile
+
+IDENTITY, IDENTITY_WHEN_SET, RECIPE, HOW = "identity", "identity when set", "recipe", "how"
+SYNC_EVERY = 50
+"""Steps between read-backs of the training sums from the device (and checks for stop requests)."""
+
+
+def option(role: str, help: str, default=MISSING, kind: type = str, choices: tuple | None = None, required: bool = False) -> Field:
+    """A `TrainConfig` field: its role in the run's identity, and its command-line option."""
+    metadata = {"role": role, "help": help, "kind": kind, "choices": choices, "required": required}
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run (see the module's doc for what each field's role means)."""
+
+    config: str = option(IDENTITY, "a configuration of Table 1: A, A-LRN, B, C, D, E (or B-5x5)", required=True)
+    train_scale: str = option(IDENTITY, "S in paper units: 256, 384, or a jitter range 256:512", required=True)
+    data: str = option(IDENTITY, "dataset folder (default: the profile's; smoke: data/synthetic)")
+    profile: str = option(IDENTITY, "paper | smoke | ci (experiments/profiles.toml; default smoke)", "smoke")
+    init: str | None = option(IDENTITY, "paper | glorot | from:CHECKPOINT (net A, or the same config to fine-tune); default: the profile's random init", None)
+    epochs: int | None = option(IDENTITY, "maximum epochs (default: the profile's; paper 74)", None, int)
+    batch_size: int | None = option(IDENTITY, "global batch over all processes (default: the profile's; paper 256)", None, int)
+    lr: float | None = option(IDENTITY, "initial learning rate (default 1e-2; the profile's finetune_lr, 1e-3, when fine-tuning the same config)", None, float)
+    momentum: float = option(IDENTITY, "SGD momentum (default 0.9)", 0.9, float)
+    weight_decay: float = option(IDENTITY, "L2 weight decay (default 5e-4)", 5e-4, float)
+    dropout: float | None = option(IDENTITY, "dropout on FC1 and FC2 (default: the profile's; paper 0.5)", None, float)
+    seed: int = option(IDENTITY, "seed of the init, the data order, the augmentation and dropout (default 0)", 0, int)
+    accum: int = option(IDENTITY, "gradient accumulation steps per optimizer step (default 1)", 1, int)
+    normalization: str = option(IDENTITY, "mean-rgb (the paper's) | torchvision", "mean-rgb")
+    batch_norm: bool = option(IDENTITY, "BatchNorm after every conv (not in the paper)", False, bool)
+    val_images: int | None = option(IDENTITY, "per-epoch validation subset size (default: the profile's; 0 = all)", None, int)
+    plateau_patience: int | None = option(IDENTITY, "epochs without a val gain before the lr drops (default: the profile's)", None, int)
+    weights: str | None = option(IDENTITY_WHEN_SET, "fine-tuning: a weight spec (a torchvision-format file, torchvision:NAME) or checkpoint:RUN_DIR", None)
+    freeze: str = option(IDENTITY_WHEN_SET, "features: train the FC layers only (fine-tuning a trained net)", "none", choices=FREEZE_CHOICES)
+    head_lr_mult: float = option(IDENTITY_WHEN_SET, "fine-tuning: learning-rate multiple of the new last layer (default 1)", 1.0, float)
+    lrn_alpha: float | None = option(RECIPE, "A-LRN: PyTorch's LRN alpha (default 5e-4, the AlexNet paper's; 1e-4 for the alpha/n reading)", None, float)
+    workers: int | None = option(HOW, "loader processes per rank (default: from the CPU count)", None, int)
+    device: str = option(HOW, "auto | cpu | cuda", "auto")
+    compile: bool = option(HOW, "torch.compile the network", False, bool)
+    checkpoint_minutes: float = option(HOW, "also checkpoint every N minutes (default 10)", 10.0, float)
+    checkpoint_steps: int = option(HOW, "also checkpoint every N steps (0: off)", 0, int)
+    decode: str = option(
+        HOW, "where training images are decoded and augmented: cpu (loader workers), gpu (the training device, nvJPEG on CUDA), "
+        "auto (default: cpu off CUDA; on CUDA, gpu unless the CPU loader measurably keeps up with the step)", "auto", choices=("cpu", "gpu", "auto"),
+    )
+    sync_every: int = option(HOW, f"read the training loss and counts back from the device, and check for stop requests, every N steps (default {SYNC_EVERY}; 0: at each epoch's end only)", SYNC_EVERY, int)
+    skip_bad_images: bool = option(HOW, "skip unreadable images (listed each epoch, counted in metrics.csv)", False, bool)
+    progress: bool = option(HOW, "a progress bar (--no-progress: none)", True, bool)
+
+    def settings(self) -> dict:
+        """The fields that define what the run computes, as given (paths included). The LRN constant
+        is not among them: the identity's recipe holds its value, given or default."""
+        chosen = {}
+        for item in fields(self):
+            role, value = item.metadata["role"], getattr(self, item.name)
+            if role == IDENTITY or (role == IDENTITY_WHEN_SET and value != item.default):
+                chosen[item.name] = value
+        return chosen
+
+    def identity(self) -> dict:
+        """The run's identity (`vgg.identity`): its settings with the dataset and the parent by
+        content, and its profile's recipe with the LRN constant it trains with."""
+        return run_identity(self.settings(), get_profile(self.profile), self.lrn_alpha)
+
+    def run_hash(self) -> str:
+        return digest(self.identity())
+
+    def legacy_hash(self) -> str:
+        """The hash of runs from before identity version 2 (settings with paths, no recipe)."""
+        return digest(self.settings())
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `train` options, one per `TrainConfig` field."""
+    for item in fields(TrainConfig):
+        meta = item.metadata
+        if meta["kind"] is bool:
+            if item.default:
+                parser.add_argument(f"--no-{_dashed(item.name)}", dest=item.name, action="store_false", help=meta["help"])
+            else:
+                parser.add_argument(f"--{_dashed(item.name)}", dest=item.name, action="store_true", help=meta["help"])
+            continue
+        parser.add_argument(f"--{_dashed(item.name)}", dest=item.name, type=meta["kind"], choices=meta["choices"], required=meta["required"], help=meta["help"])
+
+
+def config_from_arguments(args: argparse.Namespace, **overrides) -> TrainConfig:
+    """The `TrainConfig` of parsed `train` arguments (an option left out takes the field's default)."""
+    given = {item.name: getattr(args, item.name) for item in fields(TrainConfig) if getattr(args, item.name, None) is not None}
+    return TrainConfig(**{**given, **overrides})
+
+
+def train_command(cfg: TrainConfig, out: Path | str) -> list[str]:
+    """The `python -m vgg train` command line of `cfg` (for torchrun and SLURM jobs)."""
+    command = [sys.executable, "-m", "vgg", "train", "--out", str(out)]
+    for item in fields(cfg):
+        value = getattr(cfg, item.name)
+        if value == item.default or value is None:
+            continue
+        if item.metadata["kind"] is bool:
+            command.append(f"--{'no-' if item.default else ''}{_dashed(item.name)}")
+        else:
+            command.extend([f"--{_dashed(item.name)}", str(value)])
+    return command
+
+
+def _dashed(name: str) -> str:
+    return name.replace("_", "-")
