@@ -122,3 +122,10 @@ def test_cached_decoding_reads_each_image_once_and_gives_the_same_samples(ci_dat
             for a, b in zip(expected, got, strict=True):
                 assert torch.equal(torch.as_tensor(a), torch.as_tensor(b))
     assert len(reads) == 3 * len(images) + len(images)  # the plain dataset every epoch, the cached one once per image
+
+
+def test_the_run_seed_changes_the_augmentation_of_the_same_image_and_epoch(train_images):
+    transform = TrainTransform(ScaleRange(16, 24), crop=16)
+    first, other = (ImageDataset(train_images, transform, seed=seed) for seed in (0, 1))
+    assert any(not torch.equal(first[(0, index)][0], other[(0, index)][0]) for index in range(len(train_images)))
+    assert all(torch.equal(first[(0, index)][0], first[(0, index)][0]) for index in range(3))  # and the seed alone decides

@@ -156,6 +156,16 @@ def test_lr_drops_on_plateaus_and_training_stops_after_three(ci_data, tmp_path):
     rates = [float(row["lr"]) for row in csv.DictReader(open(tmp_path / "flat" / "metrics.csv"))]
     assert rates == pytest.approx([1e-12, 1e-12, 1e-13, 1e-14, 1e-15], rel=1e-6)
     assert done["stopped"] == "plateau" and done["lr_drops"] == 3 and done["epochs"] == 5
+    # the rate the optimizer stepped with in the last epoch, not only the schedule's record of it
+    assert load_checkpoint(tmp_path / "flat")["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-15, rel=1e-6)
+
+
+def test_momentum_weight_decay_and_the_heads_rate_multiple_reach_the_optimizer(ci_data, tmp_path):
+    train(config(ci_data, epochs=1, lr=0.02, momentum=0.8, weight_decay=1e-4, head_lr_mult=10.0), tmp_path / "run")
+    body, head = load_checkpoint(tmp_path / "run")["optimizer"]["param_groups"]
+    assert (body["momentum"], body["weight_decay"], head["momentum"], head["weight_decay"]) == (0.8, 1e-4, 0.8, 1e-4)
+    assert (body["lr"], head["lr"]) == pytest.approx((0.02, 0.2))
+    assert len(head["params"]) == 2  # the last layer's weight and bias
 
 
 def test_the_profiles_near_chance_guard_holds_the_rate_in_training(ci_data, tmp_path, monkeypatch):
@@ -291,19 +301,3 @@ def test_nan_stops_at_once_keeping_the_last_good_checkpoint(ci_data, tmp_path):
     kept = load_checkpoint(run)
     assert all(torch.isfinite(value).all() for value in kept["model"].values() if value.is_floating_point())
     assert read_done(run) is None
-
-
-def test_checkpoints_get_the_usual_file_permissions(tmp_path):
-    import stat
-
-    from vgg.checkpoint import save_checkpoint
-
-    save_checkpoint({"x": torch.zeros(1)}, tmp_path / "c.pt")
-    mode = stat.S_IMODE((tmp_path / "c.pt").stat().st_mode)
-    assert mode == 0o666 & ~_current_umask() and mode & 0o044  # group/other can read (with a usual umask)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
