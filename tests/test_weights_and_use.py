@@ -78,8 +78,8 @@ def rigged_net_file(tmp_path: Path, winner: int) -> Path:
     torch.manual_seed(0)
     model = VGG("A", num_classes=4, width=16, crop=32, init="glorot")
     with torch.no_grad():
-        model.classifier[6].weight.zero_()
-        model.classifier[6].bias.copy_(torch.tensor([0.0, 1.0, 0.0, 0.0]) + 9.0 * torch.nn.functional.one_hot(torch.tensor(winner), 4))
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.tensor([0.0, 1.0, 0.0, 0.0]) + 9.0 * torch.nn.functional.one_hot(torch.tensor(winner), 4))
     path = tmp_path / "rigged.pth"
     torch.save(model.state_dict(), path)
     return path
@@ -173,7 +173,7 @@ def test_finetune_on_frozen_features_trains_the_classifier_only_and_learns(two_c
     tuned, source = load_net(checkpoint=tmp_path / "ft").model, load_net(checkpoint=trained_source).model
     assert_same_features(tuned, source)  # frozen, batch-norm statistics included
     assert not torch.equal(tuned.classifier[0].weight, source.classifier[0].weight)  # trained
-    assert tuned.classifier[6].weight.shape[0] == 2 and source.classifier[6].weight.shape[0] == 4
+    assert tuned.head.weight.shape[0] == 2 and source.head.weight.shape[0] == 4
 
 
 def test_finetune_command_from_a_weight_file_freezes_the_features(two_classes, tmp_path):
@@ -192,7 +192,7 @@ def test_finetune_command_from_a_weight_file_freezes_the_features(two_classes, t
     assert tuned.normalization.name == "torchvision" and tuned.classes == ("n90000000", "n90000001")
     assert_same_features(tuned.model, source)
     assert not torch.equal(tuned.model.classifier[0].weight, source.classifier[0].weight)
-    assert tuned.model.classifier[6].weight.shape == (2, source.classifier[6].weight.shape[1])
+    assert tuned.model.head.weight.shape == (2, source.head.weight.shape[1])
 
 
 def test_finetune_resumes_after_preemption(two_classes, source_run, tmp_path, monkeypatch):

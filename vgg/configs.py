@@ -71,6 +71,8 @@ EXTRA_CONFIGS: dict[str, tuple[Block, ...]] = {
 }
 
 CONFIGS: dict[str, tuple[Block, ...]] = {**TABLE1_CONFIGS, **EXTRA_CONFIGS}
+A_CONFIGS = ("A", "A-LRN")
+"""Sect. 3.1: the shallow nets trained from random init; deeper nets take their first layers from one."""
 
 FC_WIDTH = 4096
 """Width of FC1 and FC2 (the head's hidden layers) at width divisor 1."""

@@ -16,17 +16,17 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from vgg.configs import A_CONFIGS
+
 if TYPE_CHECKING:
     from vgg.models import VGG
 
 INIT_SCHEMES = ("paper", "glorot")
 PAPER_STD = 0.01
+"""Sect. 3.1: weights drawn from N(0, 0.01^2) (for A, and for the layers deeper nets do not take from A)."""
 
 A_LAYERS_COPIED = 4
 """Sect. 3.1: deeper nets take the first four conv layers (and the three FC layers) of A."""
-
-_A_CONFIGS = ("A", "A-LRN")
-
 
 def initialize(model: nn.Module, scheme: str = "paper", std: float = PAPER_STD) -> None:
     """Initialise every conv, linear and batch-norm layer of `model` in place."""
@@ -58,7 +58,7 @@ def init_from_a(model: VGG, source: VGG, std: float = PAPER_STD, scheme: str = "
     with `std`).
     BatchNorm layers following copied convs are copied too when both nets have them.
     """
-    if source.config not in _A_CONFIGS:
+    if source.config not in A_CONFIGS:
         raise ValueError(f"init from A needs a net of configuration A, got {source.config}")
     for field in ("width", "crop", "num_classes", "batch_norm"):
         ours, theirs = getattr(model.spec, field), getattr(source.spec, field)

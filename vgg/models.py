@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vgg.configs import FC_WIDTH, ConvSpec, LRNSpec, get_config, parsed_blocks
+from vgg.initialization import PAPER_STD, initialize
 
 LRN_SIZE = 5
 LRN_BETA = 0.75
@@ -32,8 +33,15 @@ LRN_ALPHA_PER_N = 1e-4
 FREEZE_CHOICES = ("none", "features")
 """What a fine-tune may freeze: nothing, or the conv layers (`features`), so that only FC layers train."""
 
+HEAD = "classifier.6"
+"""The last layer's name in state dicts (torchvision's layout, which ours follows)."""
 FEATURE_STRIDE = 32
 """Five 2x2/2 max-pools: the last feature map is the input size divided by 32."""
+
+
+def is_head(name: str) -> bool:
+    """Whether a parameter or state dict name is the last layer's."""
+    return name.startswith(f"{HEAD}.")
 
 
 @dataclass(frozen=True)
@@ -122,7 +130,7 @@ class VGG(nn.Module):
         lrn_alpha: float = LRN_ALPHA_ALEXNET,
         dropout: float = 0.5,
         init: str = "paper",
-        init_std: float = 0.01,
+        init_std: float = PAPER_STD,
     ) -> None:
         super().__init__()
         self.spec = VGGSpec(config, num_classes, width, crop, batch_norm, lrn_alpha, dropout)
@@ -137,12 +145,10 @@ class VGG(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(self.spec.fc_width, num_classes),
         )
-        from vgg.initialization import initialize
-
         initialize(self, init, std=init_std)
 
     @classmethod
-    def from_spec(cls, spec: VGGSpec | dict, init: str = "paper", init_std: float = 0.01) -> VGG:
+    def from_spec(cls, spec: VGGSpec | dict, init: str = "paper", init_std: float = PAPER_STD) -> VGG:
         """Build a network from a `VGGSpec` or its dict form (as stored in checkpoints)."""
         fields = spec.to_dict() if isinstance(spec, VGGSpec) else dict(spec)
         return cls(**fields, init=init, init_std=init_std)
@@ -150,6 +156,11 @@ class VGG(nn.Module):
     @property
     def config(self) -> str:
         return self.spec.config
+
+    @property
+    def head(self) -> nn.Linear:
+        """The last layer (FC3, the class scores): what fine-tuning replaces."""
+        return self.classifier[6]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores (logits) for a batch of crop x crop images."""

@@ -14,12 +14,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from vgg.initialization import PAPER_STD
 from vgg.models import FEATURE_STRIDE
 from vgg.schedule import MODES as SCHEDULES
 
 PROFILES_FILE = Path(__file__).resolve().parent.parent / "experiments" / "profiles.toml"
 PAPER_CROP = 224
-PAPER_INIT_STD = 0.01
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -84,7 +84,7 @@ class Profile:
     def init_std(self) -> float:
         """The paper's N(0, 0.01^2) init, scaled by sqrt(width) so that each layer's output
         variance (fan-in x std^2) is the paper's at reduced width."""
-        return PAPER_INIT_STD * math.sqrt(self.width)
+        return PAPER_STD * math.sqrt(self.width)
 
     def to_dict(self) -> dict:
         fields = asdict(self)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import torch
 
 from vgg.configs import CONFIGS
-from vgg.models import VGG, VGGSpec
+from vgg.models import HEAD, VGG, VGGSpec
 
 TORCHVISION_NAMES = {"A": "vgg11", "B": "vgg13", "D": "vgg16", "E": "vgg19"}
 """Our configuration -> torchvision's builder; `_bn` is appended for batch-norm nets."""
@@ -48,7 +48,7 @@ def infer_spec(state_dict: Mapping[str, torch.Tensor]) -> VGGSpec:
     try:
         first_conv = state["features.0.weight"]
         fc1 = state["classifier.0.weight"]
-        fc3 = state["classifier.6.weight"]
+        fc3 = state[f"{HEAD}.weight"]
     except KeyError as missing:
         raise ValueError(f"not a VGG state dict: key {missing} is missing") from None
     batch_norm = "features.1.running_mean" in state

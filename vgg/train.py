@@ -35,13 +35,13 @@ from vgg import distributed
 from vgg.checkpoint import CHECKPOINT_NAME, DAMAGED, DONE_NAME, append_text, git_commit, load_run_checkpoint, read_done, save_checkpoint, write_done
 from vgg.datasets import ImageList, load_split, missing_classes_warning, require_data_folder
 from vgg.device_decode import DeviceAugmenter, EncodedDataset, collate_encoded, decode_path
-from vgg.initialization import init_from_a
+from vgg.initialization import PAPER_STD, init_from_a
 from vgg.loaders import Batch, EpochSampler, ImageDataset, default_workers, iterate_epoch, make_loader, skipped_listing
 from vgg.metrics import append_metrics, batch_sums, error_percent, plot_curves, truncate_metrics
-from vgg.configs import has_lrn
-from vgg.models import FREEZE_CHOICES, VGG, VGGSpec
+from vgg.configs import A_CONFIGS, has_lrn
+from vgg.models import FREEZE_CHOICES, VGG, VGGSpec, is_head
 from vgg.normalization import Normalization, get_normalization
-from vgg.profiles import PAPER_INIT_STD, Profile, get_profile
+from vgg.profiles import Profile, get_profile
 from vgg.identity import differences, digest, format_differences, recipe
 from vgg.run_config import TrainConfig
 from vgg.stop_signals import EXIT_PREEMPTED, Preempted, StopRequests, describe  # noqa: F401 (EXIT_PREEMPTED: re-exported)
@@ -54,7 +54,6 @@ PAPER_ITERATIONS, PAPER_BATCH = 370_000, 256
 """Sect. 3.1: training stopped after 370K iterations (74 epochs) of batches of 256."""
 CHECKPOINT_FORMAT = 1
 PLOT_EVERY_EPOCH_AFTER_S = 30.0
-A_CONFIGS = ("A", "A-LRN")
 MEMORY_FORMAT = torch.channels_last
 CHECKPOINT_SPEC = "checkpoint:"
 
@@ -311,15 +310,14 @@ class Trainer:
 
     def _init_from_weights(self, model: VGG, source) -> None:
         """Every layer from the source but the last, which is new (sized from this dataset)."""
-        head = "classifier.6."
-        state = {key: value for key, value in source.model.state_dict().items() if not key.startswith(head)}
+        state = {key: value for key, value in source.model.state_dict().items() if not is_head(key)}
         missing, unexpected = model.load_state_dict(state, strict=False)
-        assert not unexpected and all(key.startswith(head) for key in missing), (missing, unexpected)
+        assert not unexpected and all(is_head(key) for key in missing), (missing, unexpected)
         # The new layer starts small (N(0, 0.01^2), as torchvision and the paper init FC layers): a
         # Glorot-sized head on a trained net's large activations saturates the soft-max at once.
         with torch.no_grad():
-            model.classifier[6].weight.normal_(0.0, PAPER_INIT_STD)
-            model.classifier[6].bias.zero_()
+            model.head.weight.normal_(0.0, PAPER_STD)
+            model.head.bias.zero_()
         trained = "the FC layers only (features frozen)" if self.cfg.freeze == "features" else "every layer"
         self.log(f"fine-tuning VGG-{model.config} from {self.cfg.weights}: every layer but a new {model.spec.num_classes}-way last layer "
                  f"comes from the weights; training {trained}, the new layer at {self.cfg.head_lr_mult:g}x the learning rate")
@@ -652,8 +650,8 @@ class Trainer:
         groups = [{"params": [p for _, p in trainable], "lr_mult": 1.0}]
         if cfg.head_lr_mult != 1.0:
             groups = [
-                {"params": [p for name, p in trainable if not name.startswith("classifier.6.")], "lr_mult": 1.0},
-                {"params": [p for name, p in trainable if name.startswith("classifier.6.")], "lr_mult": cfg.head_lr_mult},
+                {"params": [p for name, p in trainable if not is_head(name)], "lr_mult": 1.0},
+                {"params": [p for name, p in trainable if is_head(name)], "lr_mult": cfg.head_lr_mult},
             ]
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
