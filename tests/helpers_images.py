@@ -33,3 +33,12 @@ def class_folder_tree(root: Path, classes: tuple[str, ...] = ("n02", "n01", "n03
             for i in range(per_class):
                 write_image(root / split / name / f"{name}_{i}.JPEG", seed=index * 10 + i)
     return root
+
+
+def assert_drawn_figure(path: Path, min_size: tuple[int, int] = (300, 200), min_colours: int = 20) -> None:
+    """`path` is a PNG of at least `min_size` pixels with something drawn on it (anti-aliased lines,
+    bars and text give many colours; a blank or failed figure has one or two)."""
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width >= min_size[0] and image.height >= min_size[1], (image.format, image.size)
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
+    assert colours is None or len(colours) >= min_colours, f"{path}: {len(colours)} colours"

@@ -32,4 +32,6 @@ def test_bad_input_is_one_line_and_exit_2(capsys):
 
 def test_report_command_writes_files(tmp_path, capsys):
     assert main(["report", "table1", "table2", "--out-dir", str(tmp_path)]) == 0
-    assert (tmp_path / "table1.md").exists() and (tmp_path / "table2.md").exists()
+    table1, table2 = ((tmp_path / name).read_text() for name in ("table1.md", "table2.md"))
+    assert "| 19 weight layers " in table1 and "conv3-64<br>**LRN**" in table1
+    assert "| E         | 19              | 143,667,240 " in table2

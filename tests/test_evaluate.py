@@ -297,7 +297,10 @@ def test_evaluate_command_writes_a_row_with_provenance(ci_data, ci_checkpoint, t
     assert row["config"] == "A" and row["train_scale"] == "256" and row["method"] == "multi-crop+dense"
     assert row["test_scales"] == "224|256|288" and row["profile"] == "ci" and row["images"] == "24" and row["dataset_images"] == "24"
     assert len(row["checkpoint_sha256"]) == 16 and row["git_commit"] and row["device"] == "cpu" and row["date"]
-    assert 0 <= float(row["top1_err"]) <= 100 and row["seed"] == "0" and row["precision"] == "fp32"
+    assert row["seed"] == "0" and row["precision"] == "fp32"
+    scores = load_scores(tmp_path / "s.pt")  # the row's errors are those of the per-image posteriors it saved
+    top1, top5 = topk_correct(scores["posteriors"], scores["labels"])
+    assert (float(row["top1_err"]), float(row["top5_err"])) == (round(100 - 100 * top1 / 24, 3), round(100 - 100 * top5 / 24, 3))
     for metric in ("top1", "top5"):  # the 95% bootstrap interval over the 24 val images
         assert float(row[f"{metric}_err_lo"]) <= float(row[f"{metric}_err"]) <= float(row[f"{metric}_err_hi"])
     assert f"top-1 error {float(row['top1_err']):.2f}% [{float(row['top1_err_lo']):.2f}, {float(row['top1_err_hi']):.2f}]" in result.stdout

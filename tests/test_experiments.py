@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers_images import assert_drawn_figure
 from vgg.checkpoint import read_done
 from vgg.comparisons import upsert_comparisons
 from vgg.plan import TABLES, load_catalog, load_experiment, plan_runs
@@ -177,10 +178,12 @@ def test_the_lock_refuses_a_second_runner(ci_data, tmp_path):
 def test_upsert_keys_replace_only_the_same_evaluation(tmp_path):
     path = tmp_path / "t.csv"
     base = {"profile": "smoke", "dataset": "d", "run": "A-256", "method": "dense", "test_scales": "256", "flip": "True", "top1_err": "50"}
-    upsert_rows(path, [base, {**base, "profile": "paper"}, {**base, "test_scales": "224|256|288"}, {**base, "flip": "False"}])
+    others = [{**base, name: value} for name, value in (("profile", "paper"), ("dataset", "d2"), ("run", "B-256"), ("method", "multi-crop"),
+                                                         ("test_scales", "224|256|288"), ("flip", "False"), ("seed", "1"))]
+    upsert_rows(path, [base, *others])
     upsert_rows(path, [{**base, "top1_err": "49"}])
     rows = read_rows(path)
-    assert len(rows) == 4 and rows[0]["top1_err"] == "49" and [r["top1_err"] for r in rows[1:]] == ["50", "50", "50"]
+    assert len(rows) == 8 and rows[0]["top1_err"] == "49" and [r["top1_err"] for r in rows[1:]] == ["50"] * 7
     # a row from before seeds (no seed column) is seed 0's; other seeds and the mean are rows of their own
     old = tmp_path / "old.csv"
     old.write_text("profile,dataset,run,method,test_scales,flip,top1_err\nsmoke,d,A-256,dense,256,True,50\n")
@@ -206,7 +209,8 @@ def test_ci_table3_end_to_end_then_skip_and_resume(ci_data, tmp_path):
     assert len(read_rows(tmp_path / "results" / "table3.csv")) == 12  # upserted, not duplicated
     report = write_results_report("table3", "ci", tmp_path / "results", tmp_path / "reports")
     text = report.read_text()
-    assert text.startswith("> **Toy-scale run (ci profile)") and "| E " in text and (tmp_path / "reports" / "table3.png").stat().st_size > 1000
+    assert text.startswith("> **Toy-scale run (ci profile)") and "| E " in text
+    assert_drawn_figure(tmp_path / "reports" / "table3.png")
     # how each net trained, from its DONE: the ci profile trains 2 epochs (1 when fine-tuning) of 6 steps
     a_row = next(row for row in read_rows(tmp_path / "results" / "table3.csv") if row["run"] == "A-256")
     done = read_done(tmp_path / "runs" / "ci" / "A-256")
@@ -334,7 +338,7 @@ def test_reports_show_intervals_and_aggregate_seeds(tmp_path):
     assert lines["A256"][4:] == ["31.5 [30.7, 32.3] ± 0.7 (2 seeds)", "29.6", "+1.9", "11.1 [10.8, 11.4] ± 0.1 (2 seeds)", "10.4", "+0.7"]
     assert lines["D256"][4:7] == ["27.0 [26.6, 27.4]", "27.0", "+0.0"]
     assert "- chance: 99.9% top-1, 99.5% top-5 error (1000 classes)" in text and "- seeds: 2; each of our errors is the mean over the seeds" in text
-    assert (tmp_path / "reports" / "table3.png").stat().st_size > 1000
+    assert_drawn_figure(tmp_path / "reports" / "table3.png")
 
 
 def test_killed_runner_resumes_without_retraining_or_duplicates(ci_data, tmp_path):

@@ -10,6 +10,7 @@ import torch
 import torchvision
 
 import vgg.weights as weights_module
+from tests.helpers_images import assert_drawn_figure
 from vgg.checkpoint import load_checkpoint, read_done
 from vgg.cli import main
 from vgg.datasets import load_split
@@ -94,7 +95,7 @@ def test_predict_prints_the_known_answer_and_draws_it(tmp_path, ci_data):
     lines = result.stdout.splitlines()
     assert len([line for line in lines if line.startswith(str(images[0].parent.parent))]) == 2
     assert all(": class 2 (0.99" in line and ", class 1 (0.00" in line for line in lines[:2])
-    assert (tmp_path / "top2.png").stat().st_size > 5000
+    assert_drawn_figure(tmp_path / "top2.png")
 
 
 def test_predict_names_our_classes(tmp_path, ci_data):
@@ -104,7 +105,7 @@ def test_predict_names_our_classes(tmp_path, ci_data):
     (prediction,) = predict(load_net(checkpoint=run), [image], topk=4)
     assert sorted(prediction.classes) == sorted(f"n9{i:07d} ({d})" for i, d in enumerate(["disc with stripes", "square with checker", "triangle with dots", "cross with solid"]))
     assert abs(sum(prediction.probabilities) - 1) < 1e-4
-    assert save_figure([prediction], tmp_path / "p.png").exists()
+    assert_drawn_figure(save_figure([prediction], tmp_path / "p.png"))
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +170,7 @@ def test_finetune_command_learns_two_new_classes(two_classes, trained_source, tm
 def test_finetune_on_frozen_features_trains_the_classifier_only_and_learns(two_classes, trained_source, tmp_path):
     done = train(finetune_config(two_classes, trained_source, profile="smoke", batch_norm=True, epochs=8, lr=None), tmp_path / "ft")
     assert done["val_top1_err"] <= FAR_BELOW_CHANCE, done
-    assert (tmp_path / "ft" / "curves.png").exists()
+    assert_drawn_figure(tmp_path / "ft" / "curves.png")
     tuned, source = load_net(checkpoint=tmp_path / "ft").model, load_net(checkpoint=trained_source).model
     assert_same_features(tuned, source)  # frozen, batch-norm statistics included
     assert not torch.equal(tuned.classifier[0].weight, source.classifier[0].weight)  # trained
