@@ -2,6 +2,7 @@
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -273,26 +274,46 @@ def test_freeze_and_lrn_settings_are_checked(ci_data, tmp_path):
     assert default.features[2].alpha == 5e-4
 
 
-def test_bad_parents_and_checkpoints_are_clear_errors(ci_data, tmp_path):
-    train(config(ci_data, epochs=1, config="B"), tmp_path / "B")
-    with pytest.raises(ValueError, match="same configuration \\(fine-tuning\\) or a net A; .* is B"):
-        train(config(ci_data, config="D", init=f"from:{tmp_path / 'B'}"), tmp_path / "D")
-    with pytest.raises(ValueError, match="does not exist"):
-        train(config(ci_data, config="D", init=f"from:{tmp_path / 'nowhere'}"), tmp_path / "D2")
-    with pytest.raises(ValueError, match="cannot fine-tune .* width=8"):
-        train(config(ci_data, config="B", profile="smoke", init=f"from:{tmp_path / 'B'}", epochs=1), tmp_path / "B-smoke")
-    (tmp_path / "torn").mkdir()
-    (tmp_path / "torn" / "checkpoint.pt").write_bytes(b"PK\x03\x04 not really a checkpoint")
-    with pytest.raises(ValueError, match="checkpoint .*torn/checkpoint.pt is truncated or corrupt"):
-        train(config(ci_data), tmp_path / "torn")
-    train(config(ci_data, epochs=1), tmp_path / "other")
-    (tmp_path / "other" / "DONE").unlink()
-    with pytest.raises(ValueError, match="holds the checkpoint of an unfinished run with other settings \\(config A -> D"):
-        train(config(ci_data, epochs=1, config="D"), tmp_path / "other")
-    with pytest.raises(ValueError, match="--init must be paper, glorot or from:CHECKPOINT"):
-        train(config(ci_data, init="kaiming"), tmp_path / "bad-init")
-    with pytest.raises(ValueError, match="does not split evenly over 1 process\\(es\\) x 3"):
-        train(config(ci_data, accum=3), tmp_path / "bad-accum")
+@pytest.fixture(scope="module")
+def parent_b(ci_data, tmp_path_factory) -> Path:
+    """A finished one-epoch ci run of B: a parent that deeper nets may not start from."""
+    run = tmp_path_factory.mktemp("parents") / "B"
+    train(config(ci_data, epochs=1, config="B"), run)
+    return run
+
+
+def _torn(run: Path, parent: Path) -> None:
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"PK\x03\x04 not really a checkpoint")
+
+
+def _unfinished_copy(run: Path, parent: Path) -> None:
+    shutil.copytree(parent, run)
+    (run / "DONE").unlink()
+
+
+BAD_RUNS = {  # what is wrong: (the run's settings, how its folder is prepared, the error)
+    "a parent neither A nor of the same configuration": (dict(config="D", init="from:{B}"), None, "same configuration \\(fine-tuning\\) or a net A; .* is B"),
+    "a parent that does not exist": (dict(config="D", init="from:{nowhere}"), None, "does not exist"),
+    "a parent of another width": (dict(config="B", profile="smoke", init="from:{B}", epochs=1), None, "cannot fine-tune .* width=8"),
+    "a torn checkpoint in the run folder": ({}, _torn, "checkpoint .*/checkpoint.pt is truncated or corrupt"),
+    "another run's checkpoint in the run folder": (
+        dict(config="D", epochs=1), _unfinished_copy, "holds the checkpoint of an unfinished run with other settings \\(config B -> D"
+    ),
+    "an unknown init": (dict(init="kaiming"), None, "--init must be paper, glorot or from:CHECKPOINT"),
+    "an accumulation that does not divide the batch": (dict(accum=3), None, "does not split evenly over 1 process\\(es\\) x 3"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_RUNS)
+def test_bad_parents_checkpoints_and_settings_are_clear_errors(case, ci_data, parent_b, tmp_path):
+    overrides, prepare, error = BAD_RUNS[case]
+    overrides = {key: value.format(B=parent_b, nowhere=tmp_path / "nowhere") if isinstance(value, str) else value for key, value in overrides.items()}
+    run = tmp_path / "run"
+    if prepare is not None:
+        prepare(run, parent_b)
+    with pytest.raises(ValueError, match=error):
+        train(config(ci_data, **overrides), run)
 
 
 def test_nan_stops_at_once_keeping_the_last_good_checkpoint(ci_data, tmp_path):

@@ -79,8 +79,12 @@ class StopRequests:
             self.signum = signal.SIGTERM
 
     def __enter__(self) -> StopRequests:
-        for signum in STOP_SIGNALS:
-            self._previous[signum] = signal.signal(signum, self._handle)
+        try:
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        except BaseException:  # a signal caught by the handlers installed so far: undo them all
+            self.__exit__()
+            raise
         return self
 
     def _handle(self, signum: int, frame) -> None:
@@ -128,14 +132,14 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
 def run_stoppable(command: Callable[[], int]) -> int:
     """Run `command` with the stop signals caught, returning its exit status: a stop signal makes it
     `exit_code_of(signal)`, with one line on stderr unless the trainer reported the stop already."""
-    with StopRequests() as stop:
-        try:
+    try:  # outside the `with`: a signal may arrive while its handlers are being installed
+        with StopRequests():
             return command()
-        except Preempted as stopped:
-            if not stopped.reported:
-                print(
-                    f"{describe(stopped.signum)}: stopped at once, exit {stopped.exit_code}; files are written atomically, "
-                    "so each is whole or absent: run the same command to go on",
-                    file=sys.stderr,
-                )
-            return stopped.exit_code
+    except Preempted as stopped:
+        if not stopped.reported:
+            print(
+                f"{describe(stopped.signum)}: stopped at once, exit {stopped.exit_code}; files are written atomically, "
+                "so each is whole or absent: run the same command to go on",
+                file=sys.stderr,
+            )
+        return stopped.exit_code
