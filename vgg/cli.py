@@ -317,10 +317,7 @@ def _run_command(argv: Sequence[str] | None) -> int:
 
     try:
         args.handler(args)
-    except (ValueError, NonFiniteLossError) as error:
+    except (ValueError, NonFiniteLossError, OSError) as error:  # OSError: a file the command cannot use (permissions, a read-only disk)
         print(f"error: {worker_error_message(error) or error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except OSError as error:  # a file or folder the command cannot use: permissions, a read-only disk, a missing parent
-        print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0

@@ -214,11 +214,7 @@ def evaluate(
     done += batcher.finish()  # in the order batches completed: sorted by index below
     indices, posteriors = [index for index, _ in done], [posterior for _, posterior in done]
     local = (indices, torch.stack(posteriors) if posteriors else torch.empty(0, len(images.classes)), skipped)
-    if world > 1:
-        gathered: list = [None] * world
-        dist.all_gather_object(gathered, local)
-    else:
-        gathered = [local]
+    gathered = distributed.gather_lists([local])  # every rank's part, in rank order
     all_indices = [i for part in gathered for i in part[0]]
     all_posteriors = torch.cat([part[1] for part in gathered])
     order = torch.tensor(all_indices).argsort()

@@ -14,7 +14,6 @@ script cannot rot where no GPU is at hand; its figures are not GPU figures.
 
 from __future__ import annotations
 
-import csv
 import os
 import platform
 import shutil
@@ -36,7 +35,7 @@ from vgg.device_decode import DeviceAugmenter, EncodedDataset, collate_encoded
 from vgg.evaluate import Net, evaluate
 from vgg.kill_resume import kill_mid_epoch
 from vgg.loaders import Batch, EpochSampler, ImageDataset, available_cpus, iterate_epoch, make_loader
-from vgg.metrics import METRICS_NAME
+from vgg.metrics import METRICS_NAME, read_metrics
 from vgg.models import VGG, VGGSpec
 from vgg.normalization import get_normalization
 from vgg.profiles import Profile, get_profile
@@ -218,8 +217,7 @@ def trainer_rate(data: Path, sizes: Sizes, out: Path) -> dict:
     batch = sizes.batches["D"]
     cfg = TrainConfig(config="D", train_scale="256:512", data=str(data), profile=sizes.profile, init="glorot", epochs=2, batch_size=batch, workers=available_cpus(), progress=False)
     train(cfg, out)
-    with open(out / METRICS_NAME) as handle:
-        last = list(csv.DictReader(handle))[-1]
+    last = read_metrics(out / METRICS_NAME)[-1]
     macs = summarize(VGGSpec(config="D", num_classes=len(load_split(data, "train").classes), crop=get_profile(sizes.profile).crop, width=get_profile(sizes.profile).width)).macs
     rate = float(last["images_per_s"])
     return {"row": "VGG-D trainer", "kind": "this suite, JPEGs loaded and decoded", "batch": batch, "images_per_s": rate, "train_tflops": 3 * 2 * macs * rate / 1e12, "peak_gib": float("nan")}

@@ -329,7 +329,7 @@ class Trainer:
             path, "--init from: takes the folder of a finished run", damaged=f"it was {DAMAGED}: remove {folder} and train that run again",
             advice="a torchvision state dict starts a run through python -m vgg finetune --weights",
         )
-        if read_done(path if path.is_dir() else path.parent) is None:
+        if read_done(folder) is None:
             raise ValueError(f"{path} has not finished training (no DONE file): finish it first (rerun its command to resume it)")
         parent_spec = VGGSpec(**parent_state["spec"])
         if tuple(parent_state["classes"]) != classes:
@@ -369,38 +369,37 @@ class Trainer:
 
     # ----- the run ------------------------------------------------------------------
     # ----- the loop -----------------------------------------------------------------
-    def run(self, stop: StopRequests | None = None) -> dict:
+    def run(self, stop: StopRequests) -> dict:
         """Train to the end, resuming from the run's checkpoint; a finished run returns its DONE.
-        Stop signals (`vgg.stop_signals`) end it with `Preempted`: at once before its loop starts,
-        after a checkpoint inside it."""
-        with nullcontext(stop) if stop is not None else StopRequests() as stop:
-            stop.deferred = self.context.distributed  # no rank may leave a collective call that the others are in
-            try:
-                require_data_folder(self.cfg.data)  # first: a missing dataset would read as a change of settings
-                self.identity = self.cfg.identity()
-                self.run_hash = digest(self.identity)
-                done = self._finished_already()
-                if done is not None:
-                    return done
-                loop = self._start()
-                if self.context.distributed:  # every rank stops here, or none does
-                    self._agree_on_stop(stop, torch.zeros(0, dtype=torch.float64))
-                    if stop.raised:
-                        raise Preempted(stop.signum, saved=False)
-                stop.deferred = stop.in_loop = True
-                while loop.epoch < self.epochs and not loop.schedule.finished:
-                    self._train_epoch(loop, stop)
-                    self._close_epoch(loop)
-                final = self._finish(loop)
-                if stop.raised:  # asked after the last read-back: the run is complete, but the command stops
-                    self.log(f"{describe(stop.signum)}: the run had finished ({DONE_NAME} written); exit {stop.exit_code}")
-                    raise Preempted(stop.signum)
-                return final
-            except Preempted as stopped:
-                if not stopped.reported:
-                    self._log_unsaved_stop(stopped, stop.in_loop)
-                    stopped.reported = True
-                raise
+        Stop signals (caught by `stop`, installed before the process group and the data listing)
+        end it with `Preempted`: at once before its loop starts, after a checkpoint inside it."""
+        stop.deferred = self.context.distributed  # no rank may leave a collective call that the others are in
+        try:
+            require_data_folder(self.cfg.data)  # first: a missing dataset would read as a change of settings
+            self.identity = self.cfg.identity()
+            self.run_hash = digest(self.identity)
+            done = self._finished_already()
+            if done is not None:
+                return done
+            loop = self._start()
+            if self.context.distributed:  # every rank stops here, or none does
+                self._agree_on_stop(stop, torch.zeros(0, dtype=torch.float64))
+                if stop.raised:
+                    raise Preempted(stop.signum, saved=False)
+            stop.deferred = stop.in_loop = True
+            while loop.epoch < self.epochs and not loop.schedule.finished:
+                self._train_epoch(loop, stop)
+                self._close_epoch(loop)
+            final = self._finish(loop)
+            if stop.raised:  # asked after the last read-back: the run is complete, but the command stops
+                self.log(f"{describe(stop.signum)}: the run had finished ({DONE_NAME} written); exit {stop.exit_code}")
+                raise Preempted(stop.signum)
+            return final
+        except Preempted as stopped:
+            if not stopped.reported:
+                self._log_unsaved_stop(stopped, stop.in_loop)
+                stopped.reported = True
+            raise
 
     def _log_unsaved_stop(self, stopped: Preempted, in_loop: bool) -> None:
         what, code = describe(stopped.signum), stopped.exit_code
@@ -658,7 +657,8 @@ class Trainer:
     def _save(self, loop: _Loop) -> None:
         """Checkpoint the loop's position (written by the main rank, atomically; every rank calls this
         at the same step, as the epoch's skipped images are gathered from all of them)."""
-        skipped = distributed.gather_lists(loop.totals.skipped)
+        # mid-epoch only: at an epoch's end _close_epoch has listed them (every rank takes the same branch)
+        skipped = distributed.gather_lists(loop.totals.skipped) if loop.step_in_epoch else []
         if self.context.is_main:
             state = {
                 "format": CHECKPOINT_FORMAT,
