@@ -16,7 +16,9 @@ RUNS ?= runs
 SLURM_ARGS ?=
 SEEDS ?= 1
 PRECISION ?=
-RESULT_TABLES := table3 table4 table5 table6 table7 ablations
+# the experiments: one per file of experiments/ but the run catalogue, the profiles and the published weights (vgg.suite.plan.TABLES)
+EXPERIMENT_NAMES := $(sort $(filter-out runs profiles pretrained,$(basename $(notdir $(wildcard experiments/*.toml)))))
+RESULT_TABLES := $(filter table%,$(EXPERIMENT_NAMES)) $(filter-out table%,$(EXPERIMENT_NAMES))
 RUN_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA)) --runs $(RUNS) --gpus $(GPUS) --launch $(LAUNCH) --slurm-args='$(SLURM_ARGS)' --seeds $(SEEDS) $(if $(PRECISION),--precision $(PRECISION))
 REPORT_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA))
 .PHONY: help venv test bench gpu-check data table1 table2 params clean-venv report all-ablations pretrained $(RESULT_TABLES)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
+
+if TYPE_CHECKING:
+    from vgg.nets import Net
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # make test runs two workers on two cores: one thread each
     torch.set_num_threads(1)
@@ -25,9 +29,32 @@ def meta_model(**kwargs):
         return VGG(**kwargs)
 
 
+def small_net(classes: int = 6, crop: int = 64, **kwargs) -> Net:
+    """A small VGG-A as a `vgg.nets.Net` on the paper profile, the same weights every call."""
+    from vgg.models import VGG
+    from vgg.nets import Net
+    from vgg.normalization import PAPER_MEAN_RGB
+    from vgg.profiles import get_profile
+
+    torch.manual_seed(0)
+    model = VGG("A", num_classes=classes, width=16, crop=crop, init="glorot", **kwargs)
+    return Net(model, PAPER_MEAN_RGB, get_profile("paper"), Path("net.pt"), "net", "256", None)
+
+
 @pytest.fixture(scope="session")
 def ci_data(tmp_path_factory) -> Path:
     """A tiny synthetic dataset (4 classes, 24 train and 6 val images each) for ci-profile runs."""
     from vgg.synthetic import SynthSpec, generate
 
     return generate(tmp_path_factory.mktemp("data") / "synthetic-ci", SynthSpec(classes=4, train_per_class=24, val_per_class=6), workers=1)
+
+
+@pytest.fixture(scope="session")
+def ci_checkpoint(ci_data, tmp_path_factory) -> Path:
+    """A finished one-epoch ci run of A on `ci_data`: its folder."""
+    from vgg.run_config import TrainConfig
+    from vgg.train import train
+
+    run = tmp_path_factory.mktemp("runs") / "A-256"
+    train(TrainConfig(config="A", train_scale="256", data=str(ci_data), profile="ci", init="glorot", epochs=1, workers=0, progress=False), run)
+    return run

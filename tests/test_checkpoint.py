@@ -8,7 +8,7 @@ import stat
 import pytest
 import torch
 
-from vgg.checkpoint import load_checkpoint, save_checkpoint
+from vgg.checkpoint import CHECKPOINT_NAME, checkpoint_file, load_checkpoint, save_checkpoint
 
 
 def test_a_write_that_fails_half_way_leaves_the_previous_checkpoint_and_no_temporary_file(tmp_path, monkeypatch):
@@ -32,6 +32,13 @@ def test_checkpoints_get_the_usual_file_permissions(tmp_path):
     save_checkpoint({"x": torch.zeros(1)}, tmp_path / "c.pt")
     mode = stat.S_IMODE((tmp_path / "c.pt").stat().st_mode)
     assert mode == 0o666 & ~_current_umask() and mode & 0o044  # group/other can read (with a usual umask)
+
+
+def test_a_run_is_given_by_its_folder_or_its_checkpoint_file(tmp_path):
+    run = tmp_path / "A-256"
+    run.mkdir()
+    assert checkpoint_file(run) == checkpoint_file(str(run / CHECKPOINT_NAME)) == run / CHECKPOINT_NAME
+    assert checkpoint_file(tmp_path / "elsewhere.pt") == tmp_path / "elsewhere.pt"  # a file, there or not, is itself
 
 
 def _current_umask() -> int:

@@ -10,12 +10,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from vgg.ablations_report import UNFINISHED_MARK, Finding, summary_table, unfinished_training
+from vgg.suite.ablation_report import UNFINISHED_MARK, Finding, summary_table, unfinished_training
 from vgg.checkpoint import load_checkpoint
-from vgg.comparisons import AGREES, INCONCLUSIVE, NO_PAPER, OPPOSITE, SeedErrors, pair_rows, verdict
+from vgg.suite.comparisons import AGREES, INCONCLUSIVE, NO_PAPER, OPPOSITE, SeedErrors, pair_rows, verdict
 from vgg.metrics import per_image_errors
-from vgg.plan import ComparisonPair, EvalSpec
-from vgg.results import read_rows
+from vgg.suite.plan import ComparisonPair, EvalSpec
+from vgg.suite.results_csv import read_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny nets: threads only contend (40x slower on a busy 2-core machine)

@@ -85,21 +85,34 @@ def test_auto_decodes_on_the_device_only_on_cuda_when_the_cpu_loader_cannot_keep
         decode_path("dali", torch.device("cpu"))
 
 
-def test_the_auto_probe_measures_both_rates_and_leaves_the_run_as_it_was(ci_data):
-    from vgg.loaders import make_loader
-    from vgg.models import VGG
-    from vgg.normalization import get_normalization
-    from vgg.train import probe_rates
+def test_a_resumed_run_keeps_the_decode_path_it_started_with(ci_data, tmp_path, monkeypatch):
+    """--decode auto is decided once per run (on CUDA by a measurement): a resumed run reads the choice
+    from its checkpoint instead of deciding (and probing) again."""
+    import signal
 
-    images = load_split(ci_data, "train")
-    loader = make_loader(ImageDataset(images, TrainTransform(ScaleRange.parse("37"), 32)), EpochSampler(len(images)), 8, workers=0)
-    model = VGG.from_spec({"config": "A", "num_classes": 4, "width": 16, "crop": 32, "batch_norm": True}, init="glorot")
-    before = {key: value.clone() for key, value in model.state_dict().items()}
-    rng = torch.get_rng_state()
-    loader_rate, step_rate = probe_rates(model.train(), model, get_normalization("mean-rgb"), loader, torch.device("cpu"), batches=2)
-    assert loader_rate > 0 and step_rate > 0
-    assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())  # weights and batch-norm statistics
-    assert all(p.grad is None for p in model.parameters()) and torch.equal(torch.get_rng_state(), rng)
+    import vgg.train
+    from vgg.checkpoint import load_checkpoint
+    from vgg.stop_signals import Preempted
+    from vgg.validation import Validation
+
+    validate = Validation.errors
+
+    def interrupted_validation(self, *args):  # a Ctrl-C during the first epoch's validation
+        signal.raise_signal(signal.SIGINT)
+        return validate(self, *args)
+
+    monkeypatch.setattr(Validation, "errors", interrupted_validation)
+    with pytest.raises(Preempted):
+        train(config(ci_data, decode="gpu"), tmp_path / "run")
+    assert load_checkpoint(tmp_path / "run")["decode"] == "gpu"
+    monkeypatch.setattr(Validation, "errors", validate)
+
+    def no_second_decision(*args, **kwargs):
+        raise AssertionError("a resumed run decided its decode path again")
+
+    monkeypatch.setattr(vgg.train, "decode_path", no_second_decision)
+    train(config(ci_data, decode="auto"), tmp_path / "run")  # the same run: --decode is not part of its identity
+    assert load_checkpoint(tmp_path / "run")["decode"] == "gpu"
 
 
 def test_training_through_the_device_path_gives_the_cpu_paths_weights(ci_data, tmp_path):

@@ -1,6 +1,5 @@
-"""The test protocols of Sect. 3.2 on small nets, and fusion."""
+"""The test protocols of Sect. 3.2 on small nets, and their evaluation over a dataset."""
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -10,27 +9,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.conftest import small_net
 from tests.helpers_images import image_bytes
 from vgg.datasets import load_split
-from vgg.evaluate import Net, average_results, default_dataset, evaluate, fuse, load_net, load_scores, save_scores
+from vgg.evaluate import average_results, evaluate
 from vgg.loaders import read_image
 from vgg.metrics import topk_correct
-from vgg.models import VGG
+from vgg.nets import Net, load_net
 from vgg.normalization import PAPER_MEAN_RGB
-from vgg.profiles import get_profile
 from vgg.protocols import Batcher, FullFP32, Protocol, grid_crops, grid_positions
-from vgg.results import read_rows, upsert_rows
-from vgg.run_config import TrainConfig
-from vgg.train import train
+from vgg.suite.results_csv import read_rows, upsert_rows
+from vgg.scores import load_scores
 from vgg.transforms import ScaleRange, rescale
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def small_net(classes: int = 6, crop: int = 64, **kwargs) -> Net:
-    torch.manual_seed(0)
-    model = VGG("A", num_classes=classes, width=16, crop=crop, init="glorot", **kwargs)
-    return Net(model, PAPER_MEAN_RGB, get_profile("paper"), Path("net.pt"), "net", "256", None)
 
 
 def image(height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -243,34 +235,6 @@ def test_topk_on_hand_made_scores_with_ties():
     assert topk_correct(scores, labels, ks=(3,)) == [4]
 
 
-def test_fusion_is_the_mean_of_members_and_mismatches_are_refused(ci_data, tmp_path):
-    val = load_split(ci_data, "val")
-    nets = [small_net(classes=4, crop=32), small_net(classes=4, crop=32)]
-    torch.manual_seed(1)
-    nets[1].model = VGG("B", num_classes=4, width=16, crop=32, init="glorot")
-    paths = []
-    results = []
-    for number, net in enumerate(nets):
-        result = evaluate(net, val, "dense", [40], workers=0)
-        path = tmp_path / f"member{number}.scores"
-        save_scores(path, result, val, {"run": f"m{number}"})
-        paths.append(path)
-        results.append(result)
-    fused, first = fuse(paths)
-    torch.testing.assert_close(fused, (results[0].posteriors + results[1].posteriors) / 2)
-    stored = load_scores(paths[0])
-    assert stored["image_ids"] == val.image_ids()
-    # the stored posteriors are the ones the row was computed from: the same errors, near-ties included
-    assert torch.equal(stored["posteriors"], results[0].posteriors.float())
-    assert 100 * (stored["posteriors"].argmax(1) != stored["labels"]).float().mean().item() == pytest.approx(results[0].top1_err, abs=1e-3)
-    fewer = evaluate(nets[0], val.subset(10), "dense", [40], workers=0)
-    save_scores(tmp_path / "fewer.scores", fewer, val.subset(10), {})
-    with pytest.raises(ValueError, match="scores other images than"):
-        fuse([paths[0], tmp_path / "fewer.scores"])
-    with pytest.raises(ValueError, match="at least two"):
-        fuse([paths[0]])
-
-
 def test_results_rows_are_upserted_not_duplicated(tmp_path):
     path = tmp_path / "results.csv"
     row = {"profile": "smoke", "dataset": "d", "run": "A-256", "method": "dense", "test_scales": "256", "flip": True, "top1_err": 50}
@@ -278,13 +242,6 @@ def test_results_rows_are_upserted_not_duplicated(tmp_path):
     upsert_rows(path, [{**row, "top1_err": 45}])
     rows = read_rows(path)
     assert [(r["run"], r["top1_err"]) for r in rows] == [("A-256", "45"), ("B-256", "40")]
-
-
-@pytest.fixture(scope="module")
-def ci_checkpoint(ci_data, tmp_path_factory):
-    run = tmp_path_factory.mktemp("runs") / "A-256"
-    train(TrainConfig(config="A", train_scale="256", data=str(ci_data), profile="ci", init="glorot", epochs=1, workers=0, progress=False), run)
-    return run
 
 
 def test_evaluate_command_writes_a_row_with_provenance(ci_data, ci_checkpoint, tmp_path):
@@ -325,8 +282,6 @@ def test_two_gloo_processes_give_the_same_errors_and_scores(ci_data, ci_checkpoi
 
 
 def test_bad_evaluation_input_is_a_clear_error(ci_data, ci_checkpoint):
-    from vgg.evaluate import load_net
-
     net = load_net(checkpoint=ci_checkpoint)
     val = load_split(ci_data, "val")
     with pytest.raises(ValueError, match="below the training crop"):
@@ -337,13 +292,3 @@ def test_bad_evaluation_input_is_a_clear_error(ci_data, ci_checkpoint):
         load_net()
     with pytest.raises(ValueError, match="weights file .* does not exist .*torchvision:vgg16"):
         load_net(weights="/nonexistent/vgg16.pth")
-
-
-def test_evaluate_defaults_to_the_dataset_the_net_was_trained_on(ci_data, ci_checkpoint, tmp_path):
-    net = load_net(ci_checkpoint)
-    assert net.profile.data != str(ci_data)  # so the profile's default would be the wrong set
-    assert default_dataset(net, None) == str(ci_data)
-    assert default_dataset(net, "elsewhere") == "elsewhere"
-    moved = dataclasses.replace(net, data_dir=str(tmp_path / "moved"))
-    with pytest.raises(ValueError, match="pass --data"):
-        default_dataset(moved, None)

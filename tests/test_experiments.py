@@ -12,12 +12,12 @@ import pytest
 
 from tests.helpers_images import assert_drawn_figure
 from vgg.checkpoint import read_done
-from vgg.comparisons import upsert_comparisons
-from vgg.plan import TABLES, load_catalog, load_experiment, plan_runs
-from vgg.results import read_rows, upsert_rows
-from vgg.results_report import write_results_report
-from vgg.runner import ExperimentRunner, computed_in_bf16
-from vgg.slurm import submit
+from vgg.suite.comparisons import upsert_comparisons
+from vgg.suite.plan import TABLES, load_catalog, load_experiment, plan_runs
+from vgg.suite.results_csv import read_rows, upsert_rows
+from vgg.suite.table_reports import write_results_report
+from vgg.suite.runner import ExperimentRunner, computed_in_bf16
+from vgg.suite.slurm import submit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,9 +62,14 @@ def test_table6_fusions_and_their_members(catalog):
     assert [f.method for f in fusions] == ["dense", "dense", "multi-crop", "multi-crop+dense"]
 
 
+def test_the_makefile_has_a_target_for_each_experiment_file():
+    made = subprocess.run(["make", "--no-print-directory", "--eval", "tables: ; @echo $(RESULT_TABLES)", "tables"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert tuple(made.stdout.split()) == TABLES == ("table3", "table4", "table5", "table6", "table7", "ablations")
+
+
 def test_init_chains_and_training_order(catalog):
     assert catalog["D-256"].parent == "A-256" and catalog["D-384"].parent == "D-256" and catalog["D-256-512"].parent == "D-384"
-    assert catalog["A-256"].parent is None and catalog["E-256-gaussian"].init == "gaussian"
+    assert catalog["A-256"].parent is None and catalog["E-256-gaussian"].init == "paper" and catalog["D-256"].init == "from:A-256"
     order = [run.id for run in plan_runs(load_experiment("table5", catalog), catalog)]
     assert order == ["A-256", "D-256", "D-384", "D-256-512", "E-256", "E-384", "E-256-512"]
     for name in TABLES:
@@ -134,10 +139,13 @@ def test_bad_experiment_files_are_clear_errors(tmp_path, catalog):
     runs = tmp_path / "runs.toml"
     run_x = '[X]\nconfig = "A"\ntrain_scale = "256"\n'
     catalog_cases = [
-        (run_x + 'init = "Y"\n[Y]\nconfig = "A"\ntrain_scale = "256"\ninit = "X"\n', "loops"),
+        (run_x + 'init = "from:Y"\n[Y]\nconfig = "A"\ntrain_scale = "256"\ninit = "from:X"\n', "loops"),
+        (run_x + 'init = "Y"\n', "run X has init = 'Y'; init is random, paper, glorot or from:<run id> \\(a parent run is written from:Y\\)"),
+        (run_x + 'init = "from:Y"\n', "run X starts from 'from:Y', but 'Y' is not a run of runs.toml"),
+        (run_x + 'init = "weights:torchvision:vgg16"\n', "run X has init = 'weights:torchvision:vgg16'; a catalogue run's init is random"),
         (run_x + 'freez = "features"\n', "run X has unknown key\\(s\\) freez; known: config, train_scale, init, freeze, lrn_alpha"),
         (run_x + 'freeze = "conv"\n', "run X has freeze = 'conv'; choose one of none, features"),
-        ('[A]\nconfig = "A"\ntrain_scale = "256"\n[X]\nconfig = "B"\ntrain_scale = "256"\ninit = "A"\nfreeze = "features"\n',
+        ('[A]\nconfig = "A"\ntrain_scale = "256"\n[X]\nconfig = "B"\ntrain_scale = "256"\ninit = "from:A"\nfreeze = "features"\n',
          "run X has freeze = 'features', which fine-tunes a trained net: its init must be a run of configuration B"),
         (run_x + "lrn_alpha = 1e-4\n", "run X sets lrn_alpha, but configuration A has no LRN"),
     ]
@@ -204,7 +212,7 @@ def test_ci_table3_end_to_end_then_skip_and_resume(ci_data, tmp_path):
     again = ExperimentRunner(profile="ci", data=str(ci_data), runs_root=tmp_path / "runs", results_dir=tmp_path / "results", workers=0, progress=False, log=messages.append)
     again.run(experiment)
     trained = [m for m in messages if "training" in m]
-    assert trained == ["[E-256-512] training VGG-E at S=256:512 (init: E-384)"]
+    assert trained == ["[E-256-512] training VGG-E at S=256:512 (init: from:E-384)"]
     assert {p: (tmp_path / "runs" / "ci" / p / "checkpoint.pt").stat().st_mtime_ns for p in stamps} == stamps
     assert len(read_rows(tmp_path / "results" / "table3.csv")) == 12  # upserted, not duplicated
     report = write_results_report("table3", "ci", tmp_path / "results", tmp_path / "reports")

@@ -24,11 +24,12 @@ from tests.conftest import meta_model
 from vgg.checkpoint import CHECKPOINT_NAME, DAMAGED, load_checkpoint, read_done
 from vgg.cli import main
 from vgg.datasets import ImageList, Samples, missing_classes_warning
-from vgg.evaluate import MAX_TEST_SCALE, Net, check_test_scales, dense_memory_bytes
-from vgg.kill_resume import wait_for
+from vgg.suite.kill_resume import wait_for
 from vgg.loaders import BadImageError, bad_image_error, read_image
+from vgg.nets import Net
 from vgg.normalization import PAPER_MEAN_RGB
 from vgg.profiles import get_profile
+from vgg.protocols import MAX_TEST_SCALE, check_test_scales, dense_memory_bytes
 from vgg.stop_signals import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_PREEMPTED, Preempted, StopRequests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,8 +227,8 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_previous_chec
 
 def test_a_full_disk_while_writing_results_and_reports_keeps_the_previous_files(tmp_path, monkeypatch):
     from vgg.checkpoint import DiskFullError
-    from vgg.report import write_report
-    from vgg.results import upsert_rows
+    from vgg.suite.reports import write_report
+    from vgg.suite.results_csv import upsert_rows
 
     results = tmp_path / "table3.csv"
     upsert_rows(results, [{"profile": "ci", "run": "A-256", "top1_err": 50.0}])
@@ -319,18 +320,17 @@ def test_preemption_while_a_checkpoint_loads_is_not_taken_for_a_damaged_file(tra
 
 def test_a_stop_asked_during_the_last_validation_stops_the_command_after_the_run_is_done(ci_data, tmp_path, monkeypatch, capsys):
     """Nothing is left to checkpoint, but the command (e.g. a runner with more runs to train) stops."""
-    import vgg.train
+    from vgg.validation import Validation
 
-    validate = vgg.train.Trainer._validate
+    validate, validations = Validation.errors, []
 
     def interrupted_validation(self, *args):
-        if self.cfg.epochs - 1 == self._validations:
+        validations.append(1)
+        if len(validations) == 2:  # the run's last epoch (--epochs 2)
             signal.raise_signal(signal.SIGINT)
-        self._validations += 1
         return validate(self, *args)
 
-    monkeypatch.setattr(vgg.train.Trainer, "_validations", 0, raising=False)
-    monkeypatch.setattr(vgg.train.Trainer, "_validate", interrupted_validation)
+    monkeypatch.setattr(Validation, "errors", interrupted_validation)
     run = tmp_path / "run"
     assert main(train_argv(ci_data, run, "--workers", "0")) == EXIT_INTERRUPTED
     assert capsys.readouterr().out.splitlines()[-1] == "interrupted (Ctrl-C): the run had finished (DONE written); exit 130"

@@ -1,4 +1,5 @@
-import numpy as np
+import os
+
 import pytest
 import torch
 
@@ -67,9 +68,25 @@ def test_augmentations_depend_on_seed_epoch_and_index_only(train_images):
     assert any(not torch.equal(in_process[i][0], next_epoch[i][0]) for i in range(12))
 
 
-def test_loader_settings(train_images):
+class WorkerPids(torch.utils.data.Dataset):
+    """Each item is the process id of the process that loads it."""
+
+    def __len__(self) -> int:
+        return 12
+
+    def __getitem__(self, index: int) -> int:
+        return os.getpid()
+
+
+def test_the_loader_keeps_its_worker_processes_across_epochs():
+    loader = make_loader(WorkerPids(), EpochSampler(12), batch_size=4, workers=2, device="cpu", collate_fn=set)
+    first_epoch, second_epoch = set().union(*loader), set().union(*loader)
+    assert len(first_epoch) == 2 and os.getpid() not in first_epoch  # two worker processes load the batches
+    assert second_epoch == first_epoch  # the same two: no start-up cost per epoch (or per validation)
+
+
+def test_the_loader_gives_uint8_batches_with_their_colour_offsets(train_images):
     loader = make_loader(train_dataset(train_images), EpochSampler(12), batch_size=4, workers=2, device="cpu")
-    assert loader.num_workers == 2 and loader.persistent_workers and not loader.pin_memory
     batch = next(iter(loader))
     assert batch.images.shape == (4, 3, 16, 16) and batch.images.dtype == torch.uint8 and batch.offsets.shape == (4, 3)
 

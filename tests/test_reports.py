@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from vgg.report import render, render_table1, render_table2, write_report
+from vgg.suite.reports import render, render_table1, render_table2, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 

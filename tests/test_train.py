@@ -14,10 +14,13 @@ import torch
 
 from tests.helpers_images import assert_drawn_figure
 from vgg.checkpoint import load_checkpoint, read_done
-from vgg.kill_resume import kill_mid_epoch, wait_for
+from vgg.suite.kill_resume import kill_mid_epoch, wait_for
 from vgg.metrics import batch_sums
 from vgg.run_config import TrainConfig, train_command
-from vgg.train import EXIT_PREEMPTED, NonFiniteLossError, Trainer, train
+from vgg.nets import load_net
+from vgg.stop_signals import EXIT_PREEMPTED
+from vgg.train import train
+from vgg.train_loop import NonFiniteLossError, Steps
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,13 +104,13 @@ def test_batch_sums_are_the_loss_and_hit_counts_of_the_batch():
 
 def test_training_sums_are_read_back_every_n_steps_and_the_result_does_not_depend_on_n(ci_data, tmp_path, monkeypatch):
     read_at = []
-    read_back = Trainer._read_back
+    read_back = Steps._read_back
 
     def counting(self, loop, preemption, progress):
         read_at.append(loop.global_step)
         return read_back(self, loop, preemption, progress)
 
-    monkeypatch.setattr(Trainer, "_read_back", counting)
+    monkeypatch.setattr(Steps, "_read_back", counting)
     train(config(ci_data, sync_every=1), tmp_path / "every-step")
     assert read_at == list(range(1, 13))  # 2 epochs of 6 steps
     read_at.clear()
@@ -210,28 +213,6 @@ def test_the_profiles_drop_deadline_lowers_the_rate_in_training(ci_data, tmp_pat
     assert "(drop 1 is due after 2 of 4 epochs)" in (tmp_path / "flat" / "train.log").read_text()
 
 
-def test_init_chains_load_the_right_parents(ci_data, tmp_path):
-    train(config(ci_data, epochs=1), tmp_path / "A-256")
-    a_weights = weights(tmp_path / "A-256")
-    # B at S=256 from A: first four convs and the three FC layers, paper lr 1e-2
-    trainer = Trainer(config(ci_data, config="B", init=f"from:{tmp_path / 'A-256'}"), tmp_path / "B-256")
-    model, lr, epochs, fine_tune = trainer._build_model(tuple(f"n9{i:07d}" for i in range(4)), None)
-    state = model.state_dict()
-    assert lr == 1e-2 and epochs == 2 and not fine_tune
-    # B's convs: block 1 at features.0/2, block 2 at 5/7, block 3 at 10/12; A's first four at 0, 3, 6, 8
-    for ours, theirs in [("features.0", "features.0"), ("features.5", "features.3"), ("features.10", "features.6"), ("features.12", "features.8"), ("classifier.0", "classifier.0"), ("classifier.6", "classifier.6")]:
-        assert torch.equal(state[f"{ours}.weight"], a_weights[f"{theirs}.weight"]), ours
-    for fresh in ("features.2", "features.7", "features.15"):  # not in A: the ci profile's random init (Glorot)
-        weight = state[f"{fresh}.weight"]
-        fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(weight)
-        assert weight.std().item() == pytest.approx((2 / (fan_in + fan_out)) ** 0.5, rel=0.3), fresh
-    # A at S=384 from A at S=256: every layer, fine-tuning lr 1e-3
-    trainer = Trainer(config(ci_data, train_scale="384", init=f"from:{tmp_path / 'A-256'}"), tmp_path / "A-384")
-    model, lr, epochs, fine_tune = trainer._build_model(tuple(f"n9{i:07d}" for i in range(4)), None)
-    assert lr == 1e-3 and epochs == 2 and fine_tune  # TrainConfig.epochs=2 given; the ci profile's fine-tuning default is 1
-    assert_same_weights(model.state_dict(), a_weights)
-
-
 def test_an_fc_only_fine_tune_of_a_parent_run_keeps_its_conv_layers(ci_data, tmp_path):
     # the ILSVRC submission's multi-scale D: fine-tuned from D-384 on its FC layers only (Sect. 4.4)
     train(config(ci_data, epochs=1), tmp_path / "A-256")
@@ -267,11 +248,10 @@ def test_freeze_and_lrn_settings_are_checked(ci_data, tmp_path):
         train(config(ci_data, freeze="features"), tmp_path / "random-frozen")
     with pytest.raises(ValueError, match="--lrn-alpha applies to configurations with LRN \\(A-LRN\\); A has none"):
         train(config(ci_data, lrn_alpha=1e-4), tmp_path / "A-alpha")
-    trainer = Trainer(config(ci_data, config="A-LRN", lrn_alpha=1e-4), tmp_path / "A-LRN")
-    model, *_ = trainer._build_model(tuple(f"n9{i:07d}" for i in range(4)), None)
-    assert model.spec.lrn_alpha == 1e-4 and model.features[2].alpha == 1e-4
-    default, *_ = Trainer(config(ci_data, config="A-LRN"), tmp_path / "A-LRN-default")._build_model(tuple(f"n9{i:07d}" for i in range(4)), None)
-    assert default.features[2].alpha == 5e-4
+    train(config(ci_data, config="A-LRN", lrn_alpha=1e-4, epochs=1), tmp_path / "A-LRN")
+    model = load_net(checkpoint=tmp_path / "A-LRN").model
+    lrn = [module for module in model.features if isinstance(module, torch.nn.LocalResponseNorm)]
+    assert model.spec.lrn_alpha == 1e-4 and [module.alpha for module in lrn] == [1e-4]
 
 
 @pytest.fixture(scope="module")
@@ -300,7 +280,7 @@ BAD_RUNS = {  # what is wrong: (the run's settings, how its folder is prepared, 
     "another run's checkpoint in the run folder": (
         dict(config="D", epochs=1), _unfinished_copy, "holds the checkpoint of an unfinished run with other settings \\(config B -> D"
     ),
-    "an unknown init": (dict(init="kaiming"), None, "--init must be paper, glorot or from:CHECKPOINT"),
+    "an unknown init": (dict(init="kaiming"), None, "--init must be random, paper, glorot or from:RUN, got .kaiming."),
     "an accumulation that does not divide the batch": (dict(accum=3), None, "does not split evenly over 1 process\\(es\\) x 3"),
 }
 

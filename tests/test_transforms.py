@@ -8,9 +8,11 @@ from vgg.transforms import (
     COLOUR_SHIFT_STD,
     IMAGENET_PCA_EIGENVALUES,
     IMAGENET_PCA_EIGENVECTORS,
+    CentreCropTransform,
     ScaleRange,
     TestTransform,
     TrainTransform,
+    centre_crop,
     colour_offset,
     rescale,
 )
@@ -144,3 +146,11 @@ def test_torchvision_normalisation_matches_totensor_normalize():
     assert get_normalization("torchvision") is TORCHVISION
     with pytest.raises(ValueError, match="unknown normalisation 'bgr'"):
         get_normalization("bgr")
+
+
+def test_the_centre_crop_is_central_and_validation_takes_it_after_the_rescale():
+    image = ramp_image(70, 101)
+    crop = centre_crop(image, 32)
+    assert crop.shape == (3, 32, 32) and torch.equal(crop, image[:, 19:51, 34:66])  # (70 - 32) // 2, (101 - 32) // 2
+    cropped, offset = CentreCropTransform(48, 32)(image, np.random.default_rng(0))
+    assert torch.equal(cropped, centre_crop(rescale(image, 48), 32)) and not offset.any()

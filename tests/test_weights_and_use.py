@@ -14,31 +14,19 @@ from tests.helpers_images import assert_drawn_figure
 from vgg.checkpoint import load_checkpoint, read_done
 from vgg.cli import main
 from vgg.datasets import load_split
-from vgg.evaluate import evaluate, load_net
+from vgg.evaluate import evaluate
 from vgg.models import VGG
+from vgg.nets import load_net
 from vgg.predict import predict, save_figure
 from vgg.profiles import get_profile
-from vgg.results import read_rows
+from vgg.suite.results_csv import read_rows
 from vgg.synthetic import SynthSpec, generate
 from vgg.run_config import TrainConfig
-from vgg.train import Preempted, train
+from vgg.stop_signals import Preempted
+from vgg.train import train
 from vgg.weights import cache_path, load_weights
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name, config", [("vgg11", "A"), ("vgg13", "B"), ("vgg16", "D"), ("vgg19", "E")])
-def test_saved_torchvision_files_are_recognised_and_give_torchvision_logits(tmp_path, name, config):
-    reference = getattr(torchvision.models, name)(weights=None).eval()
-    path = tmp_path / f"{name}-random.pth"
-    torch.save(reference.state_dict(), path)
-    net = load_net(weights=str(path))
-    assert net.model.config == config and net.normalization.name == "torchvision" and net.profile.name == "paper"
-    if name == "vgg11":  # one forward pass at 224 suffices for the logits (all four are in test_torchvision_compat)
-        x = torch.randn(1, 3, 224, 224)
-        with torch.no_grad():
-            torch.testing.assert_close(net.model.eval()(x), reference(x), rtol=1e-5, atol=1e-6)
 
 
 def test_torchvision_spec_reads_the_hub_cache_and_explains_when_offline(tmp_path, monkeypatch):

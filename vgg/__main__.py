@@ -7,7 +7,7 @@ from vgg.stop_signals import run_stoppable
 
 
 def _main() -> int:
-    from vgg.cli import main
+    from vgg.cli import main  # after run_stoppable has installed the stop handlers: the CLI imports torch
 
     return main()
 

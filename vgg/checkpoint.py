@@ -174,14 +174,18 @@ def _unpickler_reason(error: pickle.UnpicklingError) -> str:
     return lines[0] if lines else "unreadable"
 
 
+def checkpoint_file(path: Path | str) -> Path:
+    """A run's checkpoint file, given the run's folder or the file itself."""
+    path = Path(path)
+    return path / CHECKPOINT_NAME if path.is_dir() else path
+
+
 def load_checkpoint(
     path: Path | str, what: str = "checkpoint", damaged: str = f"it was {DAMAGED}: write it again", map_location: str | torch.device = "cpu"
 ) -> dict[str, Any]:
     """Load a file this suite wrote (`what`: a run's checkpoint, a score file) with `weights_only=True`;
     a missing, damaged (`damaged`: what to do then) or unsafe file is a clear error."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
+    path = checkpoint_file(path)
     if not path.is_file():
         raise ValueError(f"{what} {path} does not exist")
     state = load_tensors(path, what, damaged, map_location)
@@ -203,7 +207,7 @@ def load_run_checkpoint(path: Path | str, use: str, damaged: str, advice: str | 
         kind, suits = "a state dict of weights (torchvision's format)", "use --weights for a torchvision state dict"
     else:
         kind, suits = f"not a checkpoint of this suite (keys: {', '.join(sorted(map(str, state))[:6])})", "check the path"
-    path = Path(path) / CHECKPOINT_NAME if Path(path).is_dir() else Path(path)
+    path = checkpoint_file(path)
     raise ValueError(f"{path} is {kind}, not a training run's checkpoint ({use}); {advice or suits}")
 
 

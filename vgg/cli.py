@@ -1,4 +1,7 @@
-"""`python -m vgg <command>`: the suite's command line."""
+"""`python -m vgg <command>`: the suite's command line.
+
+Each command imports what it runs when it runs (the imports marked "on use"): loading the
+training stack, torchvision or the runner costs every other command seconds of start-up."""
 
 from __future__ import annotations
 
@@ -8,14 +11,24 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from vgg.complexity import format_summary, summarize
 from vgg.configs import CONFIGS
 from vgg.datasets import load_split
 from vgg.models import FREEZE_CHOICES, VGGSpec
-from vgg.profiles import PRECISIONS
-from vgg.report import REPORTS, write_report
-from vgg.run_config import add_train_arguments
+from vgg.nets import load_net, profile_for_crop
+from vgg.profiles import PRECISIONS, get_profile
+from vgg.suite.reports import REPORTS, write_report
+from vgg.suite.results_csv import upsert_rows
+from vgg.run_config import TrainConfig, add_train_arguments, config_from_arguments
+from vgg.scores import fusion_row
+from vgg.starting_weights import CHECKPOINT_PREFIX
+from vgg.stop_signals import EXIT_BAD_INPUT, run_stoppable
 from vgg.synthetic import SynthSpec, generate
+
+# The commands import what only they need (training, evaluation, the runner, torchvision's decoders)
+# when they run, so that `python -m vgg params` and every command's --help start without them.
 
 PRECISION_HELP = "test protocols' arithmetic on CUDA: fp32 (TF32 off; the paper's numbers are fp32) or bf16 autocast (default: the profile's eval_precision)"
 MAX_SCALE_HELP = "refuse test scales above N paper units (default 1024, twice the paper's largest): memory grows as the square of the scale"
@@ -59,7 +72,7 @@ def cmd_data_synth(args: argparse.Namespace) -> None:
 
 
 def cmd_gpu_check(args: argparse.Namespace) -> None:
-    from vgg.gpu_check import gpu_check
+    from vgg.suite.gpu_check import gpu_check  # on use (start-up: see the module's doc)
 
     gpu_check(args.size, args.out, args.work_dir)
 
@@ -70,9 +83,7 @@ def cmd_data_inspect(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from vgg.profiles import get_profile
-    from vgg.run_config import config_from_arguments
-    from vgg.train import train
+    from vgg.train import train  # on use (start-up: see the module's doc)
 
     data = args.data or get_profile(args.profile).data
     if not data:
@@ -90,17 +101,19 @@ def _scales(text: str | None) -> list[int] | None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from vgg.evaluate import run_evaluation
+    from vgg.evaluate import EvalRequest, run_evaluation  # on use (start-up: see the module's doc)
 
-    run_evaluation(
-        args.checkpoint, args.weights, args.data, args.method, args.scales, not args.no_flip, args.dense_softmax,
-        args.limit, args.save_scores, args.out, args.workers, args.device, args.skip_bad_images, args.precision, args.max_scale,
-    )
+    row = run_evaluation(EvalRequest(
+        checkpoint=args.checkpoint, weights=args.weights, data=args.data, method=args.method, scales=args.scales, flip=not args.no_flip,
+        dense_softmax=args.dense_softmax, limit=args.limit, save_scores_to=args.save_scores, workers=args.workers,
+        device=args.device, skip_bad_images=args.skip_bad_images, precision=args.precision, max_scale=args.max_scale,
+    ))
+    if row is not None and args.out:  # rank 0's row
+        upsert_rows(Path(args.out), [row])
 
 
 def cmd_fuse(args: argparse.Namespace) -> None:
-    from vgg.evaluate import errors_line, fusion_row
-    from vgg.results import upsert_rows
+    from vgg.evaluate import errors_line  # on use (start-up: see the module's doc)
 
     row = fusion_row(args.scores)
     print(f"fusion of {len(args.scores)} nets ({row['config']}): {errors_line(row)} on {row['images']} images")
@@ -109,8 +122,8 @@ def cmd_fuse(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from vgg.plan import load_experiment
-    from vgg.runner import ExperimentRunner
+    from vgg.suite.plan import load_experiment
+    from vgg.suite.runner import ExperimentRunner  # on use (start-up: see the module's doc)
 
     runner = ExperimentRunner(
         profile=args.profile, data=args.data, runs_root=args.runs, results_dir=args.results, gpus=args.gpus,
@@ -121,10 +134,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from vgg.evaluate import load_net
-    from vgg.predict import predict, save_figure
-
-    import torch
+    from vgg.predict import predict, save_figure  # on use (start-up: see the module's doc)
 
     net = load_net(args.checkpoint, args.weights)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -136,11 +146,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from vgg.evaluate import load_net, profile_for_crop
-    from vgg.run_config import TrainConfig
-    from vgg.train import CHECKPOINT_SPEC, train
+    from vgg.train import train  # on use (start-up: see the module's doc)
 
-    weights = f"{CHECKPOINT_SPEC}{args.checkpoint}" if args.checkpoint else args.weights
+    weights = f"{CHECKPOINT_PREFIX}{args.checkpoint}" if args.checkpoint else args.weights
     source = load_net(checkpoint=args.checkpoint) if args.checkpoint else load_net(weights=args.weights)
     profile = args.profile or profile_for_crop(source.model.spec.crop).name
     cfg = TrainConfig(
@@ -165,7 +173,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
 
 def cmd_pretrained(args: argparse.Namespace) -> None:
-    from vgg.pretrained import run_pretrained
+    from vgg.suite.pretrained import run_pretrained  # on use (start-up: see the module's doc)
 
     run_pretrained(args.weights_dir, str(args.data), args.results / "pretrained.csv", args.limit, args.workers)
 
@@ -304,16 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. Bad input ends with a one-line error and exit status 2; a stop signal with 75
     (preemption: run the same command again) or 130 (Ctrl-C); see README, "When things go wrong"."""
-    from vgg.stop_signals import run_stoppable
-
     return run_stoppable(lambda: _run_command(argv))
 
 
 def _run_command(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    from vgg.loaders import worker_error_message
-    from vgg.stop_signals import EXIT_BAD_INPUT
-    from vgg.train import NonFiniteLossError
+    from vgg.loaders import worker_error_message  # on use (start-up: see the module's doc)
+    from vgg.train_loop import NonFiniteLossError  # on use (start-up: see the module's doc)
 
     try:
         args.handler(args)

@@ -25,6 +25,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from vgg.profiles import load_profiles
 
 IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png"})
 DEVKIT_ARCHIVE = "ILSVRC2012_devkit_t12.tar.gz"
@@ -105,8 +108,6 @@ class ImageList:
         the whole list when `limit` is 0, None or at least its size."""
         if not limit or limit >= len(self.samples):
             return self
-        import torch
-
         chosen = torch.randperm(len(self.samples), generator=torch.Generator().manual_seed(0))[:limit].sort().values
         return replace(self, samples=self.samples.take(chosen.tolist()), ignored_files=0)
 
@@ -135,8 +136,6 @@ def is_image_file(path: Path) -> bool:
 def missing_data_hint(data_dir: Path) -> str:
     """How to get a data folder that does not exist: the command that generates it when it is a
     profile's synthetic set (experiments/profiles.toml), else to check the path."""
-    from vgg.profiles import load_profiles
-
     for profile in load_profiles().values():
         if profile.synthetic and profile.data and Path(profile.data).resolve() == data_dir.resolve():
             options = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in profile.synthetic.items())
@@ -268,7 +267,7 @@ def _read_devkit(path: Path) -> dict[str, str]:
                 truth_text = archive.extractfile(truth_name).read().decode()
     except (KeyError, FileNotFoundError, AttributeError, tarfile.TarError) as error:
         raise DatasetLayoutError(f"{path} is not a complete ILSVRC2012 devkit ({error})") from None
-    from scipy.io import loadmat
+    from scipy.io import loadmat  # here: only the ILSVRC devkit needs scipy, which takes a second to import
 
     synsets = loadmat(io.BytesIO(meta_bytes), squeeze_me=True)["synsets"]
     wnid_of_id = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets if int(s["num_children"]) == 0}

@@ -23,7 +23,7 @@ from dataclasses import fields as dataclass_fields
 from functools import lru_cache
 from pathlib import Path
 
-from vgg.checkpoint import read_done
+from vgg.checkpoint import checkpoint_file, read_done
 from vgg.configs import has_lrn
 from vgg.datasets import DatasetLayoutError, load_split
 from vgg.models import VGGSpec
@@ -84,7 +84,7 @@ def parent_run_hash(init: str) -> str:
     """`from:RUN` (a run folder or its checkpoint) as `from:<the parent's run hash>`; a parent that has
     not finished (no DONE) as `from:unfinished:<its folder>`, which no finished child can match."""
     path = Path(init[len("from:") :])
-    run_dir = path if path.is_dir() or not path.suffix else path.parent
+    run_dir = checkpoint_file(path).parent if path.suffix else path  # no suffix: a run folder, even one not there (yet)
     done = read_done(run_dir)
     if done is None or "run_hash" not in done:
         return f"from:unfinished:{run_dir.resolve()}"

@@ -1,4 +1,4 @@
-"""Top-k errors, the per-epoch metrics CSV of a run, and its loss/error curve."""
+"""Top-k errors (with their bootstrap intervals), the per-epoch metrics CSV of a run, and its loss/error curve."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from vgg.checkpoint import atomic_write_figure, atomic_write_text
+from vgg.statistics import error_interval_fields
 
 METRICS_NAME = "metrics.csv"
 CURVE_NAME = "curves.png"
@@ -59,6 +60,11 @@ def per_image_errors(scores: torch.Tensor, labels: torch.Tensor) -> tuple[np.nda
     return ~hits[0], ~hits[1]
 
 
+def interval_fields(posteriors: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """The 95% bootstrap intervals (over the images) of the top-1 and top-5 errors of per-image posteriors."""
+    return error_interval_fields(*per_image_errors(posteriors, labels))
+
+
 def error_percent(correct: int, total: int) -> float:
     """Error in percent; 100 for an empty set would hide a bug, so that is an error."""
     if total <= 0:
@@ -89,6 +95,21 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
+def curve_summary(run_dir: Path) -> dict:
+    """A finished run's learning curve in a few numbers: its last epoch's rate, loss and val errors,
+    its best val top-1 error and its training time."""
+    rows = read_metrics(Path(run_dir) / METRICS_NAME)
+    last = rows[-1]
+    return {
+        "final_lr": float(last["lr"]),
+        "train_loss": float(last["train_loss"]),
+        "val_top1_err": float(last["val_top1_err"]),
+        "val_top5_err": float(last["val_top5_err"]),
+        "best_val_top1_err": min(float(row["val_top1_err"]) for row in rows),
+        "train_wall_s": round(sum(float(row["wall_s"]) for row in rows), 1),
+    }
+
+
 def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
     """Drop rows after `last_epoch` (left by a run killed after writing them but before its checkpoint)."""
     path = Path(run_dir) / METRICS_NAME
@@ -98,7 +119,7 @@ def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
 
 def plot_curves(run_dir: Path, title: str) -> Path:
     """Draw RUN_DIR/curves.png (train loss; train and val top-1 error) from metrics.csv."""
-    import matplotlib
+    import matplotlib  # here, not at the top: commands that draw nothing start without matplotlib, pandas and seaborn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

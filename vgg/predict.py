@@ -8,9 +8,11 @@ from pathlib import Path
 import torch
 
 from vgg.checkpoint import atomic_write_figure
-from vgg.evaluate import Net, Protocol, check_test_scales
 from vgg.loaders import read_image
+from vgg.nets import Net
+from vgg.protocols import Protocol, check_test_scales
 from vgg.transforms import ScaleRange, rescale
+from vgg.weights import imagenet_categories
 
 DEFAULT_WEIGHTS_SCALE = 256
 """Test scale for torchvision weights, which carry no training scale: the paper's Q for S = 256."""
@@ -34,8 +36,6 @@ def class_names(net: Net) -> list[str]:
     (with the synthetic set's descriptions when its classes.txt is at hand) for our checkpoints."""
     if net.classes is None:
         if net.model.spec.num_classes == 1000:
-            from vgg.weights import imagenet_categories
-
             return imagenet_categories()
         return [f"class {i}" for i in range(net.model.spec.num_classes)]
     names = list(net.classes)
@@ -68,7 +68,7 @@ def predict(
     max_scale: int | None = None,
 ) -> list[Prediction]:
     """Top-k classes and posteriors of each image (scales in paper units, default: the net's single
-    test scale; at most `max_scale`, default: see `vgg.evaluate.check_test_scales`)."""
+    test scale; at most `max_scale`, default: see `vgg.protocols.check_test_scales`)."""
     if topk < 1:
         raise ValueError("--topk must be at least 1")
     scales = scales or default_scales(net)
@@ -88,7 +88,7 @@ def predict(
 
 def save_figure(predictions: list[Prediction], path: Path | str) -> Path:
     """Each image beside a bar chart of its top-k posteriors, one row per image."""
-    import matplotlib
+    import matplotlib  # here, not at the top: predict without --save-figure starts without matplotlib and seaborn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

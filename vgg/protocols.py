@@ -1,5 +1,6 @@
 """The paper's test protocols (Sect. 3.2, Tables 3-6): dense, multi-crop, their combination,
-multi-scale averaging; `vgg.evaluate` runs them over a dataset and fuses nets (Table 6).
+multi-scale averaging, and the test scales they accept; `vgg.evaluate` runs them over a dataset
+(`vgg.scores` fuses nets, Table 6).
 
 Every protocol first rescales the test image isotropically so that its shorter side is the
 test scale Q (given in the paper's units, mapped by the net's profile).
@@ -14,7 +15,8 @@ test scale Q (given in the paper's units, mapped by the net's profile).
   soft-max posteriors are averaged.
 - multi-crop+dense: the average of the two methods' posteriors (Table 5).
 - centre-crop: the central crop x crop crop only (the Sect. 4.1 B vs B-5x5 comparison).
-- several scales: posteriors averaged over them (Table 4).
+- several scales: posteriors averaged over them (Table 4), each at most `MAX_TEST_SCALE`
+  unless raised (`check_test_scales`: dense memory grows as the square of the scale).
 
 Over a dataset, `Batcher` batches the dense and centre-crop passes over images of the same
 size; the posteriors are those of `Protocol.posteriors` image by image, up to float rounding.
@@ -29,9 +31,10 @@ import torch
 import torch.nn.functional as F
 
 from vgg.profiles import PRECISIONS
+from vgg.transforms import centre_crop
 
 if TYPE_CHECKING:
-    from vgg.evaluate import Net
+    from vgg.nets import Net
 
 METHODS = ("dense", "multi-crop", "multi-crop+dense", "centre-crop")
 COMBINED_METHODS = {"multi-crop+dense": ("dense", "multi-crop")}
@@ -44,6 +47,8 @@ BATCH_PIXELS = 1 << 22
 """...and at most this many pixels per pass (e.g. 11 images at Q = 512): bounds the activations."""
 PENDING_IMAGES = 256
 """Rescaled images waiting for a batch at most; beyond, the oldest size's batch runs part-full."""
+MAX_TEST_SCALE = 1024
+"""The largest test scale Q (paper units) evaluated without --max-scale: twice the paper's largest, 512."""
 
 
 class FullFP32:
@@ -70,6 +75,38 @@ def grid_crops(image: torch.Tensor, crop: int, count: int = GRID) -> torch.Tenso
     rows = grid_positions(image.shape[-2], crop, count)
     columns = grid_positions(image.shape[-1], crop, count)
     return torch.stack([image[:, top : top + crop, left : left + crop] for top in rows for left in columns])
+
+
+def dense_memory_bytes(net: Net, scale: int) -> int:
+    """A rough peak memory of the dense evaluation of one image at test scale `scale` (paper units).
+
+    The image is taken as 4:3, its shorter side `scale` mapped by the net's profile. The peak is the
+    rescaled uint8 image plus two float32 maps of the first block at full resolution (a conv's input
+    and output; each later block holds half as many values), for the image and its mirror. The
+    weights, convolution workspace and batches of several small images come on top.
+    """
+    side = net.profile.size(scale)
+    pixels = side * (side * 4 // 3)
+    first_channels = net.model.features[0].out_channels  # conv1's: block 1 has the largest maps
+    return pixels * 3 + 2 * 2 * first_channels * pixels * 4
+
+
+def check_test_scales(net: Net, scales: list[int], max_scale: int | None = None) -> None:
+    """Refuse test scales that are not positive or above `max_scale` paper units (None: the
+    MAX_TEST_SCALE), before anything is allocated, naming what the largest would take."""
+    limit = MAX_TEST_SCALE if max_scale is None else max_scale
+    for scale in scales:
+        if scale <= 0:
+            raise ValueError(f"test scale {scale} is not positive: give the shorter image side in paper units, e.g. 256,384,512")
+    largest = max(scales)
+    if largest > limit:
+        size = dense_memory_bytes(net, largest)
+        memory = f"{size / 1e9:,.1f} GB" if size >= 1e9 else f"{size / 1e6:,.0f} MB"
+        raise ValueError(
+            f"test scale {largest} is above the limit of {limit} (paper units; the paper tests at 224 to 512): "
+            f"densely evaluating one 4:3 image at Q = {largest} ({net.profile.size(largest)} px on the {net.profile.name} "
+            f"profile) takes about {memory}; pass --max-scale {largest} to allow it"
+        )
 
 
 class Protocol:
@@ -137,10 +174,7 @@ class Protocol:
 
     def batch_input(self, image: torch.Tensor) -> torch.Tensor:
         """What the batchable part runs on for one rescaled image: the image, or its central crop."""
-        if self.method != "centre-crop":
-            return image
-        top, left = (image.shape[-2] - self.crop) // 2, (image.shape[-1] - self.crop) // 2
-        return image[:, top : top + self.crop, left : left + self.crop]
+        return centre_crop(image, self.crop) if self.method == "centre-crop" else image
 
     def run_batch(self, inputs: torch.Tensor) -> torch.Tensor:
         """Posteriors (B, K) of B same-size `batch_input`s: dense, or centre-crop."""

@@ -22,6 +22,7 @@ from pathlib import Path
 from vgg.identity import digest, run_identity
 from vgg.models import FREEZE_CHOICES
 from vgg.profiles import get_profile
+from vgg.starting_weights import normalized_init
 
 IDENTITY, IDENTITY_WHEN_SET, RECIPE, HOW = "identity", "identity when set", "recipe", "how"
 SYNC_EVERY = 50
@@ -42,7 +43,7 @@ class TrainConfig:
     train_scale: str = option(IDENTITY, "S in paper units: 256, 384, or a jitter range 256:512", required=True)
     data: str = option(IDENTITY, "dataset folder (default: the profile's; smoke: data/synthetic)")
     profile: str = option(IDENTITY, "paper | smoke | ci (experiments/profiles.toml; default smoke)", "smoke")
-    init: str | None = option(IDENTITY, "paper | glorot | from:CHECKPOINT (net A, or the same config to fine-tune); default: the profile's random init", None)
+    init: str | None = option(IDENTITY, "where the first weights come from (vgg.starting_weights): random (the profile's random init, the default) | paper (N(0, 0.01^2)) | glorot | from:RUN (a finished run: net A, or the same config to fine-tune)", None)
     epochs: int | None = option(IDENTITY, "maximum epochs (default: the profile's; paper 74)", None, int)
     batch_size: int | None = option(IDENTITY, "global batch over all processes (default: the profile's; paper 256)", None, int)
     lr: float | None = option(IDENTITY, "initial learning rate (default 1e-2; the profile's finetune_lr, 1e-3, when fine-tuning the same config)", None, float)
@@ -55,7 +56,7 @@ class TrainConfig:
     batch_norm: bool = option(IDENTITY, "BatchNorm after every conv (not in the paper)", False, bool)
     val_images: int | None = option(IDENTITY, "per-epoch validation subset size (default: the profile's; 0 = all)", None, int)
     plateau_patience: int | None = option(IDENTITY, "epochs without a val gain before the lr drops (default: the profile's)", None, int)
-    weights: str | None = option(IDENTITY_WHEN_SET, "fine-tuning: a weight spec (a torchvision-format file, torchvision:NAME) or checkpoint:RUN_DIR", None)
+    weights: str | None = option(IDENTITY_WHEN_SET, "fine-tuning on these classes from trained weights, a new last layer: torchvision:NAME, a torchvision-format file, or checkpoint:RUN (replaces --init)", None)
     freeze: str = option(IDENTITY_WHEN_SET, "features: train the FC layers only (fine-tuning a trained net)", "none", choices=FREEZE_CHOICES)
     head_lr_mult: float = option(IDENTITY_WHEN_SET, "fine-tuning: learning-rate multiple of the new last layer (default 1)", 1.0, float)
     lrn_alpha: float | None = option(RECIPE, "A-LRN: PyTorch's LRN alpha (default 5e-4, the AlexNet paper's; 1e-4 for the alpha/n reading)", None, float)
@@ -71,6 +72,9 @@ class TrainConfig:
     sync_every: int = option(HOW, f"read the training loss and counts back from the device, and check for stop requests, every N steps (default {SYNC_EVERY}; 0: at each epoch's end only)", SYNC_EVERY, int)
     skip_bad_images: bool = option(HOW, "skip unreadable images (listed each epoch, counted in metrics.csv)", False, bool)
     progress: bool = option(HOW, "a progress bar (--no-progress: none)", True, bool)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "init", normalized_init(self.init))  # "random" is stored as None: the hashes of existing runs
 
     def settings(self) -> dict:
         """The fields that define what the run computes, as given (paths included). The LRN constant
@@ -114,9 +118,10 @@ def config_from_arguments(args: argparse.Namespace, **overrides) -> TrainConfig:
     return TrainConfig(**{**given, **overrides})
 
 
-def train_command(cfg: TrainConfig, out: Path | str) -> list[str]:
-    """The `python -m vgg train` command line of `cfg` (for torchrun and SLURM jobs)."""
-    command = [sys.executable, "-m", "vgg", "train", "--out", str(out)]
+def train_command(cfg: TrainConfig, out: Path | str, program: list[str] | None = None) -> list[str]:
+    """The `python -m vgg train` command line of `cfg` (for torchrun and SLURM jobs); `program`
+    replaces `python -m vgg` (e.g. `python -c CODE` that calls `vgg.cli.main`)."""
+    command = [*(program or [sys.executable, "-m", "vgg"]), "train", "--out", str(out)]
     for item in fields(cfg):
         value = getattr(cfg, item.name)
         if value == item.default or value is None:

@@ -137,6 +137,19 @@ class PlateauSchedule:
         self.drop_epochs.append(self.epochs - 1)
         self.lr *= self.factor
 
+    def describe(self, action: str, max_epochs: int) -> str:
+        """What `step`'s `action` did, for the epoch's log line ("; lr -> 0.001"; empty when nothing did)."""
+        way = f"{max(0.0, self.learned_fraction()):.0%} of the way"
+        if action == "hold":
+            earliest = f"; no drop {self.drops + 1} before {self.earliest[self.drops]} epochs)" if self.too_early() else ")"
+            return f"; plateau, but the lr holds ({way} from chance, {self.stage_epochs} epoch(s) at this rate{earliest}"
+        return {
+            "drop": f"; lr -> {self.lr:g}",
+            "deadline": f"; lr -> {self.lr:g} (drop {self.drops} is due after {self.epochs} of {max_epochs} epochs)",
+            "stop": "; plateau after the last drop: stopping",
+            "give up": f"; still at chance after {self.epochs} epochs ({way}): stopping",
+        }.get(action, "")
+
     def state_dict(self) -> dict:
         return asdict(self)
 

@@ -108,6 +108,13 @@ def rescale(image: torch.Tensor, shorter: int) -> torch.Tensor:
     return resize(image, rescaled_size(image.shape[-2], image.shape[-1], shorter))
 
 
+def centre_crop(image: torch.Tensor, crop: int) -> torch.Tensor:
+    """The central crop x crop crop of a (3, H, W) image (a view): training's per-epoch validation
+    and the centre-crop test protocol."""
+    top, left = (image.shape[-2] - crop) // 2, (image.shape[-1] - crop) // 2
+    return image[:, top : top + crop, left : left + crop]
+
+
 def colour_offset(rng: np.random.Generator, std: float = COLOUR_SHIFT_STD) -> np.ndarray:
     """One RGB offset (0-255 units): sum_i alpha_i lambda_i p_i with alpha_i ~ N(0, std)."""
     alpha = rng.normal(0.0, std, size=3)
@@ -174,10 +181,7 @@ class CentreCropTransform:
         self.scale, self.crop = scale, crop
 
     def __call__(self, image: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        rescaled = rescale(image, self.scale)
-        top = (rescaled.shape[-2] - self.crop) // 2
-        left = (rescaled.shape[-1] - self.crop) // 2
-        return rescaled[:, top : top + self.crop, left : left + self.crop], torch.zeros(3)
+        return centre_crop(rescale(image, self.scale), self.crop), torch.zeros(3)
 
     def __repr__(self) -> str:
         return f"CentreCropTransform(Q={self.scale}, crop={self.crop})"

@@ -30,13 +30,13 @@ class LoadedWeights:
 
 def imagenet_categories() -> list[str]:
     """The 1000 ImageNet class names in torchvision's (sorted-wnid) order, from its metadata."""
-    import torchvision
+    import torchvision  # here: importing torchvision costs every command start-up time; only these helpers need it
 
     return list(torchvision.models.VGG16_Weights.IMAGENET1K_V1.meta["categories"])
 
 
 def _torchvision_weights(model: str):
-    import torchvision
+    import torchvision  # here: see imagenet_categories
 
     if model not in TORCHVISION_MODELS:
         raise ValueError(f"unknown torchvision VGG {model!r}; choose one of {', '.join(TORCHVISION_MODELS)}")

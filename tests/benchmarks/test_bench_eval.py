@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from vgg.datasets import load_split
-from vgg.evaluate import Net
 from vgg.loaders import read_image
 from vgg.models import VGG
+from vgg.nets import Net
 from vgg.normalization import PAPER_MEAN_RGB
 from vgg.profiles import get_profile
 from vgg.protocols import Batcher, Protocol, grid_crops

@@ -2,8 +2,8 @@
 per ablation with its findings and its entries' errors.
 
 Our differences and their 95% paired-bootstrap intervals come from results/comparisons.csv
-(written by the runner from the score files); the paper's differences (vgg.published) and
-the verdicts (vgg.comparisons.verdict) are drawn here, at render time.
+(written by the runner from the score files); the paper's differences (vgg.suite.published) and
+the verdicts (vgg.suite.comparisons.verdict) are drawn here, at render time.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from vgg.comparisons import COMPARISONS_FILE, verdict
-from vgg.plan import AblationSpec, ComparisonPair, Entry, Experiment, FusionSpec, RunSpec
-from vgg.published import NONE, entry_paper_numbers, number, paper_difference
-from vgg.results import read_rows, shown_row
-from vgg.results_report import METRICS, ResultsView, fmt, ours_cell, training_section
+from vgg.suite.comparisons import COMPARISONS_FILE, verdict
+from vgg.suite.plan import AblationSpec, ComparisonPair, Entry, Experiment, FusionSpec, RunSpec
+from vgg.suite.published import NONE, entry_paper_numbers, number, paper_difference
+from vgg.suite.results_csv import read_rows, shown_row
+from vgg.suite.report_parts import METRICS, ResultsView, fmt, ours_cell, training_section
 
 NOT_RUN = "not run yet"
 

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from vgg.checkpoint import git_commit
 from vgg.metrics import per_image_errors
-from vgg.plan import ComparisonPair, Entry, EvalSpec, Experiment, FusionSpec, entry_name
-from vgg.results import MEAN_SEED, upsert_rows
+from vgg.suite.plan import ComparisonPair, Entry, EvalSpec, Experiment, FusionSpec, entry_name
+from vgg.suite.results_csv import MEAN_SEED, upsert_rows
+from vgg.scores import fuse, load_scores
 from vgg.statistics import error_interval_fields, paired_bootstrap_interval
 
 COMPARISONS_FILE = "comparisons.csv"
@@ -85,8 +87,6 @@ class SeedErrors:
 
 def load_errors(paths_by_seed: list[list[Path]]) -> SeedErrors:
     """The per-image errors of each seed's score file (one path), or of the fusion of several."""
-    from vgg.evaluate import fuse, load_scores
-
     top1, top5, ids = [], [], None
     for paths in paths_by_seed:
         if len(paths) == 1:
@@ -160,8 +160,6 @@ def pair_rows(pair: ComparisonPair, reference: Entry, entry: SeedErrors, other: 
 def comparison_rows(experiment: Experiment, errors_of: Callable[[Entry], SeedErrors], context: dict) -> list[dict]:
     """Every paired comparison of the experiment's ablations; `errors_of` gives an entry's per-image
     errors over the seeds, `context` the rows' profile, dataset and provenance."""
-    from vgg.checkpoint import git_commit
-
     context = {**context, "git_commit": git_commit(), "date": _now()}
     rows = []
     for ablation in experiment.ablations:

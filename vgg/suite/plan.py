@@ -23,13 +23,16 @@ from typing import Union
 from vgg.configs import get_config, has_lrn
 from vgg.models import FREEZE_CHOICES
 from vgg.profiles import PROFILES_FILE, tomllib
+from vgg.protocols import METHODS
+from vgg.starting_weights import PARENT_PREFIX, RANDOM, RANDOM_SCHEMES, InitSource
 from vgg.transforms import ScaleRange
 
 EXPERIMENTS_DIR = PROFILES_FILE.parent
 RUNS_FILE = EXPERIMENTS_DIR / "runs.toml"
-TABLES = ("table3", "table4", "table5", "table6", "table7", "ablations")
-RANDOM_INITS = {"random": None, "gaussian": "paper", "glorot": "glorot"}
-"""init keywords of runs.toml -> TrainConfig.init (None: the profile's random init)."""
+NOT_EXPERIMENTS = ("runs", "profiles", "pretrained")
+"""The files of experiments/ that are not experiments (the run catalogue, the profiles, the published weights)."""
+TABLES = tuple(sorted((path.stem for path in EXPERIMENTS_DIR.glob("*.toml") if path.stem not in NOT_EXPERIMENTS), key=lambda name: (not name.startswith("table"), name)))
+"""The experiments, one per file of experiments/: the paper's tables, then the ablations (the Makefile lists them the same way)."""
 PAIRS = ("baseline", "successive", "all", "best-member")
 RUN_KEYS = ("config", "train_scale", "init", "freeze", "lrn_alpha")
 """The keys of a runs.toml entry."""
@@ -54,7 +57,9 @@ class RunSpec:
 
     @property
     def parent(self) -> str | None:
-        return None if self.init in RANDOM_INITS else self.init
+        """The id of the run this one starts from (`init = "from:<run id>"`), None for a random init."""
+        source = InitSource.parse(self.init)
+        return source.where if source.kind == "parent" else None
 
     @property
     def scale(self) -> ScaleRange:
@@ -67,7 +72,7 @@ class RunSpec:
 
     def for_seed(self, seed: int) -> RunSpec:
         """This catalogue run trained with `seed`: its id, and its parent's, carry the seed's suffix."""
-        init = seeded_id(self.init, seed) if self.parent is not None else self.init
+        init = PARENT_PREFIX + seeded_id(self.parent, seed) if self.parent is not None else self.init
         return replace(self, id=seeded_id(self.id, seed), init=init, seed=seed)
 
 
@@ -231,6 +236,7 @@ def load_catalog(path: Path = RUNS_FILE) -> dict[str, RunSpec]:
             run_id, fields["config"], str(fields["train_scale"]), fields.get("init", "random"),
             freeze=fields.get("freeze", "none"), lrn_alpha=fields.get("lrn_alpha"),
         )
+        _check_init(path, spec)
         if spec.freeze not in FREEZE_CHOICES:
             raise ValueError(f"{path}: run {run_id} has freeze = {spec.freeze!r}; choose one of {', '.join(FREEZE_CHOICES)}")
         get_config(spec.config)
@@ -238,7 +244,7 @@ def load_catalog(path: Path = RUNS_FILE) -> dict[str, RunSpec]:
         catalog[run_id] = spec
     for spec in catalog.values():
         if spec.parent is not None and spec.parent not in catalog:
-            raise ValueError(f"{path}: run {spec.id} starts from {spec.parent!r}, which is neither a run nor one of {', '.join(RANDOM_INITS)}")
+            raise ValueError(f"{path}: run {spec.id} starts from {spec.init!r}, but {spec.parent!r} is not a run of {path.name}")
         if spec.freeze != "none" and (spec.parent is None or catalog[spec.parent].config != spec.config):
             raise ValueError(f"{path}: run {spec.id} has freeze = {spec.freeze!r}, which fine-tunes a trained net: its init must be a run of configuration {spec.config}")
         if spec.lrn_alpha is not None and not has_lrn(spec.config):
@@ -250,6 +256,18 @@ def load_catalog(path: Path = RUNS_FILE) -> dict[str, RunSpec]:
             seen.add(current.parent)
             current = catalog[current.parent]
     return catalog
+
+
+def _check_init(path: Path, spec: RunSpec) -> None:
+    """A run's init is one of the words of `vgg.starting_weights` that a catalogue can use."""
+    words = f"{RANDOM}, {', '.join(RANDOM_SCHEMES)} or {PARENT_PREFIX}<run id>"
+    try:
+        source = InitSource.parse(spec.init)
+    except ValueError:
+        hint = f" (a parent run is written {PARENT_PREFIX}{spec.init})" if ":" not in spec.init else ""
+        raise ValueError(f"{path}: run {spec.id} has init = {spec.init!r}; init is {words}{hint}") from None
+    if source.kind == "weights":
+        raise ValueError(f"{path}: run {spec.id} has init = {spec.init!r}; a catalogue run's init is {words}")
 
 
 def resolve_scales(kind, run: RunSpec) -> tuple[int, ...]:
@@ -268,8 +286,6 @@ def _eval_spec(entry: dict, defaults: dict, catalog: dict[str, RunSpec], where: 
     run_id = fields.get("run")
     if run_id not in catalog:
         raise ValueError(f"{where}: unknown run {run_id!r}; runs are defined in {RUNS_FILE}")
-    from vgg.evaluate import METHODS
-
     method = fields.get("method", "dense")
     if method not in METHODS:
         raise ValueError(f"{where}: unknown method {method!r}; choose one of {', '.join(METHODS)}")

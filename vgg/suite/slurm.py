@@ -14,10 +14,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vgg.plan import Experiment, RunSpec
+from vgg.run_config import train_command
+from vgg.stop_signals import EXIT_PREEMPTED
+from vgg.suite.plan import Experiment, RunSpec
 
 if TYPE_CHECKING:
-    from vgg.runner import ExperimentRunner
+    from vgg.suite.runner import ExperimentRunner
 
 SLURM_CPUS_PER_GPU = 8
 """Default #SBATCH --cpus-per-task (loader workers per GPU); SLURM_ARGS can override it."""
@@ -27,8 +29,6 @@ QUEUED_STATES = ("PENDING", "RUNNING", "CONFIGURING", "REQUEUED", "SUSPENDED")
 
 def slurm_script(runner: ExperimentRunner, body: str, name: str, log_dir: Path) -> str:
     """An sbatch script running `body` on the runner's GPUs, requeued when preempted."""
-    from vgg.train import EXIT_PREEMPTED
-
     gpus = max(runner.gpus, 1)
     return "\n".join(
         [
@@ -57,8 +57,6 @@ def submit(runner: ExperimentRunner, experiment: Experiment, runs: list[RunSpec]
     """Submit each unfinished run as a job that waits (afterok) for its parent's, then one evaluation job.
     `runs` come from `plan_runs` (seeded ids: each seed's chain waits on its own parents). Returns
     the job id of each run id, and of "evaluate"."""
-    from vgg.run_config import train_command
-
     jobs: dict[str, str] = {}
     for spec in runs:
         if runner.is_done(spec) is not None:

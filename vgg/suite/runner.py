@@ -21,11 +21,22 @@ from functools import cache
 from pathlib import Path
 
 from vgg.checkpoint import CHECKPOINT_NAME, read_done
-from vgg.comparisons import SeedErrors, aggregate_row, comparison_rows, load_errors, upsert_comparisons
-from vgg.datasets import require_data_folder
-from vgg.plan import RANDOM_INITS, Entry, EvalSpec, Experiment, FusionSpec, RunSpec, load_catalog, plan_runs, seeded_id
+from vgg.datasets import load_split, require_data_folder
+from vgg.evaluate import average_results, evaluate, provenance_row
+from vgg.metrics import interval_fields
+from vgg.nets import load_net
 from vgg.profiles import Profile, get_profile
-from vgg.results import upsert_rows
+from vgg.protocols import COMBINED_METHODS
+from vgg.run_config import TrainConfig, train_command
+from vgg.run_state import OtherRunError
+from vgg.scores import fusion_row, load_scores, save_scores
+from vgg.starting_weights import PARENT_PREFIX
+from vgg.suite.comparisons import SeedErrors, aggregate_row, comparison_rows, load_errors, upsert_comparisons
+from vgg.suite.plan import Entry, EvalSpec, Experiment, FusionSpec, RunSpec, load_catalog, plan_runs, seeded_id
+from vgg.suite.results_csv import upsert_rows
+from vgg.suite.slurm import submit
+from vgg.synthetic import COMPLETE_MARKER, SynthSpec, generate
+from vgg.train import train
 
 
 def computed_in_bf16(provenance: dict) -> bool:
@@ -115,7 +126,6 @@ class ExperimentRunner:
         holding one of other parameters, from an older version, is an error that says to remove it)."""
         if self.data != self.profile.data or not self.profile.synthetic:
             return
-        from vgg.synthetic import COMPLETE_MARKER, SynthSpec, generate
 
         if not (Path(self.data) / COMPLETE_MARKER).exists():
             self.log(f"generating the synthetic dataset into {self.data}")
@@ -123,9 +133,8 @@ class ExperimentRunner:
 
     def train_config(self, spec: RunSpec):
         """The TrainConfig of a (seeded) run: its seed, and init from its parent's folder of the same seed."""
-        from vgg.run_config import TrainConfig
 
-        init = RANDOM_INITS[spec.init] if spec.parent is None else f"from:{self.run_dir(spec.parent)}"
+        init = spec.init if spec.parent is None else f"{PARENT_PREFIX}{self.run_dir(spec.parent)}"  # "random" is TrainConfig's None
         return TrainConfig(
             config=spec.config,
             train_scale=spec.train_scale,
@@ -147,8 +156,6 @@ class ExperimentRunner:
 
     def train(self, spec: RunSpec) -> dict:
         """Train (or resume, or skip when finished) one run."""
-        from vgg.run_config import train_command
-        from vgg.train import OtherRunError, train
 
         cfg = self.train_config(spec)
         done = self.is_done(spec)
@@ -185,7 +192,6 @@ class ExperimentRunner:
 
     def evaluate(self, spec: EvalSpec, seed: int = 0) -> dict:
         """The results row of an evaluation of seed `seed`'s run, from its score file when that is current."""
-        from vgg.evaluate import interval_fields, load_net, load_scores
 
         path = self.scores_path(spec, seed)
         checkpoint = self.run_dir(seeded_id(spec.run, seed)) / CHECKPOINT_NAME
@@ -208,8 +214,6 @@ class ExperimentRunner:
             if subprocess.run(command).returncode != 0:
                 raise ValueError(f"evaluating {spec.key} failed")
             return {**load_scores(path)["provenance"], **identity}
-        from vgg.datasets import load_split
-        from vgg.evaluate import evaluate, provenance_row, save_scores
 
         images = load_split(self.data, "val")
         result = self._combined(spec, seed) or evaluate(
@@ -229,7 +233,6 @@ class ExperimentRunner:
         return [row for experiment in experiments for row in self.run(experiment)]
 
     def _parts_of_combinations(self, experiments: list[Experiment]) -> set[tuple]:
-        from vgg.evaluate import COMBINED_METHODS
 
         return {
             self._part_key(spec, part, seed)
@@ -246,14 +249,12 @@ class ExperimentRunner:
     def _combined(self, spec: EvalSpec, seed: int):
         """multi-crop+dense as the average of its parts' posteriors when both were evaluated in this
         session (bit-identical to evaluating it, at no cost); None otherwise."""
-        from vgg.evaluate import COMBINED_METHODS, average_results
 
         parts = [self._parts.get(self._part_key(spec, part, seed)) for part in COMBINED_METHODS.get(spec.method, ())]
         return average_results(parts) if parts and all(parts) else None
 
     def fuse(self, fusion: FusionSpec, seed: int = 0) -> dict:
         """The results row of a fusion of seed `seed`'s evaluations of its members."""
-        from vgg.evaluate import fusion_row
 
         for member in fusion.members:
             self.evaluate(member, seed)
@@ -274,8 +275,6 @@ class ExperimentRunner:
             require_data_folder(self.data)
             runs = plan_runs(experiment, self.catalog, self.seeds)
             if self.launch == "slurm":
-                from vgg.slurm import submit
-
                 submit(self, experiment, runs)
                 return []
             for spec in runs:

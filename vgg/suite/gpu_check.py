@@ -32,17 +32,19 @@ from vgg.checkpoint import atomic_write_text, load_checkpoint
 from vgg.complexity import summarize
 from vgg.datasets import load_split
 from vgg.device_decode import DeviceAugmenter, EncodedDataset, collate_encoded
-from vgg.evaluate import Net, evaluate
-from vgg.kill_resume import kill_mid_epoch
+from vgg.evaluate import evaluate
+from vgg.suite.kill_resume import kill_mid_epoch
 from vgg.loaders import Batch, EpochSampler, ImageDataset, available_cpus, iterate_epoch, make_loader
 from vgg.metrics import METRICS_NAME, read_metrics
 from vgg.models import VGG, VGGSpec
+from vgg.nets import Net
 from vgg.normalization import get_normalization
 from vgg.profiles import Profile, get_profile
 from vgg.protocols import FullFP32
 from vgg.synthetic import SynthSpec, generate
-from vgg.run_config import TrainConfig
-from vgg.train import forward_backward, train
+from vgg.run_config import TrainConfig, train_command
+from vgg.train import train
+from vgg.train_step import forward_backward, synchronize, timed
 from vgg.transforms import ScaleRange, TrainTransform
 
 DATASHEET_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0}
@@ -85,28 +87,11 @@ def machine() -> dict[str, str]:
     }
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(run: Callable[[], None], device: torch.device, warmup: int, repeats: int) -> float:
-    """Seconds per call of `run` after `warmup` calls, the device drained before and after."""
-    for _ in range(warmup):
-        run()
-    _synchronize(device)
-    started = time.perf_counter()
-    for _ in range(repeats):
-        run()
-    _synchronize(device)
-    return (time.perf_counter() - started) / repeats
-
-
 def matmul_tflops(device: torch.device, side: int, repeats: int = 20) -> float:
     """bf16 (fp32 on the CPU) square matrix product rate in TFLOP/s: the ceiling MFU is measured against."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     a, b = (torch.randn(side, side, device=device, dtype=dtype) for _ in range(2))
-    seconds = _timed(lambda: a @ b, device, warmup=3, repeats=repeats)
+    seconds = timed(lambda: a @ b, device, warmup=3, repeats=repeats)
     return 2 * side**3 / seconds / 1e12
 
 
@@ -204,7 +189,7 @@ def torchvision_step_rate(batch: int, sizes: Sizes, device: torch.device, bf16: 
 def _rate_row(name: str, kind: str, step: Callable[[], None], batch: int, device: torch.device, sizes: Sizes, macs: int) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    seconds = _timed(step, device, sizes.warmup, sizes.steps)
+    seconds = timed(step, device, sizes.warmup, sizes.steps)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     return {"row": name, "kind": kind, "batch": batch, "images_per_s": batch / seconds, "train_tflops": 3 * 2 * macs * batch / seconds / 1e12, "peak_gib": peak}
 
@@ -272,14 +257,14 @@ def data_path_rates(data: Path, sizes: Sizes, device: torch.device) -> list[dict
 def _loader_row(name: str, scale: str, batches, batch: int, sizes: Sizes, device: torch.device) -> dict:
     iterator = iter(batches)
     next(iterator)  # workers started, first batch out
-    _synchronize(device)
+    synchronize(device)
     started, seen = time.perf_counter(), 0
     for _ in range(sizes.data_batches):
         try:
             seen += len(next(iterator))
         except StopIteration:
             break
-    _synchronize(device)
+    synchronize(device)
     return {"row": name, "kind": f"data path, S={scale}", "batch": batch, "images_per_s": seen / (time.perf_counter() - started)}
 
 
@@ -313,12 +298,11 @@ def resume_check(data: Path, sizes: Sizes, work_dir: Path) -> dict:
     weights equal those of the same run uninterrupted?"""
     env = {**os.environ, "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
 
-    def command(out: Path) -> list[str]:
-        return [
-            sys.executable, "-c", RESUME_DETERMINISTIC, "train", "--config", "A", "--train-scale", "256", "--data", str(data), "--out", str(out),
-            "--profile", sizes.profile, "--init", "glorot", "--epochs", "2", "--batch-size", str(sizes.batches["A"]),
-            "--checkpoint-steps", "2", "--sync-every", "2", "--workers", "2", "--no-progress",
-        ]
+    cfg = TrainConfig(
+        config="A", train_scale="256", data=str(data), profile=sizes.profile, init="glorot", epochs=2, batch_size=sizes.batches["A"],
+        checkpoint_steps=2, sync_every=2, workers=2, progress=False,
+    )
+    command = lambda out: train_command(cfg, out, program=[sys.executable, "-c", RESUME_DETERMINISTIC])  # noqa: E731
 
     reference, killed = work_dir / "resume-reference", work_dir / "resume-killed"
     for folder in (reference, killed):

@@ -8,9 +8,12 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from vgg.plan import EvalSpec, FusionSpec, RunSpec
+from vgg.suite.plan import EvalSpec, FusionSpec, RunSpec
+from vgg.starting_weights import RANDOM_SCHEMES
 
-PUBLISHED = Path(__file__).parent / "paper" / "published_results.csv"
+PAPER_DIR = Path(__file__).resolve().parent.parent / "paper"
+"""vgg/paper: the paper's published numbers, and where each comes from (its README)."""
+PUBLISHED = PAPER_DIR / "published_results.csv"
 SINGLE_NET_TABLES = ("3", "4", "5")
 
 
@@ -77,7 +80,7 @@ def entry_paper_numbers(entry: EvalSpec | FusionSpec, catalog: dict[str, RunSpec
         return paper_row_numbers(6, entry.paper_row, entry.method) if entry.paper_row else NONE
     run = catalog[entry.run]
     # the paper's numbers belong to its own init chain (random A, B-E from A), not to the init ablation's variants
-    if run.init in ("glorot", "gaussian"):
+    if run.init in RANDOM_SCHEMES:
         return NONE
     return paper_numbers(entry, run.config, run.train_scale)
 

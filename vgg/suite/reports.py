@@ -1,6 +1,6 @@
 """Markdown reports. Table 1 and Table 2 are generated from the configuration data and the
 built networks; they depend on no run, so their text is deterministic. Tables 3-7 and the
-ablations are rendered from results CSVs by `vgg.results_report`."""
+ablations are rendered from results CSVs by `vgg.suite.table_reports`."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from vgg.checkpoint import atomic_write_text
 from vgg.complexity import summarize
 from vgg.configs import FC_WIDTH, TABLE1_CONFIGS, get_config, weight_layers
 from vgg.models import VGGSpec
+from vgg.suite.plan import TABLES
+from vgg.suite.published import PAPER_DIR
+from vgg.suite.table_reports import write_results_report
 
-PAPER_DIR = Path(__file__).parent / "paper"
 ARCHITECTURE_REPORTS = ("table1", "table2")
-RESULTS_REPORTS = ("table3", "table4", "table5", "table6", "table7", "ablations")
+RESULTS_REPORTS = TABLES
 REPORTS = (*ARCHITECTURE_REPORTS, *RESULTS_REPORTS, "pretrained")
 
 
@@ -118,11 +120,9 @@ def write_report(
 ) -> Path:
     """Render report `name` into `out_dir/<name>.md` and return the path (results reports: for one profile)."""
     if name in RESULTS_REPORTS:
-        from vgg.results_report import write_results_report
-
         return write_results_report(name, profile, Path(results_dir), Path(out_dir), dataset)
     if name == "pretrained":
-        from vgg.pretrained import render_pretrained
+        from vgg.suite.pretrained import render_pretrained  # on use: it loads torchvision (seconds), which the CLI's other commands do without
 
         text = render_pretrained(Path(results_dir) / "pretrained.csv", dataset)
         Path(out_dir).mkdir(parents=True, exist_ok=True)

@@ -10,21 +10,22 @@ from pathlib import Path
 from tabulate import tabulate
 
 from vgg.datasets import load_split
-from vgg.evaluate import COMBINED_METHODS, EvalResult, average_results, evaluate, load_net, provenance_row
-from vgg.plan import EXPERIMENTS_DIR, read_toml
-from vgg.results import read_rows, upsert_rows
-from vgg.published import number, paper_numbers_for
-from vgg.results_report import delta, fmt, ours_cell
+from vgg.evaluate import EvalResult, average_results, evaluate, provenance_row
+from vgg.nets import load_net
+from vgg.suite.plan import EXPERIMENTS_DIR, read_toml
+from vgg.protocols import COMBINED_METHODS
+from vgg.suite.results_csv import read_rows, upsert_rows
+from vgg.suite.published import PAPER_DIR, number, paper_numbers_for
+from vgg.suite.report_parts import delta, fmt, ours_cell
+from vgg.weights import load_weights
 
 PROTOCOLS_FILE = EXPERIMENTS_DIR / "pretrained.toml"
-TORCHVISION_DOCS = Path(__file__).parent / "paper" / "torchvision_weights.csv"
+TORCHVISION_DOCS = PAPER_DIR / "torchvision_weights.csv"
 WEIGHT_SUFFIXES = (".pth", ".pt")
 
 
 def weight_files(directory: Path | str, log=print) -> list[Path]:
     """The VGG state dicts in `directory` (other files are named and passed over)."""
-    from vgg.weights import load_weights
-
     directory = Path(directory)
     if not directory.is_dir():
         raise ValueError(f"WEIGHTS_DIR {directory} is not a folder (put torchvision's vgg*.pth files in one)")

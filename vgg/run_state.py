@@ -1,0 +1,91 @@
+"""A training run's folder as the trainer finds it: its checkpoint (read, checked to be this run's,
+or adopted from before identity version 2), and what a checkpoint holds besides the weights (the
+epoch's running totals, the random generators' states).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vgg.checkpoint import CHECKPOINT_NAME, DAMAGED, load_run_checkpoint
+from vgg.identity import differences, format_differences, recipe
+from vgg.profiles import Profile
+from vgg.run_config import TrainConfig
+
+CHECKPOINT_FORMAT = 1
+
+
+class OtherRunError(ValueError):
+    """The output folder holds another run (other settings): training there would mix the two."""
+
+    def __init__(self, folder: Path, what: str, changed: str):
+        self.folder, self.what, self.changed = folder, what, changed
+        super().__init__(f"{folder} holds {what} with other settings ({changed}); choose another --out or remove {folder}")
+
+
+@dataclass
+class EpochTotals:
+    """Running sums over the current epoch (kept in checkpoints for exact mid-epoch resume)."""
+
+    loss_sum: float = 0.0
+    top1: int = 0
+    top5: int = 0
+    seen: int = 0
+    elapsed: float = 0.0
+    skipped: list[str] = field(default_factory=list)  # this rank's unreadable images (--skip-bad-images)
+
+
+def rng_state() -> dict:
+    """Every random generator's state (torch, CUDA, numpy, Python), for a checkpoint."""
+    numpy_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
+        "python": random.getstate(),
+    }
+
+
+def restore_rng(state: dict) -> None:
+    """Put back the generators' states of `rng_state` (CUDA's when the device count is the same)."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    random.setstate(state["python"])
+
+
+def own_checkpoint(run_dir: Path) -> dict | None:
+    """The run folder's checkpoint (None if it has none); a file there that is not one is an error."""
+    path = run_dir / CHECKPOINT_NAME
+    if not path.exists():
+        return None
+    move = f"move it out of {run_dir}, then run the same command to train the run from its start"
+    return load_run_checkpoint(path, "the run's own checkpoint, to resume from", damaged=f"it was {DAMAGED}: {move}", advice=move)
+
+
+def adoptable(cfg: TrainConfig, profile: Profile, stored_hash: str | None, checkpoint: dict | None) -> bool:
+    """True for a run from before identity version 2 (`vgg.identity`) that is `cfg`'s: the same
+    settings, paths included (the legacy hash), and its checkpoint's recipe is this one."""
+    if checkpoint is None or "identity" in checkpoint or stored_hash != cfg.legacy_hash():
+        return False
+    stored_recipe = recipe(Profile.from_dict(checkpoint["profile"]), cfg.config)
+    if "lrn_alpha" in stored_recipe:
+        stored_recipe["lrn_alpha"] = checkpoint["spec"].get("lrn_alpha")
+    return stored_recipe == recipe(profile, cfg.config, cfg.lrn_alpha)
+
+
+def checkpoint_to_resume(run_dir: Path, cfg: TrainConfig, profile: Profile, identity: dict, run_hash: str) -> dict | None:
+    """The checkpoint of this run to resume from (None: start the run); the checkpoint of another
+    run (other settings) is an `OtherRunError` naming what differs."""
+    checkpoint = own_checkpoint(run_dir)
+    if checkpoint is None or checkpoint["run_hash"] == run_hash or adoptable(cfg, profile, checkpoint["run_hash"], checkpoint):
+        return checkpoint
+    stored, current = (checkpoint["identity"], identity) if "identity" in checkpoint else (checkpoint["run"], cfg.settings())
+    raise OtherRunError(run_dir, "the checkpoint of an unfinished run", format_differences(differences(stored, current)))

@@ -1,0 +1,119 @@
+"""Score files: an evaluation's per-image posteriors, saved (`evaluate --save-scores`) and loaded
+again, and the fusion of several nets' score files into one results row (Table 6).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from vgg.checkpoint import DAMAGED, git_commit, load_checkpoint, save_checkpoint
+from vgg.datasets import ImageList
+from vgg.metrics import error_percent, interval_fields, topk_correct
+
+if TYPE_CHECKING:
+    from vgg.evaluate import EvalResult
+
+SCORES_FORMAT = 1
+
+
+def save_scores(path: Path | str, result: EvalResult, images: ImageList, provenance: dict) -> None:
+    """Per-image posteriors with the dataset, classes, image ids and labels, for fusion and paired
+    comparisons. Kept in float32 (200 MB for ImageNet's 50,000 x 1,000): rounding to float16 broke
+    near-ties and gave errors other than the results row's, which is computed from these posteriors."""
+    state = {
+        "format": SCORES_FORMAT,
+        "dataset": str(images.root),
+        "classes": list(images.classes),
+        "image_ids": result.image_ids,
+        "labels": result.labels,
+        "posteriors": result.posteriors.to(torch.float32),
+        "provenance": {key: str(value) for key, value in provenance.items()},
+    }
+    save_checkpoint(state, Path(path))
+
+
+def load_scores(path: Path | str) -> dict:
+    """A score file written by `save_scores`."""
+    path = Path(path)
+    if not path.is_file():
+        problem = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise ValueError(f"score file {path} {problem} (python -m vgg evaluate --save-scores FILE writes them)")
+    state = load_checkpoint(path, "score file", damaged=f"it was {DAMAGED}: write it again with python -m vgg evaluate --save-scores FILE")
+    if state.get("format") != SCORES_FORMAT or "posteriors" not in state:
+        raise ValueError(f"{path} is not a score file (python -m vgg evaluate --save-scores writes them)")
+    return state
+
+
+def check_distinct_files(paths: list[Path | str]) -> None:
+    """Refuse a score file given twice, by the same path or by two paths to one file: fusion averages
+    distinct members, and a repeat would count one net twice."""
+    seen: dict[Path, Path | str] = {}
+    for path in paths:
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            first = seen[resolved]
+            if str(first) == str(path):
+                named = f"score file {path} is given twice"
+            else:
+                named = f"score files {first} and {path} are the same file"
+            raise ValueError(f"{named}: a fusion averages distinct nets, so give each score file once")
+        seen[resolved] = path
+
+
+def fuse(paths: list[Path | str]) -> tuple[torch.Tensor, dict]:
+    """Average the posteriors of several score files over the same images: (posteriors, first file)."""
+    if len(paths) < 2:
+        raise ValueError("fusion needs at least two score files")
+    check_distinct_files(paths)
+    members = [load_scores(path) for path in paths]
+    first = members[0]
+    for path, member in zip(paths[1:], members[1:]):
+        if member["classes"] != first["classes"]:
+            raise ValueError(f"{path} scores other classes than {paths[0]}")
+        if member["image_ids"] != first["image_ids"] or not torch.equal(member["labels"], first["labels"]):
+            raise ValueError(
+                f"{path} scores other images than {paths[0]} ({len(member['image_ids'])} vs {len(first['image_ids'])}, "
+                f"datasets {member['dataset']} and {first['dataset']}): evaluate every member on the same images"
+            )
+    posteriors = torch.stack([member["posteriors"].float() for member in members]).mean(dim=0)
+    return posteriors, first
+
+
+def fusion_row(paths: list[Path | str]) -> dict:
+    """The results row of a fusion of saved score files."""
+    posteriors, first = fuse(paths)
+    top1, top5 = topk_correct(posteriors, first["labels"])
+    members = [load_scores(path)["provenance"] for path in paths]
+
+    def joined(name: str, unique: bool = False) -> str:
+        values = [m.get(name, "?") for m in members]
+        return "+".join(dict.fromkeys(values) if unique else values)
+
+    return {
+        "profile": joined("profile", unique=True),
+        "dataset": joined("dataset", unique=True),
+        "dataset_images": joined("dataset_images", unique=True),
+        "classes": len(first["classes"]),
+        "run": joined("run"),
+        "seed": "+".join(dict.fromkeys(m.get("seed") or "0" for m in members)),
+        "config": joined("config"),
+        "train_scale": joined("train_scale"),
+        "method": joined("method", unique=True),
+        "precision": joined("precision", unique=True),
+        "test_scales": joined("test_scales", unique=True),
+        "flip": joined("flip", unique=True),
+        "dense_softmax": joined("dense_softmax", unique=True),
+        "top1_err": round(error_percent(top1, len(first["labels"])), 3),
+        "top5_err": round(error_percent(top5, len(first["labels"])), 3),
+        **interval_fields(posteriors, first["labels"]),
+        "images": len(first["labels"]),
+        "checkpoint": " ".join(m.get("checkpoint", "?") for m in members),
+        "checkpoint_sha256": joined("checkpoint_sha256"),
+        "git_commit": git_commit(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "fusion": "yes",
+    }
