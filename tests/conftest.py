@@ -41,6 +41,14 @@ def small_net(classes: int = 6, crop: int = 64, **kwargs) -> Net:
     return Net(model, PAPER_MEAN_RGB, get_profile("paper"), Path("net.pt"), "net", "256", None)
 
 
+@pytest.fixture(scope="module")
+def catalog():
+    """The run catalogue, experiments/runs.toml."""
+    from vgg.suite.plan import load_catalog
+
+    return load_catalog()
+
+
 @pytest.fixture(scope="session")
 def ci_data(tmp_path_factory) -> Path:
     """A tiny synthetic dataset (4 classes, 24 train and 6 val images each) for ci-profile runs."""

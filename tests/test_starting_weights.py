@@ -1,20 +1,33 @@
-"""Where a run's first weights come from (`vgg.starting_weights`): one vocabulary, and the paper's
-init chain (B-E from A, Sect. 3.1; the same configuration fine-tuned)."""
+"""Where a run's first weights come from (`vgg.starting_weights`): one vocabulary; the paper's init
+chain (B-E from A, Sect. 3.1; the same configuration fine-tuned); and fine-tuning trained weights
+on new classes (`weights:SPEC`, the `finetune` command)."""
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.helpers_images import assert_drawn_figure
 from tests.test_train import assert_same_weights, config
+from vgg.checkpoint import load_checkpoint, read_done
+from vgg.cli import main
 from vgg.datasets import load_split
+from vgg.evaluate import evaluate
+from vgg.models import VGG
 from vgg.nets import load_net
 from vgg.normalization import get_normalization
 from vgg.profiles import get_profile
 from vgg.run_config import TrainConfig
 from vgg.starting_weights import InitSource, NetOptions, first_weights, normalized_init
+from vgg.stop_signals import Preempted
+from vgg.synthetic import SynthSpec, generate
 from vgg.train import train
+
+ROOT = Path(__file__).resolve().parent.parent
+FAR_BELOW_CHANCE = 30.0  # % top-1 error on two classes, where chance is 50%: 4 standard errors below it on 100 val images
 
 
 def test_one_vocabulary_names_every_source_of_first_weights():
@@ -97,3 +110,119 @@ def test_init_chains_load_the_right_parents(ci_data, tmp_path):
     assert float(next(csv.DictReader(open(tmp_path / "A-384" / "metrics.csv")))["lr"]) == pytest.approx(1e-3)
     b_first_lr = float(next(csv.DictReader(open(tmp_path / "A-256" / "metrics.csv")))["lr"])
     assert b_first_lr == pytest.approx(1e-2)  # a run from random init trains at the paper's 1e-2
+
+
+@pytest.fixture(scope="module")
+def two_classes(tmp_path_factory) -> Path:
+    """The cats-vs-dogs stand-in: two generated classes, 200 train and 50 val images each."""
+    return generate(tmp_path_factory.mktemp("cats-dogs") / "two", SynthSpec(classes=2, train_per_class=200, val_per_class=50, seed=3), workers=1)
+
+
+@pytest.fixture(scope="module")
+def source_run(ci_data, tmp_path_factory) -> Path:
+    """A ci-scale source for the mechanics (resume, errors): cheap, but too small to learn features worth transferring."""
+    run = tmp_path_factory.mktemp("source") / "A"
+    train(TrainConfig(config="A", train_scale="256", data=str(ci_data), profile="ci", init="glorot", epochs=2, workers=0, progress=False), run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def trained_source(tmp_path_factory) -> Path:
+    """A source whose features transfer: smoke-scale VGG-A trained on four generated classes (other images than
+    `two_classes`, whose two classes are two of these four, as cats and dogs are ImageNet classes). Batch norm
+    makes it learn in 15 epochs (~30 s on two cores); the plain net needs several times longer."""
+    root = tmp_path_factory.mktemp("transfer")
+    data = generate(root / "four", SynthSpec(classes=4, train_per_class=300, val_per_class=20), workers=1)
+    run = root / "A-bn"
+    done = train(TrainConfig(config="A", train_scale="256", data=str(data), profile="smoke", batch_norm=True, epochs=15, workers=0, progress=False), run)
+    assert done["val_top1_err"] <= 25, done  # chance: 75%
+    return run
+
+
+def finetune_config(two_classes, source_run, **overrides) -> TrainConfig:
+    fields = dict(config="A", train_scale="256:512", data=str(two_classes), profile="ci", weights=f"checkpoint:{source_run}",
+                  freeze="features", head_lr_mult=10.0, epochs=12, lr=0.01, workers=0, progress=False)
+    fields.update(overrides)
+    return TrainConfig(**fields)
+
+
+def assert_same_features(tuned: VGG, source: VGG) -> None:
+    """Every tensor of the convolutional part bit-identical: what --freeze features promises."""
+    for (name, a), b in zip(tuned.features.state_dict().items(), source.features.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_finetune_command_learns_two_new_classes(two_classes, trained_source, tmp_path):
+    out = tmp_path / "cats-dogs"
+    result = subprocess.run([sys.executable, "-m", "vgg", "finetune", "--checkpoint", str(trained_source), "--data", str(two_classes),
+                             "--out", str(out), "--workers", "0", "--device", "cpu", "--no-progress"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    done = read_done(out)
+    assert done["profile"] == "smoke" and done["epochs"] <= get_profile("smoke").finetune_max_epochs  # the smoke profile's fine-tuning length
+    assert done["val_top1_err"] <= FAR_BELOW_CHANCE, done
+    tuned = load_net(checkpoint=out)
+    assert tuned.classes == ("n90000000", "n90000001") and tuned.model.spec.batch_norm
+    multi_scale = evaluate(tuned, load_split(two_classes, "val"), "dense", [256, 384, 512], workers=0, device="cpu")
+    assert multi_scale.top1_err <= FAR_BELOW_CHANCE, multi_scale.top1_err
+
+
+def test_finetune_on_frozen_features_trains_the_classifier_only_and_learns(two_classes, trained_source, tmp_path):
+    done = train(finetune_config(two_classes, trained_source, profile="smoke", batch_norm=True, epochs=8, lr=None), tmp_path / "ft")
+    assert done["val_top1_err"] <= FAR_BELOW_CHANCE, done
+    assert_drawn_figure(tmp_path / "ft" / "curves.png")
+    tuned, source = load_net(checkpoint=tmp_path / "ft").model, load_net(checkpoint=trained_source).model
+    assert_same_features(tuned, source)  # frozen, batch-norm statistics included
+    assert not torch.equal(tuned.classifier[0].weight, source.classifier[0].weight)  # trained
+    assert tuned.head.weight.shape[0] == 2 and source.head.weight.shape[0] == 4
+
+
+def test_finetune_command_from_a_weight_file_freezes_the_features(two_classes, tmp_path):
+    """The CLI path users take with torchvision's files: --weights FILE, --freeze and --head-lr-mult reach training."""
+    torch.manual_seed(0)
+    source = VGG("A", num_classes=4, width=16, crop=32, init="glorot")  # torchvision format at ci scale: the ci profile is inferred
+    weights = tmp_path / "vgg11-small.pth"
+    torch.save(source.state_dict(), weights)
+    out = tmp_path / "ft"
+    argv = ["finetune", "--weights", str(weights), "--data", str(two_classes), "--out", str(out), "--freeze", "features",
+            "--head-lr-mult", "3", "--epochs", "1", "--workers", "0", "--device", "cpu", "--no-progress"]
+    assert main(argv) == 0
+    run = load_checkpoint(out)["run"]
+    assert (run["profile"], run["weights"], run["freeze"], run["head_lr_mult"]) == ("ci", str(weights), "features", 3.0), run
+    tuned = load_net(checkpoint=out)
+    assert tuned.normalization.name == "torchvision" and tuned.classes == ("n90000000", "n90000001")
+    assert_same_features(tuned.model, source)
+    assert not torch.equal(tuned.model.classifier[0].weight, source.classifier[0].weight)
+    assert tuned.model.head.weight.shape == (2, source.head.weight.shape[1])
+
+
+def test_finetune_resumes_after_preemption(two_classes, source_run, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    reference = tmp_path / "reference"
+    train(finetune_config(two_classes, source_run, epochs=2), reference)
+    original, calls = torch.optim.SGD.step, {"n": 0}
+
+    def step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", step)
+    with pytest.raises(Preempted):
+        train(finetune_config(two_classes, source_run, epochs=2), tmp_path / "preempted")
+    monkeypatch.setattr(torch.optim.SGD, "step", original)
+    train(finetune_config(two_classes, source_run, epochs=2), tmp_path / "preempted")
+    ours, theirs = load_net(checkpoint=reference).model.state_dict(), load_net(checkpoint=tmp_path / "preempted").model.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_finetune_errors(two_classes, source_run, tmp_path):
+    with pytest.raises(ValueError, match="trained at a 32 px crop but the smoke profile crops 64 px"):
+        train(finetune_config(two_classes, source_run, profile="smoke"), tmp_path / "x")
+    with pytest.raises(ValueError, match="replaces --init"):
+        train(finetune_config(two_classes, source_run, init="glorot"), tmp_path / "y")
+    with pytest.raises(ValueError, match="expects the mean-rgb normalisation, not torchvision"):
+        train(finetune_config(two_classes, source_run, normalization="torchvision"), tmp_path / "z")

@@ -1,0 +1,115 @@
+"""The local runner (`vgg.suite.runner`): catalogue settings reaching the training run, the lock,
+skip and resume, the ci-profile chain end to end, from Python and from the make-style command line."""
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests.helpers_images import assert_drawn_figure
+from vgg.checkpoint import read_done
+from vgg.suite.plan import load_experiment
+from vgg.suite.results_csv import read_rows
+from vgg.suite.runner import ExperimentRunner, computed_in_bf16
+from vgg.suite.table_reports import write_results_report
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_catalog_settings_reach_the_training_run(ci_data, tmp_path, catalog):
+    local = runner(ci_data, tmp_path)
+    fc_only = local.train_config(catalog["D-256-512-fc"])
+    assert fc_only.freeze == "features" and fc_only.init == f"from:{tmp_path / 'runs' / 'ci' / 'D-384'}"
+    assert local.train_config(catalog["D-256-512"]).freeze == "none" and fc_only.run_hash() != local.train_config(catalog["D-256-512"]).run_hash()
+    per_n = replace(catalog["A-LRN-256"], lrn_alpha=1e-4)
+    assert local.train_config(per_n).lrn_alpha == 1e-4 and local.train_config(per_n).run_hash() != local.train_config(catalog["A-LRN-256"]).run_hash()
+    # runs without the new keys keep their settings (and so their legacy hash, by which older runs are adopted)
+    assert "freeze" not in local.train_config(catalog["D-256-512"]).settings() and "lrn_alpha" not in local.train_config(catalog["A-LRN-256"]).settings()
+    # the LRN constant is identified by its value: given explicitly at the default, it is the same run
+    at_default = replace(catalog["A-LRN-256"], lrn_alpha=5e-4)
+    assert local.train_config(at_default).run_hash() == local.train_config(catalog["A-LRN-256"]).run_hash()
+
+
+def runner(ci_data, tmp_path, **kwargs):
+    return ExperimentRunner(profile="ci", data=str(ci_data), runs_root=tmp_path / "runs", results_dir=tmp_path / "results", workers=0, progress=False, log=lambda m: None, **kwargs)
+
+
+def test_the_lock_refuses_a_second_runner(ci_data, tmp_path):
+    first, second = runner(ci_data, tmp_path), runner(ci_data, tmp_path)
+    with first.lock():
+        with pytest.raises(ValueError, match=rf"another experiment runner \(pid {os.getpid()}\) is using"):
+            with second.lock():
+                pass
+    with second.lock():  # released when the first finishes
+        pass
+
+
+def test_ci_table3_end_to_end_then_skip_and_resume(ci_data, tmp_path):
+    experiment = load_experiment("table3")
+    rows = runner(ci_data, tmp_path).run(experiment)
+    assert len(rows) == 12 and len(read_rows(tmp_path / "results" / "table3.csv")) == 12
+    assert {row["train_scale"] for row in rows} == {"256", "384", "256:512"}
+    # lose one run's DONE (as if killed during its last epoch) and a results row: only that is redone
+    run_dir = tmp_path / "runs" / "ci" / "E-256-512"
+    (run_dir / "DONE").unlink()
+    stamps = {p.name: (p / "checkpoint.pt").stat().st_mtime_ns for p in (tmp_path / "runs" / "ci").iterdir() if (p / "DONE").exists()}
+    messages = []
+    again = ExperimentRunner(profile="ci", data=str(ci_data), runs_root=tmp_path / "runs", results_dir=tmp_path / "results", workers=0, progress=False, log=messages.append)
+    again.run(experiment)
+    trained = [m for m in messages if "training" in m]
+    assert trained == ["[E-256-512] training VGG-E at S=256:512 (init: from:E-384)"]
+    assert {p: (tmp_path / "runs" / "ci" / p / "checkpoint.pt").stat().st_mtime_ns for p in stamps} == stamps
+    assert len(read_rows(tmp_path / "results" / "table3.csv")) == 12  # upserted, not duplicated
+    report = write_results_report("table3", "ci", tmp_path / "results", tmp_path / "reports")
+    text = report.read_text()
+    assert text.startswith("> **Toy-scale run (ci profile)") and "| E " in text
+    assert_drawn_figure(tmp_path / "reports" / "table3.png")
+    # how each net trained, from its DONE: the ci profile trains 2 epochs (1 when fine-tuning) of 6 steps
+    a_row = next(row for row in read_rows(tmp_path / "results" / "table3.csv") if row["run"] == "A-256")
+    done = read_done(tmp_path / "runs" / "ci" / "A-256")
+    assert (a_row["epochs"], a_row["steps"], float(a_row["train_loss"])) == ("2", "12", done["train_loss"])
+    training = text.split("## How each net trained")[1]
+    assert "| A-256 " in training and "| E-256-512 " in training and "(chance 1.39)" in training  # ln 4 classes
+
+
+def test_make_style_cli_run_and_report(ci_data, tmp_path):
+    common = ["--profile", "ci", "--data", str(ci_data), "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results"), "--workers", "0", "--no-progress"]
+    result = subprocess.run([sys.executable, "-m", "vgg", "run", "table5", *common], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = subprocess.run([sys.executable, "-m", "vgg", "report", "table5", "--profile", "ci", "--results", str(tmp_path / "results"), "--out-dir", str(tmp_path / "reports")], cwd=ROOT, capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    assert "multi-crop+dense" in (tmp_path / "reports" / "table5.md").read_text()
+
+
+def test_killed_runner_resumes_without_retraining_or_duplicates(ci_data, tmp_path):
+    import signal
+    import time
+
+    command = [sys.executable, "-m", "vgg", "run", "table3", "--profile", "ci", "--data", str(ci_data), "--runs", str(tmp_path / "runs"),
+               "--results", str(tmp_path / "results"), "--workers", "0", "--no-progress"]
+    victim = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = tmp_path / "runs" / "ci"
+    deadline = time.monotonic() + 120
+    while len(list(runs.glob("*/DONE"))) < 3 and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    finished = {p.parent.name for p in runs.glob("*/DONE")}
+    assert 3 <= len(finished) < 12, "the runner should be killed part-way"
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    retrained = {line.split("]")[0][1:] for line in result.stdout.splitlines() if "] training" in line}
+    assert retrained.isdisjoint(finished) and len(retrained | finished) == 12
+    rows = read_rows(tmp_path / "results" / "table3.csv")
+    assert len(rows) == 12 and len({row["run"] for row in rows}) == 12
+
+
+def test_score_files_made_in_bf16_are_recognised_for_redoing_in_fp32():
+    assert computed_in_bf16({"precision": "bf16", "device": "cuda:0"})
+    assert not computed_in_bf16({"precision": "fp32", "device": "cuda:0"})
+    assert computed_in_bf16({"device": "cuda:0"})  # before the precision was recorded, CUDA evaluation was always bf16
+    assert not computed_in_bf16({"device": "cpu"})
