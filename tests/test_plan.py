@@ -125,7 +125,10 @@ def test_bad_experiment_files_are_clear_errors(tmp_path, catalog):
     run_x = '[X]\nconfig = "A"\ntrain_scale = "256"\n'
     catalog_cases = [
         (run_x + 'init = "from:Y"\n[Y]\nconfig = "A"\ntrain_scale = "256"\ninit = "from:X"\n', "loops"),
-        (run_x + 'init = "Y"\n', "run X has init = 'Y'; init is random, paper, glorot or from:<run id> \\(a parent run is written from:Y\\)"),
+        (run_x + 'init = "Y"\n[Y]\nconfig = "A"\ntrain_scale = "256"\n', "run X has init = 'Y'; init is random, paper, glorot or from:<run id> \\(a parent run is written from:Y\\)"),
+        (run_x + 'init = "gaussian"\n', "run X has init = 'gaussian'; init is random, paper, glorot or from:<run id> \\(\"gaussian\" is now written \"paper\"\\)"),
+        (run_x + 'init = "Z"\n', "run X has init = 'Z'; init is random, paper, glorot or from:<run id>$"),
+        (run_x + 'init = 5\n', "run X has init = 5; init is a string"),
         (run_x + 'init = "from:Y"\n', "run X starts from 'from:Y', but 'Y' is not a run of runs.toml"),
         (run_x + 'init = "weights:torchvision:vgg16"\n', "run X has init = 'weights:torchvision:vgg16'; a catalogue run's init is random"),
         (run_x + 'freez = "features"\n', "run X has unknown key\\(s\\) freez; known: config, train_scale, init, freeze, lrn_alpha"),

@@ -113,3 +113,17 @@ def test_score_files_made_in_bf16_are_recognised_for_redoing_in_fp32():
     assert not computed_in_bf16({"precision": "fp32", "device": "cuda:0"})
     assert computed_in_bf16({"device": "cuda:0"})  # before the precision was recorded, CUDA evaluation was always bf16
     assert not computed_in_bf16({"device": "cpu"})
+
+
+CATALOGUE_HASHES = {
+    "A-256": "d3157b3d7fa6b060", "D-384": "81f13b04a054ec88", "E-256-gaussian": "66f4f21a7ee9b21c",
+    "B-256-glorot": "e617c7c5ea0dbaf7", "D-256-512-fc": "1d567075fd72ea9f", "A-LRN-256": "3d7d0c8eb7b00200",
+}
+"""Run hashes of catalogue runs on the paper profile (dataset and runs folder absent: identified by
+path), as computed before runs.toml's init words changed (bare run ids became from:<run id>,
+"gaussian" became "paper", at ffa7881): finished runs stay finished, unfinished ones resume."""
+
+
+def test_catalogue_runs_keep_their_run_hashes(catalog):
+    local = ExperimentRunner(profile="paper", data="/nonexistent-imagenet", runs_root=Path("/runs"), results_dir=Path("/results"), workers=0, progress=False)
+    assert {run: local.train_config(catalog[run]).run_hash() for run in CATALOGUE_HASHES} == CATALOGUE_HASHES

@@ -19,6 +19,7 @@ from vgg.datasets import load_split
 from vgg.models import FREEZE_CHOICES, VGGSpec
 from vgg.nets import load_net, profile_for_crop
 from vgg.profiles import PRECISIONS, get_profile
+from vgg.suite.plan import load_experiment
 from vgg.suite.reports import REPORTS, write_report
 from vgg.suite.results_csv import upsert_rows
 from vgg.run_config import TrainConfig, add_train_arguments, config_from_arguments
@@ -122,7 +123,6 @@ def cmd_fuse(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from vgg.suite.plan import load_experiment
     from vgg.suite.runner import ExperimentRunner  # on use (start-up: see the module's doc)
 
     runner = ExperimentRunner(
@@ -317,12 +317,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run_command(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    from vgg.loaders import worker_error_message  # on use (start-up: see the module's doc)
-    from vgg.train_loop import NonFiniteLossError  # on use (start-up: see the module's doc)
-
     try:
         args.handler(args)
-    except (ValueError, NonFiniteLossError, OSError) as error:  # OSError: a file the command cannot use (permissions, a read-only disk)
+    except (ValueError, OSError) as error:  # OSError: a file the command cannot use (permissions, a read-only disk)
+        from vgg.loaders import worker_error_message  # on use (start-up: see the module's doc)
+
         print(f"error: {worker_error_message(error) or error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0

@@ -11,6 +11,7 @@ grey level from the CPU kernel's.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,11 +49,11 @@ def decode_path(choice: str, device: torch.device, measure: Callable[[], tuple[f
 
 @dataclass
 class EncodedBatch:
-    """Undecoded files of a batch: their bytes, labels, and (epoch, index) keys. Plain bytes, not
+    """Undecoded files of a batch: their bytes, labels, and (epoch, index) keys. Plain bytearrays, not
     tensors, cross from the loader workers: a tensor each would cost a shared-memory file
     descriptor per file and exhaust them."""
 
-    data: list[bytes]
+    data: list[bytearray]
     labels: torch.Tensor
     epochs: list[int]
     indices: torch.Tensor
@@ -77,7 +78,7 @@ class EncodedDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         path, label = self.images.samples[index]
-        return Path(path).read_bytes(), label, epoch, index, str(path)
+        return read_into_bytearray(Path(path)), label, epoch, index, str(path)
 
 
 def collate_encoded(samples: list) -> EncodedBatch:
@@ -85,8 +86,18 @@ def collate_encoded(samples: list) -> EncodedBatch:
     return EncodedBatch(list(data), torch.tensor(labels), list(epochs), torch.tensor(indices), list(paths))
 
 
-def _as_tensor(data: bytes) -> torch.Tensor:
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+def read_into_bytearray(path: Path) -> bytearray:
+    """A file's bytes in a writable buffer, which a tensor can view without a copy (torch.frombuffer
+    warns on read-only `bytes`)."""
+    with open(path, "rb") as handle:
+        data = bytearray(os.fstat(handle.fileno()).st_size)
+        read = handle.readinto(data)
+    return data if read == len(data) else data[:read]
+
+
+def _as_tensor(data: bytearray | bytes) -> torch.Tensor:
+    """The file's bytes as a uint8 tensor: a view of a bytearray (the loader's), a copy of bytes."""
+    return torch.frombuffer(data if isinstance(data, bytearray) else bytearray(data), dtype=torch.uint8)
 
 
 def _decode_one(data: bytes, path: str, device: torch.device) -> torch.Tensor:

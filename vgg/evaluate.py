@@ -24,7 +24,7 @@ from vgg.loaders import BadImageError, EpochSampler, default_workers, read_image
 from vgg.metrics import error_percent, interval_fields, topk_correct
 from vgg.nets import Net, default_dataset, load_net, unfinished_warning
 from vgg.protocols import Batcher, Protocol, check_test_scales
-from vgg.scores import save_scores
+from vgg.scores import EvalResult, save_scores
 from vgg.stop_signals import ignore_stop_signals
 from vgg.transforms import ScaleRange, rescale
 
@@ -48,19 +48,6 @@ class ScaledImages(Dataset):
                 return index, label, None
             raise
         return index, label, [rescale(image, scale) for scale in self.scales]
-
-
-@dataclass
-class EvalResult:
-    posteriors: torch.Tensor  # (N, K) in dataset order
-    labels: torch.Tensor
-    image_ids: list[str]
-    top1_err: float
-    top5_err: float
-    wall_s: float
-    skipped: list[str]
-    device: str
-    precision: str = "fp32"  # what the protocol computed in (bf16 only under CUDA autocast)
 
 
 def evaluate(
@@ -211,11 +198,10 @@ def errors_line(row: dict) -> str:
     )
 
 
-
 @dataclass(frozen=True)
 class EvalRequest:
-    """What the `evaluate` command is asked (its options): the net, the dataset and protocol, and
-    where the results go."""
+    """What the `evaluate` command is asked (its options): the net, the dataset, the protocol, and
+    the score file to save (the CLI writes the results row to --out)."""
 
     checkpoint: str | None
     weights: str | None

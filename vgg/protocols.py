@@ -25,16 +25,12 @@ size; the posteriors are those of `Protocol.posteriors` image by image, up to fl
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 
+from vgg.nets import Net
 from vgg.profiles import PRECISIONS
 from vgg.transforms import centre_crop
-
-if TYPE_CHECKING:
-    from vgg.nets import Net
 
 METHODS = ("dense", "multi-crop", "multi-crop+dense", "centre-crop")
 COMBINED_METHODS = {"multi-crop+dense": ("dense", "multi-crop")}

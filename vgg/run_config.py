@@ -67,7 +67,8 @@ class TrainConfig:
     checkpoint_steps: int = option(HOW, "also checkpoint every N steps (0: off)", 0, int)
     decode: str = option(
         HOW, "where training images are decoded and augmented: cpu (loader workers), gpu (the training device, nvJPEG on CUDA), "
-        "auto (default: cpu off CUDA; on CUDA, gpu unless the CPU loader measurably keeps up with the step)", "auto", choices=("cpu", "gpu", "auto"),
+        "auto (default: cpu off CUDA; on CUDA, gpu unless the CPU loader measurably keeps up with the step, decided once per run: "
+        "kept in its checkpoints, rank 0's choice for every rank)", "auto", choices=("cpu", "gpu", "auto"),
     )
     sync_every: int = option(HOW, f"read the training loss and counts back from the device, and check for stop requests, every N steps (default {SYNC_EVERY}; 0: at each epoch's end only)", SYNC_EVERY, int)
     skip_bad_images: bool = option(HOW, "skip unreadable images (listed each epoch, counted in metrics.csv)", False, bool)

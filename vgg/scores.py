@@ -1,4 +1,4 @@
-"""Score files: an evaluation's per-image posteriors, saved (`evaluate --save-scores`) and loaded
+"""Score files: an evaluation's per-image posteriors (`EvalResult`), saved (`evaluate --save-scores`) and loaded
 again, and the fusion of several nets' score files into one results row (Table 6).
 """
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
 
@@ -14,10 +14,22 @@ from vgg.checkpoint import DAMAGED, git_commit, load_checkpoint, save_checkpoint
 from vgg.datasets import ImageList
 from vgg.metrics import error_percent, interval_fields, topk_correct
 
-if TYPE_CHECKING:
-    from vgg.evaluate import EvalResult
-
 SCORES_FORMAT = 1
+
+
+@dataclass
+class EvalResult:
+    """An evaluation's per-image posteriors (what a score file holds) and its errors."""
+
+    posteriors: torch.Tensor  # (N, K) in dataset order
+    labels: torch.Tensor
+    image_ids: list[str]
+    top1_err: float
+    top5_err: float
+    wall_s: float
+    skipped: list[str]
+    device: str
+    precision: str = "fp32"  # what the protocol computed in (bf16 only under CUDA autocast)
 
 
 def save_scores(path: Path | str, result: EvalResult, images: ImageList, provenance: dict) -> None:

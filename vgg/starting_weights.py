@@ -69,11 +69,6 @@ class InitSource:
             raise ValueError("fine-tuning from --weights replaces --init: give one of them")
         return cls("weights", where=weights)
 
-    def __str__(self) -> str:
-        if self.kind == "random":
-            return self.scheme or RANDOM
-        return (PARENT_PREFIX if self.kind == "parent" else WEIGHTS_PREFIX) + str(self.where)
-
 
 def normalized_init(init: str | None) -> str | None:
     """`TrainConfig.init` as stored: None for the profile's random init (`random` or None), checked."""
@@ -187,7 +182,9 @@ def _copy_from_parent(model: VGG, path: Path, classes: tuple[str, ...], profile:
         raise ValueError(f"{path} has not finished training (no DONE file): finish it first (rerun its command to resume it)")
     parent_spec = VGGSpec(**parent_state["spec"])
     if tuple(parent_state["classes"]) != classes:
-        raise ValueError(f"{path} was trained on other classes than this run's dataset")
+        theirs, ours = tuple(parent_state["classes"]), classes
+        differing = next((f"{a} vs {b}" for a, b in zip(theirs, ours) if a != b), f"{len(theirs)} vs {len(ours)} classes")
+        raise ValueError(f"{path} was trained on other classes than this run's dataset ({differing}): train the parent on this dataset")
     if parent_state["normalization"] != normalization.to_dict():
         raise ValueError(f"{path} was trained with normalisation {parent_state['normalization']['name']}, not {normalization.name}")
     parent = VGG.from_spec(parent_spec)

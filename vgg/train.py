@@ -323,6 +323,7 @@ class Trainer:
         loader (kept in `loop.loader` if it is chosen) against the step once: the choice is kept in
         the run's checkpoints, and with several ranks rank 0's measurement decides for all."""
         if self.cfg.decode == "auto" and checkpoint is not None and "decode" in checkpoint:
+            self.log(f"--decode auto: {checkpoint['decode']}, as decided when the run started")
             return checkpoint["decode"]
 
         def measure() -> tuple[float, float]:

@@ -34,8 +34,9 @@ from vgg.train_step import MEMORY_FORMAT, forward_backward
 from vgg.validation import Validation
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite: training stops, keeping the last good checkpoint."""
+class NonFiniteLossError(ValueError):
+    """The loss became NaN or infinite: training stops, keeping the last good checkpoint. A
+    ValueError: the settings (most often the learning rate) are what to change."""
 
 
 @dataclass

@@ -28,7 +28,7 @@ class Validation:
         workers: int, skip_bad_images: bool = False, cache_decoded: bool = False, log: Callable[[str], None] = print,
     ):
         self.dataset = ImageDataset(images, CentreCropTransform(scale, crop), skip_bad_images=skip_bad_images, cache_decoded=cache_decoded)
-        self.scale, self.normalization, self.context = scale, normalization, context
+        self.normalization, self.context = normalization, context
         self.batch, self.workers, self.log = batch, workers, log
         self._loader = None
 

@@ -44,7 +44,7 @@ from vgg.protocols import FullFP32
 from vgg.synthetic import SynthSpec, generate
 from vgg.run_config import TrainConfig, train_command
 from vgg.train import train
-from vgg.train_step import forward_backward, synchronize, timed
+from vgg.train_step import forward_backward, sgd_optimizer, synchronize, timed
 from vgg.transforms import ScaleRange, TrainTransform
 
 DATASHEET_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0}
@@ -110,12 +110,12 @@ def _resident_batch(batch: int, crop: int, classes: int, device: torch.device, s
 
 def suite_step_rate(config: str, batch: int, sizes: Sizes, device: torch.device, compile_: bool) -> dict:
     """images/s and peak memory of this suite's training step (normalisation, bf16 autocast on CUDA,
-    SGD with momentum, device-side sums: `vgg.train.forward_backward`, as in the trainer) on a resident batch."""
+    SGD with momentum, device-side sums: `vgg.train_step`'s forward_backward and sgd_optimizer, as in the trainer) on a resident batch."""
     profile = get_profile(sizes.profile)
     classes = 1000
     model = _model(config, profile, classes, device)
     network = torch.compile(model) if compile_ else model
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9, weight_decay=5e-4)
+    optimizer = sgd_optimizer(model, 1e-2, momentum=0.9, weight_decay=5e-4)
     normalization = get_normalization("mean-rgb")
     data = _resident_batch(batch, profile.crop, classes, device)
     pending = torch.zeros(5, dtype=torch.float64, device=device)

@@ -236,15 +236,13 @@ def load_catalog(path: Path = RUNS_FILE) -> dict[str, RunSpec]:
             run_id, fields["config"], str(fields["train_scale"]), fields.get("init", "random"),
             freeze=fields.get("freeze", "none"), lrn_alpha=fields.get("lrn_alpha"),
         )
-        _check_init(path, spec)
         if spec.freeze not in FREEZE_CHOICES:
             raise ValueError(f"{path}: run {run_id} has freeze = {spec.freeze!r}; choose one of {', '.join(FREEZE_CHOICES)}")
         get_config(spec.config)
         spec.scale  # noqa: B018  (validates the scale)
         catalog[run_id] = spec
     for spec in catalog.values():
-        if spec.parent is not None and spec.parent not in catalog:
-            raise ValueError(f"{path}: run {spec.id} starts from {spec.init!r}, but {spec.parent!r} is not a run of {path.name}")
+        _check_init(path, spec, set(catalog))
         if spec.freeze != "none" and (spec.parent is None or catalog[spec.parent].config != spec.config):
             raise ValueError(f"{path}: run {spec.id} has freeze = {spec.freeze!r}, which fine-tunes a trained net: its init must be a run of configuration {spec.config}")
         if spec.lrn_alpha is not None and not has_lrn(spec.config):
@@ -258,16 +256,20 @@ def load_catalog(path: Path = RUNS_FILE) -> dict[str, RunSpec]:
     return catalog
 
 
-def _check_init(path: Path, spec: RunSpec) -> None:
+def _check_init(path: Path, spec: RunSpec, run_ids: set[str]) -> None:
     """A run's init is one of the words of `vgg.starting_weights` that a catalogue can use."""
     words = f"{RANDOM}, {', '.join(RANDOM_SCHEMES)} or {PARENT_PREFIX}<run id>"
+    if not isinstance(spec.init, str):
+        raise ValueError(f"{path}: run {spec.id} has init = {spec.init!r}; init is a string: {words}")
     try:
         source = InitSource.parse(spec.init)
     except ValueError:
-        hint = f" (a parent run is written {PARENT_PREFIX}{spec.init})" if ":" not in spec.init else ""
-        raise ValueError(f"{path}: run {spec.id} has init = {spec.init!r}; init is {words}{hint}") from None
+        hints = {"gaussian": ' ("gaussian" is now written "paper")'} | {run: f" (a parent run is written {PARENT_PREFIX}{run})" for run in run_ids}
+        raise ValueError(f"{path}: run {spec.id} has init = {spec.init!r}; init is {words}{hints.get(spec.init, '')}") from None
     if source.kind == "weights":
         raise ValueError(f"{path}: run {spec.id} has init = {spec.init!r}; a catalogue run's init is {words}")
+    if source.kind == "parent" and source.where not in run_ids:
+        raise ValueError(f"{path}: run {spec.id} starts from {spec.init!r}, but {source.where!r} is not a run of {path.name}")
 
 
 def resolve_scales(kind, run: RunSpec) -> tuple[int, ...]:

@@ -10,8 +10,9 @@ from pathlib import Path
 from tabulate import tabulate
 
 from vgg.datasets import load_split
-from vgg.evaluate import EvalResult, average_results, evaluate, provenance_row
+from vgg.evaluate import average_results, evaluate, provenance_row
 from vgg.nets import load_net
+from vgg.scores import EvalResult
 from vgg.suite.plan import EXPERIMENTS_DIR, read_toml
 from vgg.protocols import COMBINED_METHODS
 from vgg.suite.results_csv import read_rows, upsert_rows

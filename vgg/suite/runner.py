@@ -131,9 +131,8 @@ class ExperimentRunner:
             self.log(f"generating the synthetic dataset into {self.data}")
         generate(Path(self.data), SynthSpec(**self.profile.synthetic))
 
-    def train_config(self, spec: RunSpec):
+    def train_config(self, spec: RunSpec) -> TrainConfig:
         """The TrainConfig of a (seeded) run: its seed, and init from its parent's folder of the same seed."""
-
         init = spec.init if spec.parent is None else f"{PARENT_PREFIX}{self.run_dir(spec.parent)}"  # "random" is TrainConfig's None
         return TrainConfig(
             config=spec.config,
@@ -156,7 +155,6 @@ class ExperimentRunner:
 
     def train(self, spec: RunSpec) -> dict:
         """Train (or resume, or skip when finished) one run."""
-
         cfg = self.train_config(spec)
         done = self.is_done(spec)
         if done is not None:
@@ -192,7 +190,6 @@ class ExperimentRunner:
 
     def evaluate(self, spec: EvalSpec, seed: int = 0) -> dict:
         """The results row of an evaluation of seed `seed`'s run, from its score file when that is current."""
-
         path = self.scores_path(spec, seed)
         checkpoint = self.run_dir(seeded_id(spec.run, seed)) / CHECKPOINT_NAME
         net = load_net(checkpoint=checkpoint)
@@ -249,13 +246,11 @@ class ExperimentRunner:
     def _combined(self, spec: EvalSpec, seed: int):
         """multi-crop+dense as the average of its parts' posteriors when both were evaluated in this
         session (bit-identical to evaluating it, at no cost); None otherwise."""
-
         parts = [self._parts.get(self._part_key(spec, part, seed)) for part in COMBINED_METHODS.get(spec.method, ())]
         return average_results(parts) if parts and all(parts) else None
 
     def fuse(self, fusion: FusionSpec, seed: int = 0) -> dict:
         """The results row of a fusion of seed `seed`'s evaluations of its members."""
-
         for member in fusion.members:
             self.evaluate(member, seed)
         row = fusion_row([self.scores_path(member, seed) for member in fusion.members])
