@@ -37,16 +37,16 @@ def plain_posteriors(net: Net, images: torch.Tensor) -> torch.Tensor:
 def test_dense_at_the_crop_size_is_the_plain_forward_pass():
     net = small_net()
     x = image(64, 64)
-    dense = Protocol(net, "dense", flip=False).dense(x)
+    dense = Protocol.of_net(net, "dense", flip=False).dense(x)
     torch.testing.assert_close(dense, plain_posteriors(net, x[None])[0], rtol=1e-5, atol=1e-6)
 
 
 def test_evaluation_precision_is_fp32_without_tf32_unless_bf16_is_asked_for_on_cuda():
     net = small_net()
-    assert Protocol(net, "dense").precision == "fp32"
-    assert Protocol(net, "dense", precision="bf16").precision == "fp32"  # autocast to bf16 exists only on CUDA here
+    assert Protocol.of_net(net, "dense").precision == "fp32"
+    assert Protocol.of_net(net, "dense", precision="bf16").precision == "fp32"  # autocast to bf16 exists only on CUDA here
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
-        Protocol(net, "dense", precision="fp16")
+        Protocol.of_net(net, "dense", precision="fp16")
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
     try:
@@ -60,9 +60,9 @@ def test_evaluation_precision_is_fp32_without_tf32_unless_bf16_is_asked_for_on_c
 def test_flip_averages_the_posteriors_of_the_image_and_its_mirror():
     net = small_net()
     x = image(96, 128)
-    protocol = Protocol(net, "dense", flip=False)
+    protocol = Protocol.of_net(net, "dense", flip=False)
     expected = (protocol.dense(x) + protocol.dense(x.flip(-1))) / 2
-    torch.testing.assert_close(Protocol(net, "dense", flip=True).dense(x), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(Protocol.of_net(net, "dense", flip=True).dense(x), expected, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(protocol.dense(x), protocol.dense(x.flip(-1)))
 
 
@@ -73,8 +73,8 @@ def test_dense_softmax_before_or_after_the_spatial_average():
         maps = net.model.eval().score_map(PAPER_MEAN_RGB(x[None]))
     after = F.softmax(maps.mean(dim=(2, 3)), dim=1)[0]
     before = F.softmax(maps, dim=1).mean(dim=(2, 3))[0]
-    torch.testing.assert_close(Protocol(net, "dense", flip=False).dense(x), after, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(Protocol(net, "dense", flip=False, dense_softmax="before-average").dense(x), before, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(Protocol.of_net(net, "dense", flip=False).dense(x), after, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(Protocol.of_net(net, "dense", flip=False, dense_softmax="before-average").dense(x), before, rtol=1e-5, atol=1e-6)
     assert maps.shape[-2:] == (3, 4) and not torch.allclose(after, before)
 
 
@@ -113,7 +113,7 @@ def test_multi_crop_is_50_crops_per_scale_in_one_batch_each():
     net = small_net()
     counting = CountingModel(net.model)
     net.model = counting
-    protocol = Protocol(net, "multi-crop")
+    protocol = Protocol.of_net(net, "multi-crop")
     posteriors = protocol.posteriors([image(64, 80), image(80, 100), image(96, 120)])
     assert counting.batches == [50, 50, 50]  # 150 crops over three scales, one forward per scale
     assert posteriors.shape == (6,) and abs(float(posteriors.sum()) - 1) < 1e-5
@@ -124,17 +124,17 @@ def test_multi_crop_posteriors_are_the_mean_over_crops_and_mirrors():
     x = image(72, 90)
     crops = grid_crops(x, 64)
     expected = plain_posteriors(net, torch.cat([crops, crops.flip(-1)])).mean(dim=0)
-    torch.testing.assert_close(Protocol(net, "multi-crop").multi_crop(x), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(Protocol.of_net(net, "multi-crop").multi_crop(x), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_multi_scale_and_combination_average_posteriors():
     net = small_net()
     scaled = [image(64, 70, 1), image(80, 90, 2)]
-    dense, crops = Protocol(net, "dense"), Protocol(net, "multi-crop")
+    dense, crops = Protocol.of_net(net, "dense"), Protocol.of_net(net, "multi-crop")
     dense_mean = (dense.dense(scaled[0]) + dense.dense(scaled[1])) / 2
     crop_mean = (crops.multi_crop(scaled[0]) + crops.multi_crop(scaled[1])) / 2
     torch.testing.assert_close(dense.posteriors(scaled), dense_mean)
-    torch.testing.assert_close(Protocol(net, "multi-crop+dense").posteriors(scaled), (dense_mean + crop_mean) / 2)
+    torch.testing.assert_close(Protocol.of_net(net, "multi-crop+dense").posteriors(scaled), (dense_mean + crop_mean) / 2)
 
 
 def test_multi_crop_plus_dense_from_its_parts_equals_evaluating_it(ci_data):
@@ -154,7 +154,7 @@ MIXED_SIZES = [(60, 80), (80, 60), (90, 120), (64, 64), (70, 100), (120, 90), (4
 
 def batched_against_one_by_one(net, method, scales, flip=True, dense_softmax="after-average", **limits):
     """Each image's posteriors from a Batcher (keyed in reverse, fed in dataset order) and from `Protocol.posteriors`."""
-    protocol = Protocol(net, method, flip, dense_softmax)
+    protocol = Protocol.of_net(net, method, flip, dense_softmax)
     scaled = [[rescale(image(h, w, seed), q) for q in scales] for seed, (h, w) in enumerate(MIXED_SIZES)]
     batcher, done = Batcher(protocol, **limits), []
     for number, images in enumerate(scaled):
@@ -210,7 +210,7 @@ def test_evaluate_puts_interleaved_sizes_back_in_dataset_order(tmp_path):
     net = small_net(classes=2, crop=32)
     for method in ("dense", "centre-crop"):
         result = evaluate(net, val, method, [40, 48], workers=0)
-        protocol = Protocol(net, method)
+        protocol = Protocol.of_net(net, method)
         expected = torch.stack([protocol.posteriors([rescale(read_image(path), q) for q in (40, 48)]) for path, _ in val.samples])
         assert result.image_ids == val.image_ids() == [f"{'a' if n < 5 else 'b'}/{n:02d}.png" for n in range(10)]
         assert (result.posteriors - expected).abs().max() < 1e-5 and result.labels.tolist() == [0] * 5 + [1] * 5

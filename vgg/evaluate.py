@@ -81,7 +81,7 @@ def evaluate(
     pixels = [net.profile.size(scale) for scale in scales]
     if min(pixels) < net.model.spec.crop:
         raise ValueError(f"test scale {min(scales)} ({min(pixels)} px) is below the training crop {net.model.spec.crop} px")
-    protocol = Protocol(net, method, flip, dense_softmax, device, precision)
+    protocol = Protocol.of_net(net, method, flip, dense_softmax, device, precision)
     sampler = EpochSampler(len(images), shuffle=False, rank=rank, world_size=world, pad=False)
     workers = default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", world))) if workers is None else workers
     loader = DataLoader(

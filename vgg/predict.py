@@ -75,7 +75,7 @@ def predict(
     check_test_scales(net, scales, max_scale)
     check_image_paths(images)
     pixels = [max(net.profile.size(q), net.model.spec.crop) for q in scales]
-    protocol = Protocol(net, method, device=device)
+    protocol = Protocol.of_net(net, method, device=device)
     names = class_names(net)
     predictions = []
     for path in images:

@@ -28,7 +28,9 @@ from collections.abc import Hashable
 import torch
 import torch.nn.functional as F
 
+from vgg.models import VGG
 from vgg.nets import Net
+from vgg.normalization import Normalization
 from vgg.profiles import PRECISIONS
 from vgg.transforms import centre_crop
 
@@ -113,29 +115,37 @@ class Protocol:
     """
 
     def __init__(
-        self, net: Net, method: str, flip: bool = True, dense_softmax: str = "after-average", device: torch.device | str = "cpu",
-        precision: str | None = None,
+        self, model: VGG, normalization: Normalization, method: str, flip: bool = True, dense_softmax: str = "after-average",
+        device: torch.device | str = "cpu", precision: str = "fp32",
     ):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         if dense_softmax not in DENSE_SOFTMAX:
             raise ValueError(f"--dense-softmax must be one of {', '.join(DENSE_SOFTMAX)}, got {dense_softmax!r}")
-        self.net, self.method, self.flip, self.dense_softmax = net, method, flip, dense_softmax
+        self.normalization, self.method, self.flip, self.dense_softmax = normalization, method, flip, dense_softmax
         self.device = torch.device(device)
-        self.model = net.model.to(self.device, memory_format=torch.channels_last).eval()
-        self.crop = net.model.spec.crop
-        requested = precision or net.profile.eval_precision
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        self.crop = model.spec.crop
+        requested = precision
         if requested not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
         # bf16 autocast only exists here on CUDA; everything else runs in true fp32 (TF32 off: the paper's numbers are fp32)
         self.precision = "bf16" if requested == "bf16" and self.device.type == "cuda" else "fp32"
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.precision == "bf16" else FullFP32()
 
+    @classmethod
+    def of_net(
+        cls, net: Net, method: str, flip: bool = True, dense_softmax: str = "after-average", device: torch.device | str = "cpu",
+        precision: str | None = None,
+    ) -> Protocol:
+        """The protocol for a trained net; `precision` defaults to its profile's `eval_precision`."""
+        return cls(net.model, net.normalization, method, flip, dense_softmax, device, precision or net.profile.eval_precision)
+
     def _inputs(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)
         if self.flip:
             images = torch.cat([images, images.flip(-1)])
-        return self.net.normalization(images).contiguous(memory_format=torch.channels_last)
+        return self.normalization(images).contiguous(memory_format=torch.channels_last)
 
     def _flip_mean(self, posteriors: torch.Tensor) -> torch.Tensor:
         """(B, K) from the (2B, K) posteriors of B images then their mirrors (or (B, K) without flips)."""
@@ -169,7 +179,7 @@ class Protocol:
         return F.softmax(logits, dim=1).mean(dim=0)
 
     def batch_input(self, image: torch.Tensor) -> torch.Tensor:
-        """What the batchable part runs on for one rescaled image: the image, or its central crop."""
+        """What the batchable part runs on for a rescaled image (or a batch of one size): the image, or its central crop."""
         return centre_crop(image, self.crop) if self.method == "centre-crop" else image
 
     def run_batch(self, inputs: torch.Tensor) -> torch.Tensor:

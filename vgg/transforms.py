@@ -109,10 +109,10 @@ def rescale(image: torch.Tensor, shorter: int) -> torch.Tensor:
 
 
 def centre_crop(image: torch.Tensor, crop: int) -> torch.Tensor:
-    """The central crop x crop crop of a (3, H, W) image (a view): training's per-epoch validation
-    and the centre-crop test protocol."""
+    """The central crop x crop crop of a (..., H, W) image or batch (a view): training's per-epoch
+    validation and the centre-crop test protocol."""
     top, left = (image.shape[-2] - crop) // 2, (image.shape[-1] - crop) // 2
-    return image[:, top : top + crop, left : left + crop]
+    return image[..., top : top + crop, left : left + crop]
 
 
 def colour_offset(rng: np.random.Generator, std: float = COLOUR_SHIFT_STD) -> np.ndarray:

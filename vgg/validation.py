@@ -1,6 +1,7 @@
 """Training's per-epoch validation (what drives the learning-rate drops, `vgg.schedule`): the
-central crop x crop crop of each image of a fixed val subset rescaled to the single test scale
-Q of the run's training scale, no flip; errors counted on the device, summed over the ranks.
+centre-crop protocol (`vgg.protocols`) on a fixed val subset rescaled to the single test scale Q
+of the run's training scale, no flip; errors counted on the device, summed over the ranks. The
+loader crops (`CentreCropTransform`) so that its batches are of one size.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from vgg.loaders import EpochSampler, ImageDataset, iterate_epoch, make_loader
 from vgg.metrics import batch_sums, error_percent
 from vgg.models import VGG
 from vgg.normalization import Normalization
-from vgg.train_step import MEMORY_FORMAT, autocast
+from vgg.protocols import Protocol
+from vgg.train_step import MEMORY_FORMAT
 from vgg.transforms import CentreCropTransform
 
 
@@ -39,17 +41,16 @@ class Validation:
             self._loader = make_loader(self.dataset, sampler, self.batch, workers=self.workers, device=device)
         return iterate_epoch(self._loader, log=self.log)
 
-    @torch.no_grad()
     def errors(self, model: VGG, device: torch.device) -> tuple[float, float, int]:
-        """Top-1 and top-5 error (%) of `model` on the subset, and the subset's size (counts summed on
-        the device, read back once)."""
-        model.eval()
+        """Top-1 and top-5 error (%) of `model` on the subset under the centre-crop protocol (the
+        loader has cropped; no flip; bf16 on CUDA, as training computes), and the subset's size
+        (counts summed on the device, read back once)."""
+        protocol = Protocol(model, self.normalization, "centre-crop", flip=False, device=device, precision="bf16" if device.type == "cuda" else "fp32")
         counts = torch.zeros(5, dtype=torch.float64, device=device)
         for batch in self._batches(device):
             batch = batch.to(device, MEMORY_FORMAT)
-            with autocast(device):
-                logits = model(self.normalization(batch.images).contiguous(memory_format=MEMORY_FORMAT))
-            counts += batch_sums(torch.zeros((), device=device), logits, batch.labels)
+            posteriors = protocol.run_batch(protocol.batch_input(batch.images))
+            counts += batch_sums(torch.zeros((), device=device), posteriors, batch.labels)
         counts = distributed.all_reduce_sum(counts).cpu()
         total = int(counts[3])
         return error_percent(int(counts[1]), total), error_percent(int(counts[2]), total), total

@@ -59,12 +59,12 @@ def run(benchmark, group: str, work, items: int = IMAGES, reference: bool = Fals
 
 
 def test_dense_single_scale(benchmark, net, scaled_images):
-    protocol = Protocol(net, "dense")
+    protocol = Protocol.of_net(net, "dense")
     run(benchmark, "evaluation images/s (smoke D)", lambda: [protocol.posteriors(images[1:2]) for images in scaled_images], reference=True)
 
 
 def test_multi_crop_three_scales(benchmark, net, scaled_images):
-    protocol = Protocol(net, "multi-crop")
+    protocol = Protocol.of_net(net, "multi-crop")
     run(benchmark, "evaluation images/s (smoke D)", lambda: [protocol.posteriors(images) for images in scaled_images])
 
 
@@ -83,7 +83,7 @@ def test_multi_crop_per_crop_loop_reference(benchmark, net, scaled_images):
 
 
 def test_multi_crop_batched(benchmark, net, scaled_images):
-    protocol = Protocol(net, "multi-crop")
+    protocol = Protocol.of_net(net, "multi-crop")
     run(benchmark, "multi-crop: batched vs one forward per crop", lambda: [protocol.posteriors(images) for images in scaled_images])
 
 
@@ -91,12 +91,12 @@ DENSE_GROUP = "dense Q=73: batched by size vs one image at a time (smoke A)"
 
 
 def test_dense_one_image_at_a_time_reference(benchmark, synthetic_at_73):
-    protocol = Protocol(smoke_net("A", 50), "dense")
+    protocol = Protocol.of_net(smoke_net("A", 50), "dense")
     run(benchmark, DENSE_GROUP, lambda: [protocol.posteriors(images) for images in synthetic_at_73], len(synthetic_at_73), reference=True)
 
 
 def test_dense_batched_by_size(benchmark, synthetic_at_73):
-    protocol = Protocol(smoke_net("A", 50), "dense")
+    protocol = Protocol.of_net(smoke_net("A", 50), "dense")
 
     def batched():
         batcher = Batcher(protocol)
