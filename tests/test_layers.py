@@ -1,6 +1,7 @@
 """The package's two layers: the core (`vgg/*.py`: nets, data, training, evaluation) never imports
 the suite (`vgg/suite/`: experiment plans, runners, launchers, results, reports), which
-orchestrates it. Only the command line (`vgg/cli.py`, `vgg/__main__.py`) stands above both."""
+orchestrates it. Only the command line (`vgg/cli.py`, `vgg/__main__.py`) stands above both. And
+both stay readable: no module over 400 lines, no function over 60 (the argparse table aside)."""
 
 import ast
 from pathlib import Path
@@ -39,3 +40,20 @@ def test_the_rule_is_checked_on_both_layers():
     source = "def f():\n    from vgg.suite.runner import ExperimentRunner\n"
     assert [module for module, _ in imported_modules(source) if is_suite(module)] == ["vgg.suite.runner", "vgg.suite.runner.ExperimentRunner"]
 
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
+LONG_BY_NATURE = {("cli.py", "build_parser")}
+"""The argparse table: one add_argument per option, read top to bottom."""
+
+
+def test_modules_and_functions_stay_small():
+    modules = [*PACKAGE.glob("*.py"), *PACKAGE.glob("suite/*.py")]
+    long_modules = [f"{path.name}: {n} lines" for path in modules if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES]
+    long_functions = [
+        f"{path.name}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines"
+        for path in modules for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+        and (path.name, node.name) not in LONG_BY_NATURE
+    ]
+    assert long_modules == [] and long_functions == []

@@ -10,7 +10,7 @@ paths replaced by content, plus the recipe its profile gives it:
   and, for nets with LRN, the model's LRN default, so that a changed recipe is never silently reused.
 
 Runs from before (version 1: settings with the paths, no recipe) are adopted in place when their
-paths and their checkpoint's recipe still match (`vgg.train`).
+paths and their checkpoint's recipe still match (`vgg.run_state.adoptable`).
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def forward_backward(network: nn.Module, normalization: Normalization, batch: Ba
 def sgd_optimizer(model: VGG, lr: float, momentum: float, weight_decay: float, head_lr_mult: float = 1.0, freeze_features: bool = False) -> torch.optim.SGD:
     """SGD with momentum and weight decay on the trainable parameters; a new last layer trained at
     `head_lr_mult` times the rate gets a group of its own. Each group's `lr_mult` scales the
-    schedule's rate (`vgg.train`)."""
+    schedule's rate (`vgg.train_loop`)."""
     if freeze_features:
         model.features.requires_grad_(False)
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
