@@ -173,44 +173,34 @@ def test_momentum_weight_decay_and_the_heads_rate_multiple_reach_the_optimizer(c
     assert len(head["params"]) == 2  # the last layer's weight and bias
 
 
-def test_the_profiles_near_chance_guard_holds_the_rate_in_training(ci_data, tmp_path, monkeypatch):
-    # the flat run above, with a profile that asks for 90% of the way from chance before any drop
+SCHEDULE_GUARDS = {
+    # a flat run (lr 1e-12: a plateau from the second epoch on) of 4 epochs, under a profile that asks
+    "for 90% of the way from chance before any drop": (
+        dict(near_chance=0.9, plateau_threshold=0.5), 1, [1e-12] * 4, ("plateau, but the lr holds", 3),
+        lambda done: done["lr_drops"] == 0 and done["stopped"] == "max_epochs",
+    ),
+    "for no first drop before 3 of 4 epochs": (
+        dict(drop_not_before=(0.75,)), 1, [1e-12, 1e-12, 1e-12, 1e-13], ("; no drop 1 before 3 epochs)", 1),
+        lambda done: done["drop_epochs"][0] == 2,
+    ),
+    "for a drop by half of the epochs, with a patience the curve never reaches": (
+        dict(drop_deadlines=(0.5,)), 10, [1e-12, 1e-12, 1e-13, 1e-13], ("(drop 1 is due after 2 of 4 epochs)", 1),
+        lambda done: done["lr_drops"] == 1 and done["drop_epochs"] == done["deadline_drop_epochs"] == [1] and done["stopped"] == "max_epochs",
+    ),
+}
+
+
+@pytest.mark.parametrize("guard", SCHEDULE_GUARDS)
+def test_the_profiles_schedule_guards_act_in_training(guard, ci_data, tmp_path, monkeypatch):
     import vgg.train as training
     from vgg.profiles import get_profile
 
-    guarded = replace(get_profile("ci"), near_chance=0.9, plateau_threshold=0.5)
-    monkeypatch.setattr(training, "get_profile", lambda name: guarded)
-    done = train(config(ci_data, epochs=4, lr=1e-12, plateau_patience=1), tmp_path / "flat")
+    changes, patience, expected_rates, (line, count), check_done = SCHEDULE_GUARDS[guard]
+    monkeypatch.setattr(training, "get_profile", lambda name: replace(get_profile("ci"), **changes))
+    done = train(config(ci_data, epochs=4, lr=1e-12, plateau_patience=patience), tmp_path / "flat")
     rates = [float(row["lr"]) for row in csv.DictReader(open(tmp_path / "flat" / "metrics.csv"))]
-    assert rates == pytest.approx([1e-12] * 4, rel=1e-6) and done["lr_drops"] == 0 and done["stopped"] == "max_epochs"
-    assert (tmp_path / "flat" / "train.log").read_text().count("plateau, but the lr holds") == 3
-
-
-def test_the_profiles_earliest_drop_holds_the_rate_in_training(ci_data, tmp_path, monkeypatch):
-    # the flat run (a plateau from the second epoch on), with no first drop before 3 of 4 epochs
-    import vgg.train as training
-    from vgg.profiles import get_profile
-
-    patient = replace(get_profile("ci"), drop_not_before=(0.75,))
-    monkeypatch.setattr(training, "get_profile", lambda name: patient)
-    done = train(config(ci_data, epochs=4, lr=1e-12, plateau_patience=1), tmp_path / "flat")
-    rates = [float(row["lr"]) for row in csv.DictReader(open(tmp_path / "flat" / "metrics.csv"))]
-    assert rates == pytest.approx([1e-12, 1e-12, 1e-12, 1e-13], rel=1e-6) and done["drop_epochs"][0] == 2
-    assert (tmp_path / "flat" / "train.log").read_text().count("; no drop 1 before 3 epochs)") == 1
-
-
-def test_the_profiles_drop_deadline_lowers_the_rate_in_training(ci_data, tmp_path, monkeypatch):
-    # the flat run, with a patience the curve never reaches: only the deadline (half of 4 epochs) drops the rate
-    import vgg.train as training
-    from vgg.profiles import get_profile
-
-    budgeted = replace(get_profile("ci"), drop_deadlines=(0.5,))
-    monkeypatch.setattr(training, "get_profile", lambda name: budgeted)
-    done = train(config(ci_data, epochs=4, lr=1e-12, plateau_patience=10), tmp_path / "flat")
-    rates = [float(row["lr"]) for row in csv.DictReader(open(tmp_path / "flat" / "metrics.csv"))]
-    assert rates == pytest.approx([1e-12, 1e-12, 1e-13, 1e-13], rel=1e-6)
-    assert done["lr_drops"] == 1 and done["drop_epochs"] == done["deadline_drop_epochs"] == [1] and done["stopped"] == "max_epochs"
-    assert "(drop 1 is due after 2 of 4 epochs)" in (tmp_path / "flat" / "train.log").read_text()
+    assert rates == pytest.approx(expected_rates, rel=1e-6) and check_done(done)
+    assert (tmp_path / "flat" / "train.log").read_text().count(line) == count
 
 
 def test_an_fc_only_fine_tune_of_a_parent_run_keeps_its_conv_layers(ci_data, tmp_path):
