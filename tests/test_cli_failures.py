@@ -1,6 +1,7 @@
-"""The failure modes the suite promises to handle: each ends with one clear line (no traceback),
-the documented exit status (2 bad input, 75 preemption, 130 Ctrl-C), and nothing already
-written lost. One test per promise, in the order of README's "When things go wrong"."""
+"""The failure modes the command line (`vgg.cli`, `python -m vgg`) promises to handle: each ends
+with one clear line (no traceback), the documented exit status (2 bad input, 75 preemption, 130
+Ctrl-C), and nothing already written lost. One test per promise, in the order of README's "When
+things go wrong"."""
 
 from __future__ import annotations
 
