@@ -41,6 +41,15 @@ def test_dense_at_the_crop_size_is_the_plain_forward_pass():
     torch.testing.assert_close(dense, plain_posteriors(net, x[None])[0], rtol=1e-5, atol=1e-6)
 
 
+def test_the_centre_crop_protocol_scores_the_central_crop_alone():
+    net = small_net()
+    x = image(80, 100)  # crop 64: the central crop is rows 8-71, columns 18-81
+    protocol = Protocol.of_net(net, "centre-crop", flip=False)
+    posteriors = protocol.posteriors([x])
+    torch.testing.assert_close(posteriors, plain_posteriors(net, x[None, :, 8:72, 18:82])[0], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(posteriors, plain_posteriors(net, x[None, :, :64, :64])[0], rtol=1e-3, atol=1e-4)  # not a corner
+
+
 def test_evaluation_precision_is_fp32_without_tf32_unless_bf16_is_asked_for_on_cuda():
     net = small_net()
     assert Protocol.of_net(net, "dense").precision == "fp32"

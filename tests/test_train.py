@@ -293,3 +293,12 @@ def test_nan_stops_at_once_keeping_the_last_good_checkpoint(ci_data, tmp_path):
     kept = load_checkpoint(run)
     assert all(torch.isfinite(value).all() for value in kept["model"].values() if value.is_floating_point())
     assert read_done(run) is None
+
+
+def test_the_per_epoch_validation_is_the_centre_crop_protocol_at_the_single_test_scale(ci_data, tmp_path):
+    from vgg.datasets import load_split
+    from vgg.evaluate import evaluate
+
+    done = train(config(ci_data, epochs=1, seed=3), tmp_path / "run")
+    result = evaluate(load_net(checkpoint=tmp_path / "run"), load_split(str(ci_data), "val"), "centre-crop", [256], flip=False, workers=0)
+    assert (done["val_top1_err"], done["val_top5_err"]) == (pytest.approx(result.top1_err, abs=1e-3), pytest.approx(result.top5_err, abs=1e-3))
