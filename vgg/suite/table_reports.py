@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from tabulate import tabulate
 
 from vgg.checkpoint import atomic_write_figure, atomic_write_text
@@ -28,7 +29,6 @@ def _plot(path: Path, labels: list[str], ours: list[dict | None], paper: list[Nu
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
     import seaborn as sns
 
     sns.set_theme(style="whitegrid")
