@@ -296,9 +296,39 @@ def test_nan_stops_at_once_keeping_the_last_good_checkpoint(ci_data, tmp_path):
 
 
 def test_the_per_epoch_validation_is_the_centre_crop_protocol_at_the_single_test_scale(ci_data, tmp_path):
+    """Training's validation (rescale to Q, central crop, no flip, the run's normalisation) gives the
+    errors of evaluate's centre-crop protocol, and feeds the net exactly what that protocol feeds it."""
     from vgg.datasets import load_split
+    from vgg.distributed import DistributedContext
     from vgg.evaluate import evaluate
+    from vgg.models import VGG
+    from vgg.nets import Net
+    from vgg.normalization import get_normalization
+    from vgg.profiles import get_profile
+    from vgg.validation import Validation
 
     done = train(config(ci_data, epochs=1, seed=3), tmp_path / "run")
-    result = evaluate(load_net(checkpoint=tmp_path / "run"), load_split(str(ci_data), "val"), "centre-crop", [256], flip=False, workers=0)
+    val_images = load_split(str(ci_data), "val")
+    result = evaluate(load_net(checkpoint=tmp_path / "run"), val_images, "centre-crop", [256], flip=False, workers=0)
     assert (done["val_top1_err"], done["val_top5_err"]) == (pytest.approx(result.top1_err, abs=1e-3), pytest.approx(result.top5_err, abs=1e-3))
+    profile, normalization = get_profile("ci"), get_normalization("mean-rgb")
+    assert f"val (24 images, centre crop at Q={profile.size(256)})" in (tmp_path / "run" / "train.log").read_text()  # Q = S = 256
+    # what the net is fed: the same images, rescaled, cropped and normalised alike, and nothing else (no mirrors)
+
+    class Recording(VGG):
+        def forward(self, x):
+            self.inputs.append(x.detach().clone())
+            return super().forward(x)
+
+    model = Recording("A", num_classes=4, width=profile.width, crop=profile.crop, init="glorot")
+    model.inputs = []
+    validation = Validation(val_images, profile.size(256), profile.crop, normalization, DistributedContext(), batch=8, workers=0)
+    errors = validation.errors(model, torch.device("cpu"))
+    fed_in_training, model.inputs = torch.cat(model.inputs), []
+    net = Net(model, normalization, profile, tmp_path / "untrained.pt", "untrained", "256", val_images.classes)
+    evaluated = evaluate(net, val_images, "centre-crop", [256], flip=False, workers=0)
+    fed_in_evaluation = torch.cat(model.inputs)
+    assert fed_in_training.shape == fed_in_evaluation.shape == (len(val_images), 3, profile.crop, profile.crop)
+    by_sum = lambda batch: batch[batch.flatten(1).sum(1).argsort()]  # noqa: E731 (the same images, in any order)
+    torch.testing.assert_close(by_sum(fed_in_training), by_sum(fed_in_evaluation), rtol=0, atol=1e-5)
+    assert errors[0] == pytest.approx(evaluated.top1_err) and errors[2] == len(val_images)
