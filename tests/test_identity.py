@@ -85,3 +85,16 @@ def test_runs_from_before_identity_version_2_are_adopted_when_their_recipe_match
     with_profile_change(monkeypatch, max_epochs=9)  # a legacy run of another recipe is not adopted
     with pytest.raises(ValueError, match="finished run with other settings \\(it predates the recorded identity\\)"):
         train(config(ci_data), tmp_path / "A-256")
+
+
+def test_a_run_lists_its_dataset_once_for_its_identity_and_its_training(ci_data, tmp_path, monkeypatch):
+    import vgg.datasets
+    import vgg.identity
+
+    vgg.identity._fingerprint.cache_clear()  # nothing listed before this run
+    listed = []
+    for module in (vgg.train, vgg.identity):
+        monkeypatch.setattr(module, "load_split", lambda data, split, list_=vgg.datasets.load_split: listed.append(split) or list_(data, split))
+    done = train(config(ci_data), tmp_path / "run")
+    assert listed == ["train", "val"]
+    assert done["identity"]["data"] == dataset_fingerprint(str(ci_data))  # the same fingerprint as from the folder itself

@@ -62,6 +62,7 @@ def test_ci_table3_end_to_end_then_skip_and_resume(ci_data, tmp_path):
     again.run(experiment)
     trained = [m for m in messages if "training" in m]
     assert trained == ["[E-256-512] training VGG-E at S=256:512 (init: from:E-384)"]
+    assert [m for m in messages if "evaluating" in m] == []  # every score file matches its checkpoint's hash: none is redone
     assert {p: (tmp_path / "runs" / "ci" / p / "checkpoint.pt").stat().st_mtime_ns for p in stamps} == stamps
     assert len(read_rows(tmp_path / "results" / "table3.csv")) == 12  # upserted, not duplicated
     report = write_results_report("table3", "ci", tmp_path / "results", tmp_path / "reports")

@@ -23,7 +23,8 @@ def test_fusion_is_the_mean_of_members_and_mismatches_are_refused(ci_data, tmp_p
         save_scores(path, result, val, {"run": f"m{number}"})
         paths.append(path)
         results.append(result)
-    fused, first = fuse(paths)
+    fused, loaded = fuse(paths)
+    assert [member["provenance"]["run"] for member in loaded] == ["m0", "m1"]
     torch.testing.assert_close(fused, (results[0].posteriors + results[1].posteriors) / 2)
     stored = load_scores(paths[0])
     assert stored["image_ids"] == val.image_ids()

@@ -58,7 +58,7 @@ def test_train_init_takes_the_same_words_and_random_keeps_the_run_hash():
 def test_the_lrn_constant_is_the_models_default_unless_the_run_sets_it():
     def lrn_alphas(lrn_alpha):
         options = NetOptions("A-LRN", batch_norm=False, dropout=0.5, lrn_alpha=lrn_alpha, freeze="none", head_lr_mult=1.0)
-        model = first_weights(InitSource.parse("random"), options, get_profile("ci"), get_normalization("mean-rgb"), ("a", "b"), False, print).model
+        model = first_weights(InitSource.parse("random"), options, get_profile("ci"), get_normalization("mean-rgb"), ("a", "b"), print).model
         return [module.alpha for module in model.features if isinstance(module, torch.nn.LocalResponseNorm)]
 
     assert lrn_alphas(None) == [5e-4] and lrn_alphas(1e-4) == [1e-4]
@@ -79,7 +79,7 @@ def conv_blocks(model) -> list[list[torch.nn.Conv2d]]:
 def first_net(ci_data, parent: Path, config_name: str):
     options = NetOptions(config_name, batch_norm=False, dropout=0.5, lrn_alpha=None, freeze="none", head_lr_mult=1.0)
     classes = load_split(str(ci_data), "train").classes
-    return first_weights(InitSource.parse(f"from:{parent}"), options, get_profile("ci"), get_normalization("mean-rgb"), classes, resuming=False, log=print)
+    return first_weights(InitSource.parse(f"from:{parent}"), options, get_profile("ci"), get_normalization("mean-rgb"), classes, log=print)
 
 
 def test_init_chains_load_the_right_parents(ci_data, tmp_path):
@@ -214,6 +214,12 @@ def test_finetune_resumes_after_preemption(two_classes, source_run, tmp_path, mo
     with pytest.raises(Preempted):
         train(finetune_config(two_classes, source_run, epochs=2), tmp_path / "preempted")
     monkeypatch.setattr(torch.optim.SGD, "step", original)
+    import vgg.starting_weights
+
+    def no_second_read(*args, **kwargs):
+        raise AssertionError("a resumed run read its source weights again: its checkpoint holds them")
+
+    monkeypatch.setattr(vgg.starting_weights, "load_net", no_second_read)
     train(finetune_config(two_classes, source_run, epochs=2), tmp_path / "preempted")
     ours, theirs = load_net(checkpoint=reference).model.state_dict(), load_net(checkpoint=tmp_path / "preempted").model.state_dict()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)

@@ -16,6 +16,8 @@ import re
 import subprocess
 import shutil
 import tempfile
+from datetime import datetime, timezone
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -222,8 +224,15 @@ def read_done(run_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def utc_timestamp() -> str:
+    """Now, in UTC, as results rows and score files record it: 2026-11-30T04:21:08Z."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@cache
 def git_commit() -> str:
-    """The commit of the code that runs (with '+dirty' for uncommitted changes), or 'unknown'."""
+    """The commit of the code that runs (with '+dirty' for uncommitted changes), or 'unknown'; asked
+    of git once per process (the code that runs is the code imported at its start)."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout.strip()

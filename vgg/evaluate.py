@@ -11,14 +11,13 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from vgg import distributed
-from vgg.checkpoint import git_commit
+from vgg.checkpoint import git_commit, utc_timestamp
 from vgg.datasets import ImageList, load_split, missing_classes_warning
 from vgg.loaders import BadImageError, EpochSampler, default_workers, read_image
 from vgg.metrics import error_percent, interval_fields, topk_correct
@@ -186,7 +185,7 @@ def provenance_row(
         "git_commit": git_commit(),
         "device": result.device,
         "precision": result.precision,
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date": utc_timestamp(),
     }
 
 

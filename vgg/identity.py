@@ -25,7 +25,7 @@ from pathlib import Path
 
 from vgg.checkpoint import checkpoint_file, read_done
 from vgg.configs import has_lrn
-from vgg.datasets import DatasetLayoutError, load_split
+from vgg.datasets import DatasetLayoutError, ImageList, load_split
 from vgg.models import VGGSpec
 from vgg.profiles import Profile
 
@@ -59,9 +59,14 @@ def recipe(profile: Profile, config: str, lrn_alpha: float | None = None) -> dic
 
 @lru_cache(maxsize=8)
 def _fingerprint(resolved: str, modified: float) -> str:
+    return splits_fingerprint([load_split(resolved, split) for split in ("train", "val")])
+
+
+def splits_fingerprint(splits: list[ImageList]) -> str:
+    """`dataset_fingerprint` of a dataset's train and val lists already loaded (a trainer lists them
+    anyway: listing ImageNet twice costs minutes on a network file system)."""
     parts = []
-    for split in ("train", "val"):
-        images = load_split(resolved, split)
+    for images in splits:
         step = max(1, len(images) // FINGERPRINT_FILES)
         names = [os.fsdecode(images.samples.relative_paths[i]) for i in range(0, len(images), step)]
         files = [[name, (images.root / name).stat().st_size] for name in names]
@@ -91,11 +96,11 @@ def parent_run_hash(init: str) -> str:
     return f"from:{done['run_hash']}"
 
 
-def run_identity(settings: dict, profile: Profile, lrn_alpha: float | None = None) -> dict:
+def run_identity(settings: dict, profile: Profile, lrn_alpha: float | None = None, splits: list[ImageList] | None = None) -> dict:
     """The identity (version 2) of a run with these settings (`TrainConfig.settings()`) on `profile`;
     `lrn_alpha`, the run's own LRN constant if it sets one, goes into the recipe in place of the default."""
     identity = {
-        **settings, "data": dataset_fingerprint(settings["data"]), "recipe": recipe(profile, settings["config"], lrn_alpha),
+        **settings, "data": dataset_fingerprint(settings["data"]) if splits is None else splits_fingerprint(splits), "recipe": recipe(profile, settings["config"], lrn_alpha),
         "identity_version": IDENTITY_VERSION,
     }
     init = settings.get("init") or ""

@@ -33,11 +33,17 @@ class Net:
     training: str = ""  # our checkpoints: "finished", or "unfinished" (mid-run: preempted, killed, still training)
 
     def sha256(self) -> str:
-        digest = hashlib.sha256()
-        with open(self.source, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()[:16]
+        """The first 16 hex digits of its file's SHA-256 (`file_sha256`)."""
+        return file_sha256(self.source)
+
+
+def file_sha256(path: Path) -> str:
+    """The first 16 hex digits of a file's SHA-256: which checkpoint a score file was made from."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def load_net(checkpoint: Path | str | None = None, weights: Path | str | None = None) -> Net:

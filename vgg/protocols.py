@@ -126,11 +126,10 @@ class Protocol:
         self.device = torch.device(device)
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.crop = model.spec.crop
-        requested = precision
-        if requested not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         # bf16 autocast only exists here on CUDA; everything else runs in true fp32 (TF32 off: the paper's numbers are fp32)
-        self.precision = "bf16" if requested == "bf16" and self.device.type == "cuda" else "fp32"
+        self.precision = "bf16" if precision == "bf16" and self.device.type == "cuda" else "fp32"
         self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.precision == "bf16" else FullFP32()
 
     @classmethod

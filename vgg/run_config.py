@@ -19,6 +19,7 @@ import sys
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 
+from vgg.datasets import ImageList
 from vgg.identity import digest, run_identity
 from vgg.models import FREEZE_CHOICES
 from vgg.profiles import get_profile
@@ -87,10 +88,10 @@ class TrainConfig:
                 chosen[item.name] = value
         return chosen
 
-    def identity(self) -> dict:
+    def identity(self, splits: list[ImageList] | None = None) -> dict:
         """The run's identity (`vgg.identity`): its settings with the dataset and the parent by
         content, and its profile's recipe with the LRN constant it trains with."""
-        return run_identity(self.settings(), get_profile(self.profile), self.lrn_alpha)
+        return run_identity(self.settings(), get_profile(self.profile), self.lrn_alpha, splits)
 
     def run_hash(self) -> str:
         return digest(self.identity())

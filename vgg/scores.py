@@ -4,13 +4,12 @@ again, and the fusion of several nets' score files into one results row (Table 6
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 from dataclasses import dataclass
 
 import torch
 
-from vgg.checkpoint import DAMAGED, git_commit, load_checkpoint, save_checkpoint
+from vgg.checkpoint import DAMAGED, git_commit, load_checkpoint, save_checkpoint, utc_timestamp
 from vgg.datasets import ImageList
 from vgg.metrics import error_percent, interval_fields, topk_correct
 
@@ -76,8 +75,9 @@ def check_distinct_files(paths: list[Path | str]) -> None:
         seen[resolved] = path
 
 
-def fuse(paths: list[Path | str]) -> tuple[torch.Tensor, dict]:
-    """Average the posteriors of several score files over the same images: (posteriors, first file)."""
+def fuse(paths: list[Path | str]) -> tuple[torch.Tensor, list[dict]]:
+    """Average the posteriors of several score files over the same images: (posteriors, the files
+    loaded, each once)."""
     if len(paths) < 2:
         raise ValueError("fusion needs at least two score files")
     check_distinct_files(paths)
@@ -92,14 +92,14 @@ def fuse(paths: list[Path | str]) -> tuple[torch.Tensor, dict]:
                 f"datasets {member['dataset']} and {first['dataset']}): evaluate every member on the same images"
             )
     posteriors = torch.stack([member["posteriors"].float() for member in members]).mean(dim=0)
-    return posteriors, first
+    return posteriors, members
 
 
 def fusion_row(paths: list[Path | str]) -> dict:
     """The results row of a fusion of saved score files."""
-    posteriors, first = fuse(paths)
+    posteriors, loaded = fuse(paths)
+    first, members = loaded[0], [member["provenance"] for member in loaded]
     top1, top5 = topk_correct(posteriors, first["labels"])
-    members = [load_scores(path)["provenance"] for path in paths]
 
     def joined(name: str, unique: bool = False) -> str:
         values = [m.get(name, "?") for m in members]
@@ -126,6 +126,6 @@ def fusion_row(paths: list[Path | str]) -> dict:
         "checkpoint": " ".join(m.get("checkpoint", "?") for m in members),
         "checkpoint_sha256": joined("checkpoint_sha256"),
         "git_commit": git_commit(),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date": utc_timestamp(),
         "fusion": "yes",
     }

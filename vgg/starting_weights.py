@@ -36,7 +36,14 @@ from vgg.profiles import Profile
 RANDOM, PARENT_PREFIX, WEIGHTS_PREFIX, CHECKPOINT_PREFIX = "random", "from:", "weights:", "checkpoint:"
 RANDOM_SCHEMES = ("paper", "glorot")
 """Random inits by name; `random` is the profile's (its `random_init`)."""
-INIT_WORDS = f"{RANDOM}, {', '.join(RANDOM_SCHEMES)} or {PARENT_PREFIX}RUN"
+
+
+def init_words(parent: str = "RUN") -> str:
+    """The words `--init` (and runs.toml, with `parent="<run id>"`) takes, for messages."""
+    return f"{RANDOM}, {', '.join(RANDOM_SCHEMES)} or {PARENT_PREFIX}{parent}"
+
+
+INIT_WORDS = init_words()
 
 
 @dataclass(frozen=True)
@@ -104,10 +111,9 @@ class NetOptions:
 
 def first_weights(
     source: InitSource, options: NetOptions, profile: Profile, normalization: Normalization, classes: tuple[str, ...],
-    resuming: bool, log: Callable[[str], None],
+    log: Callable[[str], None],
 ) -> FirstWeights:
-    """The run's net, initialised from `source` (when `resuming`, only built: its checkpoint's
-    weights replace these), for a dataset of `classes`."""
+    """The net of a run's start, initialised from `source`, for a dataset of `classes`."""
     check_net_options(options, source)
     spec = VGGSpec(
         options.config, num_classes=len(classes), width=profile.width, crop=profile.crop, batch_norm=options.batch_norm,
@@ -119,11 +125,11 @@ def first_weights(
         spec = VGGSpec(**{**trained.model.spec.to_dict(), "num_classes": len(classes), "dropout": options.dropout})
     model = VGG.from_spec(spec, init=scheme, init_std=profile.init_std)
     fine_tune = source.kind == "weights"
-    if trained is not None and not resuming:
+    if trained is not None:
         _copy_all_but_head(model, trained, options, source, log)
-    elif source.kind == "parent" and not resuming:
+    elif source.kind == "parent":
         fine_tune = _copy_from_parent(model, Path(source.where), classes, profile, normalization, log)
-    if not resuming and options.freeze == "features" and not fine_tune:  # a resumed run passed this check when it started
+    if options.freeze == "features" and not fine_tune:
         raise ValueError(
             "--freeze features trains the FC layers of a trained net: fine-tune one (--init from:RUN of the same "
             "configuration, or vgg finetune --weights/--checkpoint), not a net from random init or from A"

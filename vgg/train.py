@@ -31,13 +31,13 @@ from vgg.device_decode import DeviceAugmenter, EncodedDataset, collate_encoded, 
 from vgg.identity import differences, digest, format_differences
 from vgg.loaders import EpochSampler, ImageDataset, default_workers, make_loader, skipped_listing
 from vgg.metrics import append_metrics, curve_summary, error_percent, plot_curves, truncate_metrics
-from vgg.models import VGG
+from vgg.models import VGG, VGGSpec
 from vgg.normalization import Normalization, get_normalization
 from vgg.profiles import Profile, get_profile
 from vgg.run_config import TrainConfig
 from vgg.run_state import CHECKPOINT_FORMAT, EpochTotals, OtherRunError, adoptable, checkpoint_to_resume, own_checkpoint, restore_rng, rng_state
 from vgg.schedule import PlateauSchedule, drop_deadline_epochs, drop_earliest_epochs
-from vgg.starting_weights import InitSource, NetOptions, first_weights
+from vgg.starting_weights import InitSource, NetOptions, check_net_options, first_weights
 from vgg.stop_signals import Preempted, StopRequests, describe
 from vgg.torchvision_compat import clean_state_dict
 from vgg.train_loop import Loop, Steps
@@ -95,7 +95,8 @@ class Trainer:
         stop.deferred = self.context.distributed  # no rank may leave a collective call that the others are in
         try:
             require_data_folder(self.cfg.data)  # first: a missing dataset would read as a change of settings
-            self.identity = self.cfg.identity()
+            self.splits = self._list_data()
+            self.identity = self.cfg.identity(splits=list(self.splits))
             self.run_hash = digest(self.identity)
             done = self._finished_already()
             if done is not None:
@@ -205,7 +206,8 @@ class Trainer:
     def _start(self) -> Loop:
         """The model, optimizer, schedule and data of the run, at its checkpoint's position if it has one."""
         checkpoint = checkpoint_to_resume(self.out, self.cfg, self.profile, self.identity, self.run_hash)
-        train_images, val_images = self._data()
+        train_images, val_images = self.splits
+        self._log_data(train_images, val_images)
         torch.manual_seed(self.cfg.seed)  # the random init
         model, lr, fine_tune = self._first_net(train_images.classes, checkpoint)
         schedule = self._schedule(lr, len(train_images.classes), fine_tune)
@@ -224,28 +226,35 @@ class Trainer:
         loop.last_save = time.monotonic()
         return loop
 
-    def _data(self) -> tuple[ImageList, ImageList]:
+    def _list_data(self) -> tuple[ImageList, ImageList]:
+        """The train and val lists, listed once per run: the run's identity fingerprints them too."""
         train_images, val_images = load_split(self.cfg.data, "train"), load_split(self.cfg.data, "val")
         if val_images.classes != train_images.classes:
             raise ValueError(f"{self.cfg.data}: val classes differ from train classes")
+        return train_images, val_images
+
+    def _log_data(self, train_images: ImageList, val_images: ImageList) -> None:
         self.log(train_images.describe())
         self.log(val_images.describe())
         warning = missing_classes_warning(val_images)
         if warning:
             self.log(warning)
-        return train_images, val_images
 
     def _first_net(self, classes: tuple[str, ...], checkpoint: dict | None) -> tuple[VGG, float, bool]:
         """The network with its first weights (`vgg.starting_weights`), its initial learning rate and
-        whether it fine-tunes a trained net (the profile's finetune_* recipe); sets `self.epochs`."""
+        whether it fine-tunes a trained net (the profile's finetune_* recipe); sets `self.epochs`. A
+        resumed run's net is built from its checkpoint's spec (no source is read again): the
+        checkpoint's weights, optimizer and schedule then replace the rate and recipe given here."""
         cfg, profile = self.cfg, self.profile
         options = NetOptions(cfg.config, cfg.batch_norm, self.dropout, cfg.lrn_alpha, cfg.freeze, cfg.head_lr_mult)
         source = InitSource.of_run(cfg.init, cfg.weights)
-        first = first_weights(source, options, profile, self.normalization, classes, resuming=checkpoint is not None, log=self.log)
-        lr = cfg.lr if cfg.lr is not None else (profile.finetune_lr if first.fine_tune else PAPER_LR)
         if checkpoint is not None:
+            check_net_options(options, source)
             self.epochs = checkpoint["max_epochs"]
-        elif cfg.epochs is not None:
+            return VGG.from_spec(VGGSpec(**checkpoint["spec"])), PAPER_LR, source.kind == "weights"
+        first = first_weights(source, options, profile, self.normalization, classes, log=self.log)
+        lr = cfg.lr if cfg.lr is not None else (profile.finetune_lr if first.fine_tune else PAPER_LR)
+        if cfg.epochs is not None:
             self.epochs = cfg.epochs
         else:
             self.epochs = profile.finetune_max_epochs if first.fine_tune else profile.max_epochs
@@ -303,8 +312,7 @@ class Trainer:
         loop.sampler = EpochSampler(len(train_images), shuffle=True, seed=cfg.seed, rank=context.rank, world_size=context.world_size)
         dataset = ImageDataset(train_images, transform, seed=cfg.seed, skip_bad_images=cfg.skip_bad_images, cache_decoded=profile.cache_decoded)
         cpu_loader = lambda: make_loader(dataset, loop.sampler, self.micro_batch, self.workers, loop.device)  # noqa: E731
-        loop.decode = self._decode(loop, cpu_loader, checkpoint)
-        if loop.decode == "gpu":  # workers read bytes; the device decodes and augments
+        if self._decode(loop, cpu_loader, checkpoint) == "gpu":  # workers read bytes; the device decodes and augments
             loop.augmenter = DeviceAugmenter(transform, cfg.seed, loop.device, cfg.skip_bad_images)
             loop.loader = make_loader(EncodedDataset(train_images), loop.sampler, self.micro_batch, self.workers, loop.device, collate_fn=collate_encoded)
         elif loop.loader is None:

@@ -51,7 +51,6 @@ class Loop:
     device: torch.device
     loader: object = None
     augmenter: DeviceAugmenter | None = None  # --decode gpu: decodes and augments the loader's files on the device
-    decode: str = "cpu"  # where training images are decoded: "cpu" or "gpu" (the choice of --decode auto is kept in checkpoints)
     sampler: EpochSampler | None = None
     validation: Validation | None = None
     steps_per_epoch: int = 0
@@ -63,6 +62,12 @@ class Loop:
     pending: torch.Tensor | None = None  # on the device, since the last read-back: see vgg.metrics.batch_sums
     started: float = 0.0  # perf_counter at the epoch's start, less its time before a resume
     last_save: float = 0.0
+
+    @property
+    def decode(self) -> str:
+        """Where training images are decoded: "gpu" (the device) or "cpu" (the loader's workers);
+        checkpoints keep it, so that --decode auto decides once per run."""
+        return "cpu" if self.augmenter is None else "gpu"
 
 
 def _step_seed(seed: int, global_step: int) -> int:

@@ -45,7 +45,7 @@ class Validation:
         """Top-1 and top-5 error (%) of `model` on the subset under the centre-crop protocol (the
         loader has cropped; no flip; bf16 on CUDA, as training computes), and the subset's size
         (counts summed on the device, read back once)."""
-        protocol = Protocol(model, self.normalization, "centre-crop", flip=False, device=device, precision="bf16" if device.type == "cuda" else "fp32")
+        protocol = Protocol(model, self.normalization, "centre-crop", flip=False, device=device, precision="bf16")  # fp32 off CUDA
         counts = torch.zeros(5, dtype=torch.float64, device=device)
         for batch in self._batches(device):
             batch = batch.to(device, MEMORY_FORMAT)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from vgg.checkpoint import git_commit
+from vgg.checkpoint import git_commit, utc_timestamp
 from vgg.metrics import per_image_errors
 from vgg.suite.plan import ComparisonPair, Entry, EvalSpec, Experiment, FusionSpec, entry_name
 from vgg.suite.results_csv import MEAN_SEED, upsert_rows
@@ -93,7 +92,7 @@ def load_errors(paths_by_seed: list[list[Path]]) -> SeedErrors:
             scores = load_scores(paths[0])
             posteriors = scores["posteriors"]
         else:
-            posteriors, scores = fuse(paths)
+            posteriors, (scores, *_) = fuse(paths)
         if ids is not None and scores["image_ids"] != ids:
             raise ValueError(f"{paths[0]} scores other images than the first seed's: evaluate every seed on the same images")
         ids = scores["image_ids"]
@@ -103,17 +102,13 @@ def load_errors(paths_by_seed: list[list[Path]]) -> SeedErrors:
     return SeedErrors(np.stack(top1), np.stack(top5), ids)
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def aggregate_row(rows: list[dict], errors: SeedErrors) -> dict:
     """The seed = "mean" row of one evaluation or fusion from its seeds' rows (in seed order) and
     per-image errors: the mean errors, their standard deviation across seeds (ddof 1), and the
     two-level (seeds, images) bootstrap interval."""
     if len(rows) < 2 or errors.top1.shape[0] != len(rows):
         raise ValueError(f"an aggregate over seeds needs two or more seeds' rows and errors, got {len(rows)} and {errors.top1.shape[0]}")
-    row = {**rows[0], "seed": MEAN_SEED, "seeds": len(rows), "date": _now()}
+    row = {**rows[0], "seed": MEAN_SEED, "seeds": len(rows), "date": utc_timestamp()}
     for name, per_image in (("top1_err", errors.top1), ("top5_err", errors.top5)):
         per_seed = 100 * per_image.mean(axis=1)
         row[name] = round(float(per_seed.mean()), 3)
@@ -160,7 +155,7 @@ def pair_rows(pair: ComparisonPair, reference: Entry, entry: SeedErrors, other: 
 def comparison_rows(experiment: Experiment, errors_of: Callable[[Entry], SeedErrors], context: dict) -> list[dict]:
     """Every paired comparison of the experiment's ablations; `errors_of` gives an entry's per-image
     errors over the seeds, `context` the rows' profile, dataset and provenance."""
-    context = {**context, "git_commit": git_commit(), "date": _now()}
+    context = {**context, "git_commit": git_commit(), "date": utc_timestamp()}
     rows = []
     for ablation in experiment.ablations:
         for pair in ablation.pairs():

@@ -24,7 +24,7 @@ from vgg.configs import get_config, has_lrn
 from vgg.models import FREEZE_CHOICES
 from vgg.profiles import PROFILES_FILE, tomllib
 from vgg.protocols import METHODS
-from vgg.starting_weights import PARENT_PREFIX, RANDOM, RANDOM_SCHEMES, InitSource
+from vgg.starting_weights import PARENT_PREFIX, InitSource, init_words
 from vgg.transforms import ScaleRange
 
 EXPERIMENTS_DIR = PROFILES_FILE.parent
@@ -258,7 +258,7 @@ def load_catalog(path: Path = RUNS_FILE) -> dict[str, RunSpec]:
 
 def _check_init(path: Path, spec: RunSpec, run_ids: set[str]) -> None:
     """A run's init is one of the words of `vgg.starting_weights` that a catalogue can use."""
-    words = f"{RANDOM}, {', '.join(RANDOM_SCHEMES)} or {PARENT_PREFIX}<run id>"
+    words = init_words("<run id>")
     if not isinstance(spec.init, str):
         raise ValueError(f"{path}: run {spec.id} has init = {spec.init!r}; init is a string: {words}")
     try:

@@ -19,8 +19,7 @@ from vgg.suite.published import PAPER_DIR
 from vgg.suite.table_reports import write_results_report
 
 ARCHITECTURE_REPORTS = ("table1", "table2")
-RESULTS_REPORTS = TABLES
-REPORTS = (*ARCHITECTURE_REPORTS, *RESULTS_REPORTS, "pretrained")
+REPORTS = (*ARCHITECTURE_REPORTS, *TABLES, "pretrained")
 
 
 def render_table1(num_classes: int = 1000, crop: int = 224) -> str:
@@ -119,7 +118,7 @@ def write_report(
     name: str, out_dir: Path = Path("reports"), profile: str = "smoke", results_dir: Path = Path("results"), dataset: str | None = None
 ) -> Path:
     """Render report `name` into `out_dir/<name>.md` and return the path (results reports: for one profile)."""
-    if name in RESULTS_REPORTS:
+    if name in TABLES:
         return write_results_report(name, profile, Path(results_dir), Path(out_dir), dataset)
     if name == "pretrained":
         from vgg.suite.pretrained import render_pretrained  # on use: it loads torchvision (seconds), which the CLI's other commands do without

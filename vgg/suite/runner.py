@@ -24,7 +24,7 @@ from vgg.checkpoint import CHECKPOINT_NAME, read_done
 from vgg.datasets import load_split, require_data_folder
 from vgg.evaluate import average_results, evaluate, provenance_row
 from vgg.metrics import interval_fields
-from vgg.nets import load_net
+from vgg.nets import file_sha256, load_net
 from vgg.profiles import Profile, get_profile
 from vgg.protocols import COMBINED_METHODS
 from vgg.run_config import TrainConfig, train_command
@@ -192,12 +192,11 @@ class ExperimentRunner:
         """The results row of an evaluation of seed `seed`'s run, from its score file when that is current."""
         path = self.scores_path(spec, seed)
         checkpoint = self.run_dir(seeded_id(spec.run, seed)) / CHECKPOINT_NAME
-        net = load_net(checkpoint=checkpoint)
         identity = {"run": spec.run, "seed": seed, **self.training_summary(seeded_id(spec.run, seed))}
         if path.exists():
             scores = load_scores(path)
             provenance = scores["provenance"]
-            current = provenance.get("checkpoint_sha256") == net.sha256() and provenance.get("dataset") == self.data
+            current = provenance.get("checkpoint_sha256") == file_sha256(checkpoint) and provenance.get("dataset") == self.data
             if current and not (self.precision == "fp32" and computed_in_bf16(provenance)):  # fp32 scores serve a bf16 request
                 intervals = {} if "top1_err_lo" in provenance else interval_fields(scores["posteriors"], scores["labels"])
                 return {**provenance, **intervals, **identity}
@@ -212,7 +211,7 @@ class ExperimentRunner:
                 raise ValueError(f"evaluating {spec.key} failed")
             return {**load_scores(path)["provenance"], **identity}
 
-        images = load_split(self.data, "val")
+        net, images = load_net(checkpoint=checkpoint), load_split(self.data, "val")
         result = self._combined(spec, seed) or evaluate(
             net, images, spec.method, list(spec.scales), spec.flip, workers=self.workers, precision=self.precision
         )
