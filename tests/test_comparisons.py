@@ -16,6 +16,7 @@ from vgg.suite.comparisons import AGREES, INCONCLUSIVE, NO_PAPER, OPPOSITE, Seed
 from vgg.metrics import per_image_errors
 from vgg.suite.plan import ComparisonPair, EvalSpec
 from vgg.suite.results_csv import read_rows
+from tests.helpers_images import assert_drawn_figure
 
 ROOT = Path(__file__).resolve().parent.parent
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny nets: threads only contend (40x slower on a busy 2-core machine)
@@ -44,15 +45,17 @@ def test_a_paired_verdict_flips_when_the_nets_are_swapped():
     worse[torch.arange(images), labels] += 0.5
     pair = ComparisonPair("depth", EvalSpec("D-256", "dense", (256,)), EvalSpec("B-256", "dense", (256,)))
     paper = -1.7  # the paper: D's error is lower than B's
-    (row,) = pair_rows(pair, pair.reference, seed_errors(better, labels), seed_errors(worse, labels), {})
+    papers = {"top1": paper, "top5": None}
+    (row,) = pair_rows(pair, pair.reference, seed_errors(better, labels), seed_errors(worse, labels), {}, papers)
     assert row["top1_diff_lo"] <= row["top1_diff"] < row["top1_diff_hi"] < 0
-    assert verdict(row["top1_diff_lo"], row["top1_diff_hi"], paper) == AGREES
-    (swapped,) = pair_rows(pair, pair.reference, seed_errors(worse, labels), seed_errors(better, labels), {})
+    assert verdict(row["top1_diff_lo"], row["top1_diff_hi"], paper) == AGREES == row["top1_verdict"]
+    assert (row["paper_top1_diff"], row["top5_verdict"], row["provisional"]) == (paper, NO_PAPER, True)  # one seed: provisional
+    (swapped,) = pair_rows(pair, pair.reference, seed_errors(worse, labels), seed_errors(better, labels), {}, papers)
     assert swapped["top1_diff"] == -row["top1_diff"] and swapped["top1_diff_lo"] > 0
-    assert verdict(swapped["top1_diff_lo"], swapped["top1_diff_hi"], paper) == OPPOSITE
+    assert verdict(swapped["top1_diff_lo"], swapped["top1_diff_hi"], paper) == OPPOSITE == swapped["top1_verdict"]
     assert row["entry"] == "D-256" and row["reference"] == "B-256" and row["seed"] == "0" and row["images"] == images
     with pytest.raises(ValueError, match="other images"):
-        pair_rows(pair, pair.reference, seed_errors(better, labels), seed_errors(worse[:-1], labels[:-1]), {})
+        pair_rows(pair, pair.reference, seed_errors(better, labels), seed_errors(worse[:-1], labels[:-1]), {}, papers)
 
 
 def test_a_pair_with_a_net_that_did_not_finish_training_is_marked_in_the_summary():
@@ -96,6 +99,9 @@ def test_ci_ablations_end_to_end_write_comparisons_and_the_verdict_table(ci_data
     assert result.returncode == 0, result.stderr[-3000:]
     comparisons = read_rows(tmp_path / "results" / "comparisons.csv")
     assert len(comparisons) == 40 and {row["seed"] for row in comparisons} == {"0"} and {row["images"] for row in comparisons} == {"24"}
+    assert {row["provisional"] for row in comparisons} == {"True"}  # one seed: every verdict provisional
+    depth = next(row for row in comparisons if row["pair"] == "D-256 vs B-256")
+    assert depth["paper_top1_diff"] == "-1.7" and depth["top1_verdict"] == verdict(float(depth["top1_diff_lo"]), float(depth["top1_diff_hi"]), -1.7)
     for row in comparisons:
         for metric in ("top1", "top5"):
             assert float(row[f"{metric}_diff_lo"]) <= float(row[f"{metric}_diff"]) <= float(row[f"{metric}_diff_hi"]), row
@@ -118,9 +124,11 @@ def test_ci_ablations_end_to_end_write_comparisons_and_the_verdict_table(ci_data
     first_section = text.index("\n## ", text.index("## Summary") + 1)
     summary = [line for line in text[:first_section].splitlines() if line.startswith("| ")]
     assert text.index("## Summary") < first_section and "verdict (top-1)" in summary[0] and len(summary) == 1 + 40
-    assert all(any(v in line for v in (AGREES, OPPOSITE, INCONCLUSIVE, NO_PAPER)) for line in summary[1:])
+    assert all(any(f"{v} (provisional)" in line for v in (AGREES, OPPOSITE, INCONCLUSIVE, NO_PAPER)) for line in summary[1:])
+    assert "every verdict is **provisional**" in text and "![our paired differences" in text
+    assert_drawn_figure(tmp_path / "reports" / "ablations.png")
 
-    # a second seed: only the seed-1 runs train (from their own seed's parents); aggregate rows and two-level comparisons appear
+    # a second seed: only the seed-1 runs train (from their own seed's parents); aggregate rows and comparisons over both seeds appear
     (tmp_path / "mini.toml").write_text(MINI)
     seeded = subprocess.run([sys.executable, "-m", "vgg", "run", str(tmp_path / "mini.toml"), *common, "--seeds", "2"], cwd=ROOT, capture_output=True, text=True, env=ONE_THREAD, timeout=600)
     assert seeded.returncode == 0, seeded.stderr[-3000:]
@@ -133,4 +141,5 @@ def test_ci_ablations_end_to_end_write_comparisons_and_the_verdict_table(ci_data
     assert ("A-256+A-LRN-256", "mean") in rows
     lrn = {r["seed"]: r for r in read_rows(tmp_path / "results" / "comparisons.csv") if r["comparison"] == "LRN, two seeds"}
     assert set(lrn) == {"0", "1", "mean"} and lrn["mean"]["seeds"] == "2"
+    assert [lrn[seed]["provisional"] for seed in ("0", "1", "mean")] == ["True", "True", "False"]  # two seeds: the mean's verdict stands
     assert float(lrn["mean"]["top1_diff"]) == pytest.approx((float(lrn["0"]["top1_diff"]) + float(lrn["1"]["top1_diff"])) / 2, abs=2e-3)

@@ -50,10 +50,13 @@ def test_the_centre_crop_protocol_scores_the_central_crop_alone():
     assert not torch.allclose(posteriors, plain_posteriors(net, x[None, :, :64, :64])[0], rtol=1e-3, atol=1e-4)  # not a corner
 
 
-def test_evaluation_precision_is_fp32_without_tf32_unless_bf16_is_asked_for_on_cuda():
+def test_evaluation_precision_is_fp32_without_tf32_unless_bf16_is_asked_for():
     net = small_net()
-    assert Protocol.of_net(net, "dense").precision == "fp32"
-    assert Protocol.of_net(net, "dense", precision="bf16").precision == "fp32"  # autocast to bf16 exists only on CUDA here
+    x = image(80, 100)
+    fp32, bf16 = Protocol.of_net(net, "dense"), Protocol.of_net(net, "dense", precision="bf16")
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    assert not torch.equal(fp32.dense(x), bf16.dense(x))  # bf16 autocast on the CPU too: other rounding
+    torch.testing.assert_close(fp32.dense(x), bf16.dense(x), rtol=0, atol=0.05)
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
         Protocol.of_net(net, "dense", precision="fp16")
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32

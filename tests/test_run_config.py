@@ -3,11 +3,12 @@ of torchrun and SLURM jobs parsed back into the same run."""
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import pytest
 
 import vgg.identity
+import vgg.precision
 from vgg.cli import build_parser
 from vgg.run_config import HOW, IDENTITY, IDENTITY_WHEN_SET, RECIPE, TrainConfig, config_from_arguments, train_command
 
@@ -42,22 +43,25 @@ def test_the_job_command_line_parses_back_into_the_same_run(name):
 def test_every_field_says_what_it_is_to_the_run():
     roles = {item.name: item.metadata["role"] for item in fields(TrainConfig)}
     assert set(roles.values()) == {IDENTITY, IDENTITY_WHEN_SET, RECIPE, HOW}
-    assert [name for name, role in roles.items() if role == IDENTITY_WHEN_SET] == ["weights", "freeze", "head_lr_mult"]
+    assert [name for name, role in roles.items() if role == IDENTITY_WHEN_SET] == ["weights", "freeze", "head_lr_mult", "precision"]
     assert [name for name, role in roles.items() if role == RECIPE] == ["lrn_alpha"]
 
 
 @pytest.fixture
 def fixed_content(monkeypatch):
-    """The dataset and the parent by a fixed stand-in for their content, so that hashes depend on the settings alone."""
+    """The dataset and the parent by a fixed stand-in for their content, and a CPU without fast bf16
+    (`--precision auto` trains in fp32 there), so that hashes depend on the settings alone."""
     monkeypatch.setattr(vgg.identity, "dataset_fingerprint", lambda data: f"dataset:{data}")
     monkeypatch.setattr(vgg.identity, "parent_run_hash", lambda init: f"parent:{init}")
+    monkeypatch.setattr(vgg.precision, "cpu_bf16_speedup", lambda: 1.0)
 
 
 @pytest.mark.parametrize(
     "name, legacy_hash, run_hash",
-    [  # the hashes of commit 97113b3, before the settings were declared in one place
+    [  # the hashes of commit 97113b3, before the settings were declared in one place; but for the CUDA run's,
+        # which records its bf16 arithmetic since the precision entered the identity (no run had trained on CUDA)
         ("a random-init run with the defaults", "0110ad36e2a6f15f", "f2e5416c6a506249"),
-        ("a child initialised from A, every option set", "3c25a0a0d2fd6208", "509a733817272228"),
+        ("a child initialised from A, every option set", "ca0953aa992d1726", "75fb9cb97760fedd"),
         ("a fine-tune of torchvision weights, FC layers only", "7192a2752747230e", "22cdedfca4987b02"),
         ("A-LRN with the alpha/n reading of the LRN constant", "d98153fe21967aa2", "602500b3f581bfb6"),
     ],
@@ -66,6 +70,19 @@ def test_run_hashes_are_pinned(fixed_content, name, legacy_hash, run_hash):
     """Existing run folders resume only while these hold: a field added, moved or given another role
     must not change the hash of a run that does not set it."""
     assert (RUNS[name].legacy_hash(), RUNS[name].run_hash()) == (legacy_hash, run_hash)
+
+
+def test_fp32_is_left_out_of_the_identity_and_bf16_recorded(fixed_content, monkeypatch):
+    """The CUDA run above in fp32 has 97113b3's hashes again (fp32 is what runs before the precision
+    trained in on the CPU); `auto` on a CPU with fast bf16 trains, and is recorded, as bf16."""
+    cuda_fp32 = replace(RUNS["a child initialised from A, every option set"], precision="fp32")
+    assert (cuda_fp32.legacy_hash(), cuda_fp32.run_hash()) == ("3c25a0a0d2fd6208", "509a733817272228")
+    defaults = RUNS["a random-init run with the defaults"]
+    assert "precision" not in defaults.settings()
+    monkeypatch.setattr(vgg.precision, "cpu_bf16_speedup", lambda: 2.0)
+    assert defaults.settings()["precision"] == "bf16"
+    assert defaults.run_hash() == replace(defaults, precision="bf16").run_hash() != "f2e5416c6a506249"
+    assert replace(defaults, precision="fp32").run_hash() == "f2e5416c6a506249"
 
 
 def test_options_that_only_change_how_a_run_runs_leave_its_hash_alone(fixed_content):

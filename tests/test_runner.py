@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import vgg.precision
 from tests.helpers_images import assert_drawn_figure
 from vgg.checkpoint import read_done
 from vgg.suite.plan import load_experiment
@@ -125,6 +126,7 @@ path), as computed before runs.toml's init words changed (bare run ids became fr
 "gaussian" became "paper", at ffa7881): finished runs stay finished, unfinished ones resume."""
 
 
-def test_catalogue_runs_keep_their_run_hashes(catalog):
+def test_catalogue_runs_keep_their_run_hashes(catalog, monkeypatch):
+    monkeypatch.setattr(vgg.precision, "cpu_bf16_speedup", lambda: 1.0)  # a CPU without fast bf16: --precision auto trains in fp32
     local = ExperimentRunner(profile="paper", data="/nonexistent-imagenet", runs_root=Path("/runs"), results_dir=Path("/results"), workers=0, progress=False)
     assert {run: local.train_config(catalog[run]).run_hash() for run in CATALOGUE_HASHES} == CATALOGUE_HASHES

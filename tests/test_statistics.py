@@ -1,5 +1,5 @@
 """Bootstrap intervals: against the closed-form binomial interval, paired vs unpaired, the
-two-level (seeds, images) bootstrap, determinism and memory."""
+seeds (a t interval) and images (a bootstrap), determinism and memory."""
 
 import tracemalloc
 
@@ -13,6 +13,7 @@ from vgg.statistics import (
     bootstrap_means,
     chunk_resamples,
     paired_bootstrap_interval,
+    seed_half_width,
     percentile_interval,
 )
 
@@ -54,7 +55,7 @@ def test_paired_interval_is_narrower_than_unpaired_for_correlated_errors():
     assert (paired[1] - paired[0]) < 0.5 * (unpaired[1] - unpaired[0])
 
 
-def test_hierarchical_bootstrap_widens_with_between_seed_spread():
+def test_the_interval_widens_with_between_seed_spread():
     same = np.stack([errors(1000, 250, seed=s) for s in range(5)])
     spread = np.stack([errors(1000, wrong, seed=s) for s, wrong in enumerate((150, 200, 250, 300, 350))])
     assert same.mean() == spread.mean() == 0.25
@@ -85,3 +86,18 @@ def test_imagenet_size_stays_in_chunks_under_100_mb():
     finally:
         tracemalloc.stop()
     assert chunk_resamples(images) < 300 and peak < 100 * 2**20
+
+
+def test_the_seeds_part_is_a_t_interval_of_the_per_seed_means():
+    """Three seeds: a bootstrap over them would give about 0.92 s; the t interval with 2 degrees of
+    freedom gives 4.30 s / sqrt(3) = 2.48 s, s the seeds' standard deviation."""
+    spread = np.stack([errors(4000, wrong, seed=s) for s, wrong in enumerate((800, 1000, 1200))])  # 20%, 25%, 30%
+    per_seed = spread.mean(axis=1)
+    t_part = seed_half_width(per_seed)
+    assert t_part == pytest.approx(4.303 * per_seed.std(ddof=1) / np.sqrt(3), rel=1e-3)
+    low, high = bootstrap_interval(spread)
+    image_low, image_high = bootstrap_interval(spread.mean(axis=0))  # the images' part alone: the seeds averaged first
+    assert (high - low) / 2 >= t_part and high - low > 2 * (image_high - image_low)
+    assert low < 0.25 < high and seed_half_width(per_seed[:1]) == 0.0
+    paired_low, paired_high = paired_bootstrap_interval(spread, spread - 0.02)
+    assert paired_low == pytest.approx(0.02, abs=1e-9) and paired_high == pytest.approx(0.02, abs=1e-9)  # the same gain on every seed and image: no spread

@@ -63,11 +63,11 @@ def test_regeneration_is_a_no_op_and_conflicts_are_errors(tmp_path):
     # a set from an older generator (its synthetic.json has no version) is not silently reused
     description = json.loads((root / "synthetic.json").read_text())
     (root / "synthetic.json").write_text(json.dumps({k: v for k, v in description.items() if k != "generator"}))
-    with pytest.raises(ValueError, match="another version of the generator"):
+    with pytest.raises(ValueError, match="another version of this suite"):
         generate(root, TINY)
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "file").write_text("x")
-    with pytest.raises(ValueError, match="not a complete synthetic dataset"):
+    with pytest.raises(ValueError, match="is not a synthetic dataset"):
         generate(tmp_path / "junk", TINY)
     with pytest.raises(ValueError, match="--classes must be between 2 and 50"):
         SynthSpec(classes=51)

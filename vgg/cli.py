@@ -18,7 +18,8 @@ from vgg.configs import CONFIGS
 from vgg.datasets import load_split
 from vgg.models import FREEZE_CHOICES, VGGSpec
 from vgg.nets import load_net, profile_for_crop
-from vgg.profiles import PRECISIONS, get_profile
+from vgg.precision import PRECISIONS
+from vgg.profiles import get_profile
 from vgg.suite.plan import load_experiment
 from vgg.suite.reports import REPORTS, write_report
 from vgg.suite.results_csv import upsert_rows
@@ -70,6 +71,20 @@ def cmd_data_synth(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     out = generate(args.out, spec, workers=args.workers)
     print(f"synthetic dataset in {out} ({time.perf_counter() - started:.1f} s): {spec}")
+
+
+def cmd_data_holdout(args: argparse.Namespace) -> None:
+    from vgg.holdout import write_holdout  # on use (start-up: see the module's doc)
+
+    out = write_holdout(args.data, args.out, args.per_class, args.seed)
+    print(f"held-out split in {out}: val/ holds {args.per_class} train images per class of {args.data}, train/ the rest (links)")
+
+
+def cmd_data_fashion_mnist(args: argparse.Namespace) -> None:
+    from vgg.fashion_mnist import write_fashion_mnist  # on use (start-up: see the module's doc)
+
+    out = write_fashion_mnist(args.source, args.out, args.train_per_class, args.val_per_class)
+    print(f"Fashion-MNIST in {out}: {args.train_per_class} train and {args.val_per_class} val images per class, class-folder layout")
 
 
 def cmd_gpu_check(args: argparse.Namespace) -> None:
@@ -292,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--work-dir", type=Path, default=Path("data"), help="where the generated JPEGs go (default data/)")
     check.set_defaults(handler=cmd_gpu_check)
 
-    data = commands.add_parser("data", help="datasets: generate the synthetic set, inspect a data folder")
+    data = commands.add_parser("data", help="datasets: generate the synthetic set, write Fashion-MNIST, hold out train images, inspect a data folder")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     synth = data_commands.add_parser("synth", help="generate the embedded synthetic dataset (deterministic)")
     synth.add_argument("--out", type=Path, required=True, help="folder to create (class-folder layout)")
@@ -303,6 +318,18 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=defaults.seed, help="same seed, byte-identical files (default 0)")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU)")
     synth.set_defaults(handler=cmd_data_synth)
+    holdout = data_commands.add_parser("holdout", help="hold out train images as a val split, to choose settings without the val images")
+    holdout.add_argument("--data", type=Path, required=True, help="the dataset whose train images are split")
+    holdout.add_argument("--out", type=Path, required=True, help="folder to create (class folders of links)")
+    holdout.add_argument("--per-class", type=int, required=True, help="train images per class held out as val/")
+    holdout.add_argument("--seed", type=int, default=0, help="which images are held out (default 0)")
+    holdout.set_defaults(handler=cmd_data_holdout)
+    fashion = data_commands.add_parser("fashion-mnist", help="write Fashion-MNIST's IDX files in the class-folder layout")
+    fashion.add_argument("--source", type=Path, default=Path("/usr/share/datasets/fashion-mnist"), help="folder of the four .gz IDX files (default: Debian's)")
+    fashion.add_argument("--out", type=Path, required=True, help="folder to create")
+    fashion.add_argument("--train-per-class", type=int, default=1000, help="the first N of each class of the training file (default 1000)")
+    fashion.add_argument("--val-per-class", type=int, default=250, help="the first N of each class of the test file (default 250)")
+    fashion.set_defaults(handler=cmd_data_fashion_mnist)
     inspect = data_commands.add_parser("inspect", help="detect a data folder's layout and count its images")
     inspect.add_argument("--data", type=Path, required=True, help="the data folder")
     inspect.set_defaults(handler=cmd_data_inspect)

@@ -31,6 +31,7 @@ from vgg.stop_signals import ignore_stop_signals
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision", category=DeprecationWarning)
 
 Transform = Callable[[torch.Tensor, np.random.Generator], tuple[torch.Tensor, torch.Tensor]]
+"""`vgg.transforms`' transforms: also `prepare(image)` (the deterministic part) and `augment(prepared, rng)`."""
 SKIP_OPTION = "--skip-bad-images"
 MAX_DEFAULT_WORKERS = 8
 SMALL_CPU = 4
@@ -104,9 +105,10 @@ class SkippedImage:
 class ImageDataset(Dataset):
     """Images of an `ImageList` through a transform; keys are indices or (epoch, index) pairs.
 
-    With `cache_decoded`, each image is decoded once and kept (uint8) for later epochs: for
-    small datasets (the synthetic set: 0.7 GB decoded), where decoding is a sixth of a CPU
-    training step. Each loader worker keeps its own cache.
+    With `cache_decoded`, each image is decoded and prepared (`transform.prepare`: for validation,
+    rescaled to Q and centre-cropped) once and kept (uint8) for later epochs: for small datasets
+    (the synthetic set: 0.7 GB decoded), where decoding is a sixth of a CPU training step. Each
+    loader worker keeps its own cache.
     """
 
     def __init__(self, images: ImageList, transform: Transform, seed: int = 0, skip_bad_images: bool = False, cache_decoded: bool = False):
@@ -116,25 +118,25 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def _decode(self, index: int, path: Path) -> torch.Tensor:
+    def _prepared(self, index: int, path: Path) -> torch.Tensor:
         if self._decoded is None:
-            return read_image(path)
+            return self.transform.prepare(read_image(path))
         image = self._decoded.get(index)
         if image is None:
-            image = self._decoded[index] = read_image(path)
+            image = self._decoded[index] = self.transform.prepare(read_image(path))
         return image
 
     def __getitem__(self, key: int | tuple[int, int]):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         path, label = self.images.samples[index]
         try:
-            image = self._decode(index, path)
+            image = self._prepared(index, path)
         except BadImageError:
             if self.skip_bad_images:
                 return SkippedImage(str(path))
             raise
         rng = np.random.default_rng([self.seed, epoch, index])
-        pixels, offset = self.transform(image, rng)
+        pixels, offset = self.transform.augment(image, rng)
         return pixels, label, offset, index
 
 

@@ -16,11 +16,11 @@ else:  # pragma: no cover
 
 from vgg.initialization import PAPER_STD
 from vgg.models import FEATURE_STRIDE
+from vgg.precision import PRECISIONS
 from vgg.schedule import MODES as SCHEDULES
 
 PROFILES_FILE = Path(__file__).resolve().parent.parent / "experiments" / "profiles.toml"
 PAPER_CROP = 224
-PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -33,20 +33,23 @@ class Profile:
     image_scale: Fraction
     width: int
     batch_size: int
-    max_epochs: int
-    finetune_max_epochs: int
-    plateau_patience: int
     val_images: int
     random_init: str
     data: str
     synthetic: dict = field(default_factory=dict)  # SynthSpec fields: generate `data` when absent
+    max_epochs: int = 0  # a run's epoch limit (from a random init or from A) ...
+    finetune_max_epochs: int = 0  # ... and a fine-tune's
+    train_images: int = 0  # or its length in images seen (the paper's unit: 370K iterations of 256): epochs = this / the train set's size ...
+    finetune_train_images: int = 0  # ... and a fine-tune's: a smaller train set trains as many steps
     dropout: float = 0.5  # on FC1 and FC2 (Sect. 3.1)
+    plateau_patience: int = 0  # the plateau schedule's: epochs without a val gain before the rate drops (at least 1)
     plateau_threshold: float = 0.0  # val top-1 gain (points) that counts as an improvement
     plateau_min_epochs: int = 1  # epochs at each learning rate before it may drop
     near_chance: float = 0.0  # no drop until the best val accuracy is this far from chance towards 100%
     give_up_epochs: int = 0  # stop a net still at chance after this many epochs (0: never)
     drop_deadlines: tuple[float, ...] = ()  # fractions of a run's epoch limit by which the rate has dropped 1, 2, ... times
     drop_not_before: tuple[float, ...] = ()  # fractions of the epoch limit before which the plateau rule makes no 1st, 2nd, ... drop
+    warmup_epochs: float = 0.0  # runs from a random init (not fine-tunes) ramp their first rate up linearly over these epochs
     schedule: str = "plateau"  # plateau: drops when val top-1 stops improving (Sect. 3.1); steps: exactly at drop_deadlines
     finetune_lr: float = 1e-3  # S=384 nets from S=256 ones start at 1e-3 (Sect. 3.1); the paper gives none for jittered nets
     finetune_schedule: str = ""  # the fine-tunes' schedule ("": the same as `schedule`); their epoch limit: finetune_max_epochs
@@ -54,6 +57,9 @@ class Profile:
     eval_precision: str = "fp32"  # the test protocols' arithmetic on a GPU: fp32 (the paper's) or bf16 (autocast)
 
     def __post_init__(self) -> None:
+        for epochs, images in (("max_epochs", "train_images"), ("finetune_max_epochs", "finetune_train_images")):
+            if (getattr(self, epochs) > 0) == (getattr(self, images) > 0):
+                raise ValueError(f"profile {self.name}: give one of {epochs} (epochs) and {images} (images seen), a positive number")
         crop = self.size(PAPER_CROP)
         if crop % FEATURE_STRIDE:
             raise ValueError(f"profile {self.name}: image_scale {self.image_scale} maps the 224 crop to {crop}, not a multiple of 32")
@@ -67,10 +73,20 @@ class Profile:
             value = getattr(self, key)
             if value not in SCHEDULES and not (key == "finetune_schedule" and value == ""):
                 raise ValueError(f"profile {self.name}: {key} must be one of {', '.join(SCHEDULES)}, got {value!r}")
+        if "plateau" in (self.schedule, self.finetune_schedule or self.schedule) and self.plateau_patience < 1:
+            raise ValueError(f"profile {self.name}: the plateau schedule needs plateau_patience (epochs without a gain before a drop) of at least 1")
         if "steps" in (self.schedule, self.finetune_schedule) and not self.drop_deadlines:
             raise ValueError(f"profile {self.name}: the steps schedule drops the rate at drop_deadlines; give them (fractions of the epoch limit)")
         if self.eval_precision not in PRECISIONS:
             raise ValueError(f"profile {self.name}: eval_precision must be one of {', '.join(PRECISIONS)}, got {self.eval_precision!r}")
+
+    def epoch_limit(self, fine_tune: bool, train_set_size: int) -> int:
+        """A run's epoch limit: `train_images` (or `finetune_train_images`) over the train set's size,
+        rounded (at least 1), where the profile gives it; else `max_epochs` (`finetune_max_epochs`)."""
+        images = self.finetune_train_images if fine_tune else self.train_images
+        if images:
+            return max(1, round(images / max(1, train_set_size)))
+        return self.finetune_max_epochs if fine_tune else self.max_epochs
 
     def size(self, paper_pixels: int) -> int:
         """An image size in paper units (crop 224, S 256, Q 384 ...) at this profile's scale."""

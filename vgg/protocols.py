@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from vgg.models import VGG
 from vgg.nets import Net
 from vgg.normalization import Normalization
-from vgg.profiles import PRECISIONS
+from vgg.precision import PRECISIONS
 from vgg.transforms import centre_crop
 
 METHODS = ("dense", "multi-crop", "multi-crop+dense", "centre-crop")
@@ -128,9 +128,9 @@ class Protocol:
         self.crop = model.spec.crop
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        # bf16 autocast only exists here on CUDA; everything else runs in true fp32 (TF32 off: the paper's numbers are fp32)
-        self.precision = "bf16" if precision == "bf16" and self.device.type == "cuda" else "fp32"
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.precision == "bf16" else FullFP32()
+        # fp32 is true fp32 (TF32 off on CUDA: the paper's numbers are fp32)
+        self.precision = precision
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if precision == "bf16" else FullFP32()
 
     @classmethod
     def of_net(

@@ -6,7 +6,7 @@ epoch's running totals, the random generators' states).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -81,10 +81,22 @@ def adoptable(cfg: TrainConfig, profile: Profile, stored_hash: str | None, check
     return stored_recipe == recipe(profile, cfg.config, cfg.lrn_alpha)
 
 
-def checkpoint_to_resume(run_dir: Path, cfg: TrainConfig, profile: Profile, identity: dict, run_hash: str) -> dict | None:
-    """The checkpoint of this run to resume from (None: start the run); the checkpoint of another
-    run (other settings) is an `OtherRunError` naming what differs."""
-    checkpoint = own_checkpoint(run_dir)
+def recorded_precision(cfg: TrainConfig, *records: dict | None) -> TrainConfig:
+    """`cfg` with `--precision auto` as the first of `records` (a run's DONE, its checkpoint) that
+    holds an identity decided it: bf16, or fp32 by its absence. `cfg` as it is when it asks for a
+    precision or no record has an identity (the decision is then the trainer's to make)."""
+    if cfg.precision != "auto":
+        return cfg
+    for record in records:
+        if record is not None and "identity" in record:
+            return replace(cfg, precision=record["identity"].get("precision", "fp32"))
+    return cfg
+
+
+def checkpoint_to_resume(run_dir: Path, cfg: TrainConfig, profile: Profile, identity: dict, run_hash: str, checkpoint: dict | None) -> dict | None:
+    """The checkpoint of this run to resume from (None: start the run), given the run folder's own
+    (`own_checkpoint`); the checkpoint of another run (other settings) is an `OtherRunError` naming
+    what differs."""
     if checkpoint is None or checkpoint["run_hash"] == run_hash or adoptable(cfg, profile, checkpoint["run_hash"], checkpoint):
         return checkpoint
     stored, current = (checkpoint["identity"], identity) if "identity" in checkpoint else (checkpoint["run"], cfg.settings())

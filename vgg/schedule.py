@@ -25,6 +25,9 @@ end its first rate ("hold").
 `mode="steps"` is the fixed alternative for users who want the drops at set epochs: the rate
 drops exactly after each of `deadlines` epochs, whatever the val curve (no guards, no early stop).
 
+`warmup_steps` ramps the first rate up linearly over a run's first steps (`rate_at`): from
+1/`warmup_steps` of it at the first step to all of it after `warmup_steps` steps.
+
 A net that has not left chance at all (`STUCK_FRACTION` of the way) after `give_up_epochs`
 epochs is given up on ("give up"): more epochs at the same rate would not help, and the
 guard above keeps the rate from dropping.
@@ -65,6 +68,7 @@ class PlateauSchedule:
     deadlines: list[int] = field(default_factory=list)
     earliest: list[int] = field(default_factory=list)
     mode: str = "plateau"
+    warmup_steps: int = 0
     best: float = float("-inf")
     epochs: int = 0
     epochs_without_gain: int = 0
@@ -119,6 +123,12 @@ class PlateauSchedule:
             return "stop"
         self._drop()
         return "drop"
+
+    def rate_at(self, global_step: int) -> float:
+        """The learning rate of step `global_step` (counted from 0): the epoch's, ramped up during the warm-up."""
+        if global_step < self.warmup_steps:
+            return self.lr * (global_step + 1) / self.warmup_steps
+        return self.lr
 
     def too_early(self) -> bool:
         """True while `earliest` holds back the next drop."""

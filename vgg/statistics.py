@@ -1,14 +1,16 @@
-"""Percentile bootstrap intervals of a mean per-image statistic (the mean of per-image 0/1
-errors is the error rate), over the val images and, with several seeds, over the seeds too.
+"""Intervals of a mean per-image statistic (the mean of per-image 0/1 errors is the error rate), over
+the val images and, with several seeds, over the seeds too.
 
-Values are (images,) or (seeds, images). With one seed, each resample draws the images with
-replacement. With several (a two-level, hierarchical bootstrap), each resample draws the
-seeds with replacement, then the images with replacement, the same image indices for every
-seed drawn (all seeds are evaluated on the same images); its statistic is the mean over the
-drawn seeds of each one's mean over the drawn images. Resampling uses a fixed seed, so the
-same values always give the same interval. A paired interval resamples two arrays (same
-seeds, same images) with the same indices and takes the percentiles of the difference of
-their means: what the two share (hard images, a good seed) cancels.
+Values are (images,) or (seeds, images), every seed evaluated on the same images. The val images
+are resampled by a percentile bootstrap: each resample draws the images with replacement (the
+same image indices for every seed) and takes the mean over the seeds and the drawn images. With
+several seeds, the seeds are a small sample of the training noise (seed, thread count, the order
+of floating-point sums): their part of the interval is a t interval of the mean of the per-seed
+values (n - 1 degrees of freedom; resampling 3 seeds by a bootstrap would make it 2.7 times too
+narrow), added to the images' part in quadrature, on each side. A paired interval resamples two
+arrays (same seeds, same images) with the same indices and takes the difference of their means,
+seed by seed: what the two share (hard images, a good seed) cancels. Resampling uses a fixed seed,
+so the same values always give the same interval.
 
 Resamples are drawn in chunks of at most `CHUNK_BYTES` of indices and gathered values, so
 50,000 ImageNet val images x 2,000 resamples never holds more than ~100 MB.
@@ -19,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.stats import t as t_distribution
 
 RESAMPLES = 2000
 CONFIDENCE = 0.95
@@ -41,29 +44,36 @@ def chunk_resamples(images: int, budget: int = CHUNK_BYTES) -> int:
     return max(1, budget // (16 * images))
 
 
-def bootstrap_means(
-    arrays: Sequence[np.ndarray | Sequence], resamples: int = RESAMPLES, seed: int = RESAMPLING_SEED
-) -> np.ndarray:
-    """The mean of each array in each resample, the same resampled seeds and images for all arrays:
-    (len(arrays), resamples). Every array is (images,) or (seeds, images), all of one shape."""
-    stacked = [_seeds_by_images(array) for array in arrays]
-    if len({array.shape for array in stacked}) != 1:
-        raise ValueError(f"bootstrapped arrays must share their seeds and images, got shapes {[a.shape for a in stacked]}")
-    seeds, images = stacked[0].shape
+def bootstrap_means(arrays: Sequence[np.ndarray | Sequence], resamples: int = RESAMPLES, seed: int = RESAMPLING_SEED) -> np.ndarray:
+    """The mean of each array (over its seeds and images) in each resample of the images, the same
+    resampled images for all arrays: (len(arrays), resamples). Every array is (images,) or
+    (seeds, images), all of one shape."""
+    stacked = [_seeds_by_images(array).mean(axis=0) for array in _same_shape(arrays)]
+    images = stacked[0].shape[0]
     rng = np.random.default_rng(seed)
     means = np.empty((len(stacked), resamples))
     step = chunk_resamples(images)
     for start in range(0, resamples, step):
         count = min(step, resamples - start)
-        drawn_seeds = rng.integers(0, seeds, size=(count, seeds)) if seeds > 1 else None
-        drawn_images = rng.integers(0, images, size=(count, images))
+        drawn = rng.integers(0, images, size=(count, images))
         for k, values in enumerate(stacked):
-            per_seed = np.stack([row[drawn_images].mean(axis=1) for row in values])  # (seeds, count)
-            if drawn_seeds is None:
-                means[k, start : start + count] = per_seed[0]
-            else:
-                means[k, start : start + count] = per_seed[drawn_seeds, np.arange(count)[:, None]].mean(axis=1)
+            means[k, start : start + count] = values[drawn].mean(axis=1)
     return means
+
+
+def _same_shape(arrays: Sequence[np.ndarray | Sequence]) -> list[np.ndarray]:
+    stacked = [_seeds_by_images(array) for array in arrays]
+    if len({array.shape for array in stacked}) != 1:
+        raise ValueError(f"bootstrapped arrays must share their seeds and images, got shapes {[a.shape for a in stacked]}")
+    return stacked
+
+
+def seed_half_width(per_seed: np.ndarray, confidence: float = CONFIDENCE) -> float:
+    """The half-width of the t interval of the mean of per-seed values (0 for one seed: no estimate of training noise)."""
+    per_seed = np.asarray(per_seed, dtype=np.float64)
+    if per_seed.size < 2:
+        return 0.0
+    return float(t_distribution.ppf(0.5 + confidence / 2, per_seed.size - 1) * per_seed.std(ddof=1) / np.sqrt(per_seed.size))
 
 
 def percentile_interval(samples: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -75,18 +85,29 @@ def percentile_interval(samples: np.ndarray, confidence: float = CONFIDENCE) -> 
     return float(low), float(high)
 
 
+def _interval(per_seed: np.ndarray, resampled: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The interval of a mean over seeds and images: the images' percentile interval around the mean,
+    widened on each side by the seeds' t half-width (in quadrature)."""
+    mean = float(per_seed.mean())
+    low, high = percentile_interval(resampled, confidence)
+    seeds = seed_half_width(per_seed, confidence)
+    return mean - float(np.hypot(mean - low, seeds)), mean + float(np.hypot(high - mean, seeds))
+
+
 def bootstrap_interval(
     values: np.ndarray | Sequence, confidence: float = CONFIDENCE, resamples: int = RESAMPLES, seed: int = RESAMPLING_SEED
 ) -> tuple[float, float]:
-    """The percentile bootstrap interval of the mean of `values` ((images,), or (seeds, images): two-level)."""
-    return percentile_interval(bootstrap_means([values], resamples, seed)[0], confidence)
+    """The interval of the mean of `values`: (images,) over the images, (seeds, images) over both."""
+    return bootstrap_intervals([values], confidence, resamples, seed)[0]
 
 
 def bootstrap_intervals(
     arrays: Sequence[np.ndarray | Sequence], confidence: float = CONFIDENCE, resamples: int = RESAMPLES, seed: int = RESAMPLING_SEED
 ) -> list[tuple[float, float]]:
     """`bootstrap_interval` of several arrays of one shape (top-1 and top-5 errors) from one set of resamples."""
-    return [percentile_interval(means, confidence) for means in bootstrap_means(arrays, resamples, seed)]
+    arrays = _same_shape(arrays)
+    resampled = bootstrap_means(arrays, resamples, seed)
+    return [_interval(array.mean(axis=1), means, confidence) for array, means in zip(arrays, resampled)]
 
 
 def paired_bootstrap_interval(
@@ -96,9 +117,11 @@ def paired_bootstrap_interval(
     resamples: int = RESAMPLES,
     seed: int = RESAMPLING_SEED,
 ) -> tuple[float, float]:
-    """The interval of mean(first) - mean(second), both resampled with the same seeds and images."""
+    """The interval of mean(first) - mean(second), both resampled with the same images, and the
+    seeds' part from the per-seed differences."""
+    first, second = _same_shape([first, second])
     means = bootstrap_means([first, second], resamples, seed)
-    return percentile_interval(means[0] - means[1], confidence)
+    return _interval(first.mean(axis=1) - second.mean(axis=1), means[0] - means[1], confidence)
 
 
 def error_interval_fields(top1_errors: np.ndarray, top5_errors: np.ndarray) -> dict[str, float]:

@@ -18,13 +18,15 @@ exactly where the interrupted one stopped.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from functools import cached_property
 from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from vgg import distributed
+from vgg import precision as arithmetic
 from vgg.checkpoint import CHECKPOINT_NAME, DONE_NAME, append_text, git_commit, read_done, save_checkpoint, write_done
 from vgg.datasets import ImageList, load_split, missing_classes_warning, require_data_folder
 from vgg.device_decode import DeviceAugmenter, EncodedDataset, collate_encoded, decode_path
@@ -35,7 +37,9 @@ from vgg.models import VGG, VGGSpec
 from vgg.normalization import Normalization, get_normalization
 from vgg.profiles import Profile, get_profile
 from vgg.run_config import TrainConfig
-from vgg.run_state import CHECKPOINT_FORMAT, EpochTotals, OtherRunError, adoptable, checkpoint_to_resume, own_checkpoint, restore_rng, rng_state
+from vgg.run_state import (
+    CHECKPOINT_FORMAT, EpochTotals, OtherRunError, adoptable, checkpoint_to_resume, own_checkpoint, recorded_precision, restore_rng, rng_state,
+)
 from vgg.schedule import PlateauSchedule, drop_deadline_epochs, drop_earliest_epochs
 from vgg.starting_weights import InitSource, NetOptions, check_net_options, first_weights
 from vgg.stop_signals import Preempted, StopRequests, describe
@@ -94,14 +98,9 @@ class Trainer:
         end it with `Preempted`: at once before its loop starts, after a checkpoint inside it."""
         stop.deferred = self.context.distributed  # no rank may leave a collective call that the others are in
         try:
-            require_data_folder(self.cfg.data)  # first: a missing dataset would read as a change of settings
-            self.splits = self._list_data()
-            self.identity = self.cfg.identity(splits=list(self.splits))
-            self.run_hash = digest(self.identity)
-            done = self._finished_already()
-            if done is not None:
-                return done
-            loop = self._start()
+            loop = self.begin()
+            if isinstance(loop, dict):
+                return loop
             if self.context.distributed:  # every rank stops here, or none does
                 self.steps.agree_on_stop(stop, torch.zeros(0, dtype=torch.float64))
                 if stop.raised:
@@ -120,6 +119,36 @@ class Trainer:
                 self._log_unsaved_stop(stopped, stop.in_loop)
                 stopped.reported = True
             raise
+
+    def begin(self) -> Loop | dict:
+        """The run's loop, at its start or at its checkpoint's position; the DONE of a finished run."""
+        require_data_folder(self.cfg.data)  # first: a missing dataset would read as a change of settings
+        self.splits = self._list_data()
+        self.cfg = self._decide_precision()
+        self.identity = self.cfg.identity(splits=list(self.splits))
+        self.run_hash = digest(self.identity)
+        done = self._finished_already()
+        return done if done is not None else self._start()
+
+    @cached_property
+    def own_checkpoint(self) -> dict | None:
+        """The run folder's checkpoint, read once (`vgg.run_state.own_checkpoint`)."""
+        return own_checkpoint(self.out)
+
+    def _decide_precision(self) -> TrainConfig:
+        """The run's config with `--precision auto` decided once per run: as its DONE or checkpoint
+        recorded it, or else now, for this device (`vgg.precision`; rank 0's decision for every rank)."""
+        cfg = recorded_precision(self.cfg, read_done(self.out), self.own_checkpoint if self.cfg.precision == "auto" else None)
+        if cfg.precision != "auto":
+            if self.cfg.precision == "auto":
+                self.log(f"--precision auto: {cfg.precision}, as decided when the run started")
+            return cfg
+        decided = arithmetic.resolve("auto", self.context.device)
+        if self.context.distributed:
+            rank0_bf16 = torch.tensor([float(self.context.is_main and decided == "bf16")], dtype=torch.float64)
+            decided = "bf16" if distributed.all_reduce_sum(rank0_bf16)[0] > 0 else "fp32"
+        self.log(f"--precision auto: {arithmetic.describe_auto(self.context.device) if self.context.is_main else decided}")
+        return replace(cfg, precision=decided)
 
     def _log_unsaved_stop(self, stopped: Preempted, in_loop: bool) -> None:
         what, code = describe(stopped.signum), stopped.exit_code
@@ -193,7 +222,7 @@ class Trainer:
         if done is None:
             return None
         if done.get("run_hash") != self.run_hash:
-            if not adoptable(self.cfg, self.profile, done.get("run_hash"), own_checkpoint(self.out)):
+            if not adoptable(self.cfg, self.profile, done.get("run_hash"), self.own_checkpoint):
                 changed = format_differences(differences(done.get("identity", {}), self.identity)) if "identity" in done else "it predates the recorded identity"
                 raise OtherRunError(self.out, "a finished run", changed)
             done = {**done, "run_hash": self.run_hash, "identity": self.identity}
@@ -205,23 +234,28 @@ class Trainer:
 
     def _start(self) -> Loop:
         """The model, optimizer, schedule and data of the run, at its checkpoint's position if it has one."""
-        checkpoint = checkpoint_to_resume(self.out, self.cfg, self.profile, self.identity, self.run_hash)
+        checkpoint = checkpoint_to_resume(self.out, self.cfg, self.profile, self.identity, self.run_hash, self.own_checkpoint)
         train_images, val_images = self.splits
         self._log_data(train_images, val_images)
         torch.manual_seed(self.cfg.seed)  # the random init
-        model, lr, fine_tune = self._first_net(train_images.classes, checkpoint)
+        model, lr, fine_tune = self._first_net(train_images, checkpoint)
         schedule = self._schedule(lr, len(train_images.classes), fine_tune)
         optimizer = sgd_optimizer(model, lr, self.cfg.momentum, self.cfg.weight_decay, self.cfg.head_lr_mult, self.cfg.freeze == "features")
-        loop = Loop(model=model, network=model, optimizer=optimizer, schedule=schedule, classes=train_images.classes, device=self.context.device)
+        loop = Loop(
+            model=model, network=model, optimizer=optimizer, schedule=schedule, classes=train_images.classes, device=self.context.device,
+            precision=self.cfg.precision,
+        )
         if checkpoint is not None:
             self._resume(loop, checkpoint)
         self._place(loop)
         self._loaders(loop, train_images, val_images, checkpoint)
+        if checkpoint is None and not fine_tune:
+            schedule.warmup_steps = round(self.profile.warmup_epochs * loop.steps_per_epoch)
         self.log(
             f"training VGG-{model.config} ({self.profile.name} profile: crop {self.profile.crop}, width 1/{self.profile.width}) "
             f"at S={self.scale} (pixels {self.pixel_scale}), {self.epochs} epochs max, {loop.steps_per_epoch} steps/epoch of "
             f"{self.global_batch} images ({self.context.world_size} process(es) x {self.cfg.accum} x {self.micro_batch}), lr {schedule.lr:g}, "
-            f"device {loop.device}, run hash {self.run_hash}"
+            f"device {loop.device}, {loop.precision}, run hash {self.run_hash}"
         )
         loop.last_save = time.monotonic()
         return loop
@@ -240,7 +274,7 @@ class Trainer:
         if warning:
             self.log(warning)
 
-    def _first_net(self, classes: tuple[str, ...], checkpoint: dict | None) -> tuple[VGG, float, bool]:
+    def _first_net(self, train_images: ImageList, checkpoint: dict | None) -> tuple[VGG, float, bool]:
         """The network with its first weights (`vgg.starting_weights`), its initial learning rate and
         whether it fine-tunes a trained net (the profile's finetune_* recipe); sets `self.epochs`. A
         resumed run's net is built from its checkpoint's spec (no source is read again): the
@@ -252,12 +286,9 @@ class Trainer:
             check_net_options(options, source)
             self.epochs = checkpoint["max_epochs"]
             return VGG.from_spec(VGGSpec(**checkpoint["spec"])), PAPER_LR, source.kind == "weights"
-        first = first_weights(source, options, profile, self.normalization, classes, log=self.log)
+        first = first_weights(source, options, profile, self.normalization, train_images.classes, log=self.log)
         lr = cfg.lr if cfg.lr is not None else (profile.finetune_lr if first.fine_tune else PAPER_LR)
-        if cfg.epochs is not None:
-            self.epochs = cfg.epochs
-        else:
-            self.epochs = profile.finetune_max_epochs if first.fine_tune else profile.max_epochs
+        self.epochs = cfg.epochs if cfg.epochs is not None else profile.epoch_limit(first.fine_tune, len(train_images))
         return first.model, lr, first.fine_tune
 
     def _schedule(self, lr: float, classes: int, fine_tune: bool) -> PlateauSchedule:
@@ -320,7 +351,7 @@ class Trainer:
         limit = cfg.val_images if cfg.val_images is not None else profile.val_images
         loop.validation = Validation(
             val_images.subset(limit), self.val_scale, profile.crop, self.normalization, context, max(1, self.micro_batch * 2), self.workers,
-            cfg.skip_bad_images, profile.cache_decoded, self.log,
+            cfg.skip_bad_images, profile.cache_decoded, self.log, loop.precision,
         )
         loop.steps_per_epoch = len(loop.sampler) // (self.micro_batch * cfg.accum)
         if loop.steps_per_epoch == 0:

@@ -30,7 +30,7 @@ from vgg.run_config import TrainConfig
 from vgg.run_state import EpochTotals
 from vgg.schedule import PlateauSchedule
 from vgg.stop_signals import Preempted, StopRequests, describe
-from vgg.train_step import MEMORY_FORMAT, forward_backward
+from vgg.train_step import forward_backward
 from vgg.validation import Validation
 
 
@@ -49,6 +49,7 @@ class Loop:
     schedule: PlateauSchedule
     classes: tuple[str, ...]
     device: torch.device
+    precision: str = "fp32"  # the arithmetic of the forward and backward passes: fp32 or bf16 (autocast)
     loader: object = None
     augmenter: DeviceAugmenter | None = None  # --decode gpu: decodes and augments the loader's files on the device
     sampler: EpochSampler | None = None
@@ -99,8 +100,7 @@ class Steps:
         epoch's end) the device-side sums are read back, and checkpoints and preemption handled."""
         cfg = self.cfg
         loop.sampler.set_epoch(loop.epoch, start=loop.step_in_epoch * self.micro_batch * cfg.accum)
-        for group in loop.optimizer.param_groups:
-            group["lr"] = loop.schedule.lr * group["lr_mult"]
+        self._set_rate(loop)
         loop.network.train()
         if cfg.freeze == "features":
             loop.model.features.eval()  # frozen: batch-norm statistics stay the source's too
@@ -122,17 +122,26 @@ class Steps:
         counts are added to `loop.pending` on the device: nothing here waits for the device."""
         cfg, context = self.cfg, self.context
         for micro in range(cfg.accum):
-            batch = next(micro_batches).to(loop.device, MEMORY_FORMAT)
+            batch = next(micro_batches).to(loop.device)  # uint8 NCHW: normalised, then made channels-last (the cheaper order)
             # dropout masks from (seed, step) alone; seeded after fetching the batch, since
             # creating a loader iterator draws from the global generator
             torch.manual_seed(_step_seed(cfg.seed, (loop.global_step * cfg.accum + micro) * context.world_size + context.rank))
             sync = nullcontext() if (micro == cfg.accum - 1 or not context.distributed) else loop.network.no_sync()
             with sync:
-                loop.pending += forward_backward(loop.network, self.normalization, batch, loop.device, cfg.accum)
+                loop.pending += forward_backward(loop.network, self.normalization, batch, loop.device, cfg.accum, loop.precision == "bf16")
+        if loop.global_step < loop.schedule.warmup_steps:
+            self._set_rate(loop)
         loop.optimizer.step()
         loop.optimizer.zero_grad(set_to_none=True)
         loop.step_in_epoch += 1
         loop.global_step += 1
+
+    @staticmethod
+    def _set_rate(loop: Loop) -> None:
+        """Every parameter group at the schedule's rate for the next step, times the group's multiple."""
+        rate = loop.schedule.rate_at(loop.global_step)
+        for group in loop.optimizer.param_groups:
+            group["lr"] = rate * group["lr_mult"]
 
     def _read_back_due(self, loop: Loop, stop: StopRequests) -> bool:
         """At the epoch's end, every `sync_every` steps, at every `checkpoint_steps` step, and (one

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -19,22 +18,18 @@ from vgg.loaders import Batch, iterate_epoch
 from vgg.metrics import batch_sums
 from vgg.models import VGG, is_head
 from vgg.normalization import Normalization
+from vgg.precision import autocast
 
 MEMORY_FORMAT = torch.channels_last
 PROBE_BATCHES = 8
-
-
-def autocast(device: torch.device, bf16: bool | None = None):
-    """bf16 autocast, by default on CUDA only (the paper profile's training arithmetic)."""
-    bf16 = device.type == "cuda" if bf16 is None else bf16
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
 def forward_backward(network: nn.Module, normalization: Normalization, batch: Batch, device: torch.device, accum: int = 1, bf16: bool | None = None) -> torch.Tensor:
     """The training step's forward and backward pass on one (micro-)batch already on `device`,
     gradients scaled by 1/`accum`; returns its loss and top-k sums on the device
     (`vgg.metrics.batch_sums`), without waiting for it. bf16: autocast (default: on CUDA)."""
-    with autocast(device, bf16):
+    bf16 = device.type == "cuda" if bf16 is None else bf16
+    with autocast(device, "bf16" if bf16 else "fp32"):
         inputs = normalization(batch.images, batch.offsets).contiguous(memory_format=MEMORY_FORMAT)
         logits = network(inputs)
         loss = F.cross_entropy(logits.float(), batch.labels)
@@ -84,7 +79,7 @@ def probe_rates(network: nn.Module, model: VGG, normalization: Normalization, lo
     cuda_state = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
     buffers = {name: value.clone() for name, value in model.named_buffers()}
     iterator = iter(iterate_epoch(loader, log=lambda message: None))
-    first = next(iterator).to(device, MEMORY_FORMAT)
+    first = next(iterator).to(device)
     started, seen = time.perf_counter(), 0
     for _ in range(batches):
         try:

@@ -9,6 +9,11 @@ scale Q, nothing else (the evaluation protocols crop or run densely).
 
 Randomness comes from the `numpy.random.Generator` passed in, one per image, so that the
 augmentations of a run are a function of its seed alone.
+
+Each transform is `augment(prepare(image), rng)`: `prepare` is its deterministic part (the
+rescale to Q and the centre crop of validation; nothing for training, whose crop region is
+resized straight from the decoded image), which a loader may compute once per image and keep
+(`vgg.loaders.ImageDataset`'s `cache_decoded`), and `augment` the random part.
 """
 
 from __future__ import annotations
@@ -159,7 +164,16 @@ class TrainTransform:
         flip = self.flip and bool(rng.random() < 0.5)
         return CropPlan(scale, rescaled_size(height, width, scale), top, left, side, flip)
 
+    def prepare(self, image: torch.Tensor) -> torch.Tensor:
+        """The decoded image as it is: every training crop is resized from it (rescaling the whole
+        image to a fixed S first costs more than resizing the crop's region, for ImageNet's images)."""
+        return image
+
     def __call__(self, image: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.augment(self.prepare(image), rng)
+
+    def augment(self, image: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The crop (and flip) of a prepared image, and its colour-shift offset."""
         plan = self.plan(image.shape[-2], image.shape[-1], rng)
         region = image[:, plan.top : plan.top + plan.side, plan.left : plan.left + plan.side]
         crop = resize(region, (self.crop, self.crop))
@@ -180,8 +194,14 @@ class CentreCropTransform:
             raise ValueError(f"the validation scale Q={scale} must be at least the crop size {crop}")
         self.scale, self.crop = scale, crop
 
+    def prepare(self, image: torch.Tensor) -> torch.Tensor:
+        return centre_crop(rescale(image, self.scale), self.crop).contiguous()
+
+    def augment(self, image: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return image, torch.zeros(3)
+
     def __call__(self, image: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return centre_crop(rescale(image, self.scale), self.crop), torch.zeros(3)
+        return self.augment(self.prepare(image), rng)
 
     def __repr__(self) -> str:
         return f"CentreCropTransform(Q={self.scale}, crop={self.crop})"
@@ -195,8 +215,14 @@ class TestTransform:
     def __init__(self, scale: int):
         self.scale = scale
 
+    def prepare(self, image: torch.Tensor) -> torch.Tensor:
+        return rescale(image, self.scale)
+
+    def augment(self, image: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return image, torch.zeros(3)
+
     def __call__(self, image: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return rescale(image, self.scale), torch.zeros(3)
+        return self.augment(self.prepare(image), rng)
 
     def __repr__(self) -> str:
         return f"TestTransform(Q={self.scale})"

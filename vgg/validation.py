@@ -18,7 +18,6 @@ from vgg.metrics import batch_sums, error_percent
 from vgg.models import VGG
 from vgg.normalization import Normalization
 from vgg.protocols import Protocol
-from vgg.train_step import MEMORY_FORMAT
 from vgg.transforms import CentreCropTransform
 
 
@@ -27,11 +26,11 @@ class Validation:
 
     def __init__(
         self, images: ImageList, scale: int, crop: int, normalization: Normalization, context: DistributedContext, batch: int,
-        workers: int, skip_bad_images: bool = False, cache_decoded: bool = False, log: Callable[[str], None] = print,
+        workers: int, skip_bad_images: bool = False, cache_decoded: bool = False, log: Callable[[str], None] = print, precision: str = "fp32",
     ):
         self.dataset = ImageDataset(images, CentreCropTransform(scale, crop), skip_bad_images=skip_bad_images, cache_decoded=cache_decoded)
         self.normalization, self.context = normalization, context
-        self.batch, self.workers, self.log = batch, workers, log
+        self.batch, self.workers, self.log, self.precision = batch, workers, log, precision
         self._loader = None
 
     def _batches(self, device: torch.device):
@@ -43,12 +42,12 @@ class Validation:
 
     def errors(self, model: VGG, device: torch.device) -> tuple[float, float, int]:
         """Top-1 and top-5 error (%) of `model` on the subset under the centre-crop protocol (the
-        loader has cropped; no flip; bf16 on CUDA, as training computes), and the subset's size
+        loader has cropped; no flip; in the run's training precision), and the subset's size
         (counts summed on the device, read back once)."""
-        protocol = Protocol(model, self.normalization, "centre-crop", flip=False, device=device, precision="bf16")  # fp32 off CUDA
+        protocol = Protocol(model, self.normalization, "centre-crop", flip=False, device=device, precision=self.precision)
         counts = torch.zeros(5, dtype=torch.float64, device=device)
         for batch in self._batches(device):
-            batch = batch.to(device, MEMORY_FORMAT)
+            batch = batch.to(device)
             posteriors = protocol.run_batch(protocol.batch_input(batch.images))
             counts += batch_sums(torch.zeros((), device=device), posteriors, batch.labels)
         counts = distributed.all_reduce_sum(counts).cpu()

@@ -68,3 +68,75 @@ def test_ours_nchw(benchmark):
     torch.manual_seed(0)
     model = VGG("D", num_classes=CLASSES, width=WIDTH, crop=CROP, init="glorot").train()
     run(benchmark, make_step(model, lambda x: PAPER_MEAN_RGB(x)))
+
+
+# ----- the smoke profile's training arithmetic and its whole epoch --------------------------------
+SMOKE_BATCH, SMOKE_CLASSES = 64, 50
+
+
+def smoke_step(config: str, precision: str):
+    """One SGD step of the trainer (`forward_backward`, then the optimizer) on a smoke-size batch."""
+    from vgg.loaders import Batch
+    from vgg.train_step import forward_backward, sgd_optimizer
+
+    torch.manual_seed(0)
+    model = VGG(config, num_classes=SMOKE_CLASSES, width=WIDTH, crop=CROP, dropout=0.0, init="glorot").to(memory_format=torch.channels_last)
+    optimizer = sgd_optimizer(model, 0.01, 0.9, 5e-4)
+    images = torch.randint(0, 256, (SMOKE_BATCH, 3, CROP, CROP), dtype=torch.uint8)
+    batch = Batch(images, torch.randint(0, SMOKE_CLASSES, (SMOKE_BATCH,)), torch.zeros(SMOKE_BATCH, 3), torch.arange(SMOKE_BATCH))
+
+    def step():
+        forward_backward(model, PAPER_MEAN_RGB, batch, torch.device("cpu"), bf16=precision == "bf16")
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+@pytest.mark.parametrize("config", ["A", "D"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_smoke_step_bf16_vs_fp32(benchmark, config, precision):
+    """bf16 autocast against fp32 (the reference) on this CPU: what `--precision auto` measures and decides on."""
+    benchmark.group = f"smoke train step VGG-{config} width/{WIDTH} crop {CROP} batch {SMOKE_BATCH}: bf16 autocast vs fp32 (CPU, {torch.get_num_threads()} threads)"
+    benchmark.extra_info.update(items=SMOKE_BATCH, reference=precision == "fp32")
+    benchmark.pedantic(smoke_step(config, precision), rounds=8, warmup_rounds=2)
+
+
+@pytest.fixture(scope="module")
+def smoke_epoch(tmp_path_factory):
+    """A trainer of VGG-A on the smoke profile (its crop, widths, batch, cache, loader workers and
+    precision), over a generated set of 1,280 train images, ready for its epochs."""
+    from vgg.run_config import TrainConfig
+    from vgg.stop_signals import StopRequests
+    from vgg.synthetic import SynthSpec, generate
+    from vgg.train import Trainer
+
+    root = tmp_path_factory.mktemp("smoke-epoch")
+    data = generate(root / "data", SynthSpec(classes=SMOKE_CLASSES, train_per_class=1280 // SMOKE_CLASSES, val_per_class=2))
+    trainer = Trainer(TrainConfig(config="A", train_scale="256", data=str(data), profile="smoke", init="glorot", progress=False), root / "run")
+    with StopRequests() as stop:
+        yield trainer, trainer.begin(), stop
+
+
+def test_smoke_epoch_reference_bare_step(benchmark, smoke_epoch):
+    trainer, loop, _ = smoke_epoch
+    step = smoke_step("A", loop.precision)
+    benchmark.group = f"smoke epoch of VGG-A ({loop.steps_per_epoch} steps of {SMOKE_BATCH}) vs its bare step (CPU, {torch.get_num_threads()} threads)"
+    benchmark.extra_info.update(items=SMOKE_BATCH, reference=True)
+    benchmark.pedantic(step, rounds=8, warmup_rounds=2)
+
+
+def test_smoke_epoch_end_to_end(benchmark, smoke_epoch):
+    """The trainer's epoch: cached decoded images, crops and flips in the loader worker, the steps,
+    the read-backs (the first epoch, which decodes, is the warm-up round)."""
+    from vgg.run_state import EpochTotals
+
+    trainer, loop, stop = smoke_epoch
+
+    def epoch():
+        trainer.steps.run_epoch(loop, stop)
+        loop.epoch, loop.step_in_epoch, loop.totals = loop.epoch + 1, 0, EpochTotals()
+
+    benchmark.group = f"smoke epoch of VGG-A ({loop.steps_per_epoch} steps of {SMOKE_BATCH}) vs its bare step (CPU, {torch.get_num_threads()} threads)"
+    benchmark.extra_info.update(items=loop.steps_per_epoch * SMOKE_BATCH)
+    benchmark.pedantic(epoch, rounds=3, warmup_rounds=1)

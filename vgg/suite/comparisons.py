@@ -1,8 +1,10 @@
 """Per-image errors from score files, and what they give beyond one row's error: the aggregate
-of several seeds' rows (mean, std across seeds, two-level bootstrap interval) and the paired
+of several seeds' rows (mean, std across seeds, interval over seeds and images) and the paired
 comparisons of the ablations (difference, paired bootstrap interval), written to
-results/comparisons.csv so that reports need no score files. The verdict (agrees, opposite,
-inconclusive) against the paper's difference is drawn at render time.
+results/comparisons.csv so that reports need no score files, with the paper's differences and
+the verdicts (agrees, opposite, inconclusive). A verdict from one seed is provisional: its
+interval covers the val images, not the noise of training; with several seeds the "mean" row's
+interval covers both, and its verdict is not.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import numpy as np
 
 from vgg.checkpoint import git_commit, utc_timestamp
 from vgg.metrics import per_image_errors
-from vgg.suite.plan import ComparisonPair, Entry, EvalSpec, Experiment, FusionSpec, entry_name
+from vgg.suite.plan import AblationSpec, ComparisonPair, Entry, EvalSpec, Experiment, FusionSpec, RunSpec, entry_name
+from vgg.suite.published import NONE, entry_paper_numbers, paper_difference
 from vgg.suite.results_csv import MEAN_SEED, upsert_rows
 from vgg.scores import fuse, load_scores
 from vgg.statistics import error_interval_fields, paired_bootstrap_interval
@@ -38,6 +41,11 @@ COMPARISON_FIELDS = (
     "top5_diff",
     "top5_diff_lo",
     "top5_diff_hi",
+    "paper_top1_diff",
+    "paper_top5_diff",
+    "top1_verdict",
+    "top5_verdict",
+    "provisional",
     "entry_top1_err",
     "reference_top1_err",
     "entry_top5_err",
@@ -45,7 +53,9 @@ COMPARISON_FIELDS = (
     "git_commit",
     "date",
 )
-"""Columns of results/comparisons.csv: differences (entry - reference) and their 95% paired intervals in %."""
+"""Columns of results/comparisons.csv: differences (entry - reference) and their 95% paired intervals in %,
+the paper's differences, the verdicts, and whether they are provisional (one seed)."""
+METRIC_NAMES = ("top1", "top5")
 
 AGREES = "agrees with the paper"
 OPPOSITE = "opposite to the paper"
@@ -58,6 +68,18 @@ def upsert_comparisons(results_dir: Path, rows: list[dict]) -> Path:
     path = Path(results_dir) / COMPARISONS_FILE
     upsert_rows(path, rows, key=COMPARISON_KEY, fields=COMPARISON_FIELDS)
     return path
+
+
+def is_provisional(seeds: int) -> bool:
+    """Whether a verdict over `seeds` seeds is provisional: one seed's interval does not cover training noise."""
+    return seeds < 2
+
+
+def paper_differences(ablation: AblationSpec, pair: ComparisonPair, reference: Entry | None, catalog: dict[str, RunSpec]) -> dict[str, float | None]:
+    """The paper's entry - reference difference of a pair, top-1 and top-5 (None where it gives none)."""
+    mine = entry_paper_numbers(pair.entry, catalog)
+    theirs = entry_paper_numbers(reference, catalog) if reference is not None else NONE
+    return {metric: paper_difference(mine, theirs, metric, ablation.paper_top1_difference) for metric in METRIC_NAMES}
 
 
 def verdict(low: float, high: float, paper: float | None) -> str:
@@ -105,7 +127,7 @@ def load_errors(paths_by_seed: list[list[Path]]) -> SeedErrors:
 def aggregate_row(rows: list[dict], errors: SeedErrors) -> dict:
     """The seed = "mean" row of one evaluation or fusion from its seeds' rows (in seed order) and
     per-image errors: the mean errors, their standard deviation across seeds (ddof 1), and the
-    two-level (seeds, images) bootstrap interval."""
+    interval over the seeds and the images (`vgg.statistics`)."""
     if len(rows) < 2 or errors.top1.shape[0] != len(rows):
         raise ValueError(f"an aggregate over seeds needs two or more seeds' rows and errors, got {len(rows)} and {errors.top1.shape[0]}")
     row = {**rows[0], "seed": MEAN_SEED, "seeds": len(rows), "date": utc_timestamp()}
@@ -126,9 +148,10 @@ def best_member(fusion: FusionSpec, errors_of: Callable[[Entry], SeedErrors]) ->
     return min(fusion.members, key=lambda member: errors_of(member).top1_err)
 
 
-def pair_rows(pair: ComparisonPair, reference: Entry, entry: SeedErrors, other: SeedErrors, context: dict) -> list[dict]:
+def pair_rows(pair: ComparisonPair, reference: Entry, entry: SeedErrors, other: SeedErrors, context: dict, paper: dict[str, float | None]) -> list[dict]:
     """The rows of one comparison: one per seed, and with several seeds one more (seed = "mean") from the
-    two-level paired bootstrap; differences and intervals in %, entry - reference."""
+    paired interval over the seeds and the images; differences and intervals in %, entry - reference, with the paper's
+    differences (`paper`) and the verdicts."""
     if entry.image_ids != other.image_ids:
         raise ValueError(f"{pair.label}: the two sides scored other images; evaluate both on the same val images")
     seeds = entry.top1.shape[0]
@@ -140,19 +163,23 @@ def pair_rows(pair: ComparisonPair, reference: Entry, entry: SeedErrors, other: 
     selections = [(str(k), slice(k, k + 1)) for k in range(seeds)] + ([(MEAN_SEED, slice(None))] if seeds > 1 else [])
     rows = []
     for seed, chosen in selections:
-        row = {**context, "images": len(entry.image_ids), "comparison": pair.comparison, **names, "seed": seed, "seeds": entry.top1[chosen].shape[0]}
-        for name in ("top1", "top5"):
+        count = entry.top1[chosen].shape[0]
+        row = {**context, "images": len(entry.image_ids), "comparison": pair.comparison, **names, "seed": seed, "seeds": count}
+        row["provisional"] = is_provisional(count)
+        for name in METRIC_NAMES:
             mine, theirs = getattr(entry, name)[chosen], getattr(other, name)[chosen]
             low, high = paired_bootstrap_interval(mine, theirs)
             row[f"{name}_diff"] = round(100 * (mine.mean() - theirs.mean()), 3)
             row[f"{name}_diff_lo"], row[f"{name}_diff_hi"] = round(100 * low, 3), round(100 * high, 3)
+            row[f"paper_{name}_diff"] = paper[name]
+            row[f"{name}_verdict"] = verdict(row[f"{name}_diff_lo"], row[f"{name}_diff_hi"], paper[name])
             row[f"entry_{name}_err"] = round(100 * mine.mean(), 3)
             row[f"reference_{name}_err"] = round(100 * theirs.mean(), 3)
         rows.append(row)
     return rows
 
 
-def comparison_rows(experiment: Experiment, errors_of: Callable[[Entry], SeedErrors], context: dict) -> list[dict]:
+def comparison_rows(experiment: Experiment, errors_of: Callable[[Entry], SeedErrors], context: dict, catalog: dict[str, RunSpec]) -> list[dict]:
     """Every paired comparison of the experiment's ablations; `errors_of` gives an entry's per-image
     errors over the seeds, `context` the rows' profile, dataset and provenance."""
     context = {**context, "git_commit": git_commit(), "date": utc_timestamp()}
@@ -160,5 +187,6 @@ def comparison_rows(experiment: Experiment, errors_of: Callable[[Entry], SeedErr
     for ablation in experiment.ablations:
         for pair in ablation.pairs():
             reference = pair.reference if pair.reference is not None else best_member(pair.entry, errors_of)
-            rows += pair_rows(pair, reference, errors_of(pair.entry), errors_of(reference), context)
+            paper = paper_differences(ablation, pair, reference, catalog)
+            rows += pair_rows(pair, reference, errors_of(pair.entry), errors_of(reference), context, paper)
     return rows

@@ -110,8 +110,8 @@ class ResultsView:
         seeds = sorted({row.get("seeds", "") for row in self.rows if row.get("seed") == MEAN_SEED and row.get("seeds")})
         if seeds:
             lines.append(
-                f"- seeds: {', '.join(seeds)}; each of our errors is the mean over the seeds [95% two-level bootstrap interval "
-                "over seeds and val images] ± the standard deviation across seeds"
+                f"- seeds: {', '.join(seeds)}; each of our errors is the mean over the seeds [95% interval over the seeds (t) and the "
+                "val images (bootstrap)] ± the standard deviation across seeds"
             )
         else:
             lines.append("- seeds: one (seed 0); each of our errors carries its [95% bootstrap interval over the val images]")

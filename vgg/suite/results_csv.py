@@ -14,7 +14,7 @@ RESULT_KEY = ("profile", "dataset", "run", "method", "test_scales", "flip", "see
 """What identifies a result: the same evaluation run again replaces its row."""
 
 MEAN_SEED = "mean"
-"""The `seed` of a row that aggregates several seeds' rows (mean, std across seeds, two-level interval)."""
+"""The `seed` of a row that aggregates several seeds' rows (mean, std across seeds, interval over seeds and images)."""
 KEY_DEFAULTS = {"seed": "0"}
 """What a key column that an older row lacks (or leaves empty) stands for: rows before seeds were seed 0's."""
 

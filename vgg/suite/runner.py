@@ -28,7 +28,7 @@ from vgg.nets import file_sha256, load_net
 from vgg.profiles import Profile, get_profile
 from vgg.protocols import COMBINED_METHODS
 from vgg.run_config import TrainConfig, train_command
-from vgg.run_state import OtherRunError
+from vgg.run_state import OtherRunError, recorded_precision
 from vgg.scores import fusion_row, load_scores, save_scores
 from vgg.starting_weights import PARENT_PREFIX
 from vgg.suite.comparisons import SeedErrors, aggregate_row, comparison_rows, load_errors, upsert_comparisons
@@ -151,7 +151,9 @@ class ExperimentRunner:
     def is_done(self, spec: RunSpec) -> dict | None:
         """The run's final metrics if it finished with the settings it would train with now."""
         done = read_done(self.run_dir(spec.id))
-        return done if done is not None and done.get("run_hash") == self.train_config(spec).run_hash() else None
+        if done is None:
+            return None
+        return done if done.get("run_hash") == recorded_precision(self.train_config(spec), done).run_hash() else None
 
     def train(self, spec: RunSpec) -> dict:
         """Train (or resume, or skip when finished) one run."""
@@ -293,7 +295,7 @@ class ExperimentRunner:
                 rows += aggregates
             self.log(f"{experiment.name}: {len(rows)} result rows in {results}")
             if experiment.ablations:
-                compared = comparison_rows(experiment, errors, {"profile": self.profile.name, "dataset": self.data})
+                compared = comparison_rows(experiment, errors, {"profile": self.profile.name, "dataset": self.data}, self.catalog)
                 path = upsert_comparisons(self.results_dir, compared)
                 self.log(f"{experiment.name}: {len(compared)} paired comparisons in {path}")
             return rows

@@ -5,7 +5,7 @@ it shows, and the chance errors of its classes; a toy-scale (smoke or ci) report
 first line that its numbers are not comparable with the paper's in absolute terms and
 compares the direction of each effect. Each of our errors carries its 95% bootstrap interval
 over the val images (`27.0 [26.6, 27.4]`); where several seeds were run, the mean over the
-seeds with the two-level interval and the standard deviation across seeds
+seeds with its interval over seeds and images (`vgg.statistics`) and the standard deviation across seeds
 (`27.0 [26.4, 27.6] ± 0.3 (3 seeds)`).
 """
 
@@ -132,7 +132,7 @@ def write_results_report(name: str | Path, profile: str, results_dir: Path, out_
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{experiment.name}.md"
     if experiment.ablations:
-        atomic_write_text(path, render_ablations(experiment, view, results_dir, catalog))
+        atomic_write_text(path, render_ablations(experiment, view, results_dir, catalog, figure=out_dir / f"{experiment.name}.png"))
         return path
     if experiment.paper_table == 6:
         table, labels, ours, paper = render_fusion_table(experiment, view)
