@@ -29,7 +29,7 @@ help: ## list the targets
 	@echo "variables: PROFILE=smoke|paper|ci (default smoke)  DATA=dataset folder (default: the profile's; smoke: data/synthetic)"
 	@echo "           GPUS=N (torchrun)  LAUNCH=local|slurm  SLURM_ARGS='--partition=...'  RUNS=runs folder (default runs)"
 	@echo "           SEEDS=N (train every run with seeds 0..N-1; reports show mean [95% interval] +- std; default 1)"
-	@echo "           PRECISION=fp32|bf16 (evaluation arithmetic on CUDA; default: the profile's, fp32 on the paper profile)"
+	@echo "           PRECISION=fp32|bf16|auto (evaluation arithmetic; default: the profile's, fp32)"
 	@echo "           PYTHON (the interpreter that creates .venv, default python3)"
 
 $(STAMP): requirements.txt

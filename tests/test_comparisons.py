@@ -124,7 +124,9 @@ def test_ci_ablations_end_to_end_write_comparisons_and_the_verdict_table(ci_data
     first_section = text.index("\n## ", text.index("## Summary") + 1)
     summary = [line for line in text[:first_section].splitlines() if line.startswith("| ")]
     assert text.index("## Summary") < first_section and "verdict (top-1)" in summary[0] and len(summary) == 1 + 40
-    assert all(any(f"{v} (provisional)" in line for v in (AGREES, OPPOSITE, INCONCLUSIVE, NO_PAPER)) for line in summary[1:])
+    # every verdict provisional; "no paper figure" is no verdict to confirm
+    assert all(any(f"{v} (provisional)" in line for v in (AGREES, OPPOSITE, INCONCLUSIVE)) or line.count(NO_PAPER) == 2 for line in summary[1:])
+    assert f"{NO_PAPER} (provisional)" not in text
     assert "every verdict is **provisional**" in text and "![our paired differences" in text
     assert_drawn_figure(tmp_path / "reports" / "ablations.png")
 

@@ -17,7 +17,8 @@ from vgg.loaders import read_image
 from vgg.metrics import topk_correct
 from vgg.nets import Net, load_net
 from vgg.normalization import PAPER_MEAN_RGB
-from vgg.protocols import Batcher, FullFP32, Protocol, grid_crops, grid_positions
+from vgg.precision import FullFP32
+from vgg.protocols import Batcher, Protocol, grid_crops, grid_positions
 from vgg.suite.results_csv import read_rows, upsert_rows
 from vgg.scores import load_scores
 from vgg.transforms import ScaleRange, rescale
@@ -57,7 +58,7 @@ def test_evaluation_precision_is_fp32_without_tf32_unless_bf16_is_asked_for():
     assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
     assert not torch.equal(fp32.dense(x), bf16.dense(x))  # bf16 autocast on the CPU too: other rounding
     torch.testing.assert_close(fp32.dense(x), bf16.dense(x), rtol=0, atol=0.05)
-    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16"):
         Protocol.of_net(net, "dense", precision="fp16")
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True

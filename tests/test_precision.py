@@ -4,6 +4,8 @@ computing in bf16."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ import vgg.precision
 from vgg.checkpoint import load_checkpoint, read_done
 from vgg.precision import BF16_SPEEDUP_NEEDED, autocast, cpu_bf16_speedup, resolve
 from vgg.run_config import TrainConfig
+from vgg.run_state import recorded_precision
 from vgg.train import train
 
 
@@ -45,6 +48,23 @@ def test_autocast_computes_in_the_precision_asked_for():
         autocast("cpu", "auto")
 
 
+def test_fp32_is_ieee_fp32_on_cuda_too():
+    """fp32 turns TF32 (cuDNN's default for convolutions) off while it computes, and restores it."""
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    with autocast("cuda", "fp32"):
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+
+
+def test_a_runs_records_say_its_precision_and_settings_from_before_the_identity_say_fp32():
+    auto = TrainConfig(config="A", train_scale="256", data="d")
+    assert recorded_precision(auto, None, {"identity": {"precision": "bf16"}}).precision == "bf16"
+    assert recorded_precision(auto, {"identity": {}}, {"identity": {"precision": "bf16"}}).precision == "fp32"  # the first that says
+    assert recorded_precision(auto, {"run": {"config": "A"}}).precision == "fp32"  # a DONE from before identity version 2
+    assert recorded_precision(auto, None, {}).precision == "auto"  # nothing recorded: the trainer decides
+    assert recorded_precision(replace(auto, precision="fp32"), {"identity": {"precision": "bf16"}}).precision == "fp32"  # asked for
+
+
 def test_a_run_decides_once_records_bf16_and_trains_in_it(ci_data, tmp_path, monkeypatch):
     monkeypatch.setattr(vgg.precision, "cpu_bf16_speedup", lambda: 2.0)
     done = train(config(ci_data), tmp_path / "auto")
@@ -62,3 +82,7 @@ def test_a_run_decides_once_records_bf16_and_trains_in_it(ci_data, tmp_path, mon
     again = train(config(ci_data), tmp_path / "auto")
     assert again["run_hash"] == done["run_hash"] and read_done(tmp_path / "auto")["identity"]["precision"] == "bf16"
     assert "--precision auto: bf16, as decided when the run started" in (tmp_path / "auto" / "train.log").read_text()
+    # an unfinished run (its DONE gone) resumes in the arithmetic its checkpoint recorded
+    (tmp_path / "auto" / "DONE").unlink()
+    resumed = train(config(ci_data), tmp_path / "auto")
+    assert resumed["run_hash"] == done["run_hash"] and resumed["identity"]["precision"] == "bf16"

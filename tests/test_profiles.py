@@ -17,25 +17,40 @@ def test_profiles_map_paper_sizes():
     assert drop_deadline_epochs(paper.drop_deadlines, paper.max_epochs) == [37, 52, 63]  # 3 drops, the last >= 10 epochs before 74
 
 
-def test_unknown_profile_and_bad_scale_are_clear_errors(tmp_path):
+BAD_PROFILES = {  # an edit of experiments/profiles.toml: the error it must give
+    ("image_scale = \"2/7\"", "image_scale = \"1/3\""): "maps the 224 crop to 75, not a multiple of 32",
+    ("drop_deadlines = [0.75, 0.9]", "drop_deadlines = [0.875, 0.75]"): r"drop_deadlines \[0.875, 0.75\] must be increasing fractions",
+    ("[ci]", "[ci]\ndrop_not_before = [0.9]\ndrop_deadlines = [0.5]"): r"drop_not_before \[0.9\] must not come after drop_deadlines \[0.5\]",
+    ("schedule = \"plateau\" ", "schedule = \"cosine\" "): "schedule must be one of plateau, steps, got 'cosine'",
+    ("[ci]", "[ci]\nschedule = \"steps\""): "profile ci: the steps schedule drops the rate at drop_deadlines",
+    ("eval_precision = \"fp32\"", "eval_precision = \"fp16\""): "eval_precision must be one of auto, fp32, bf16, got 'fp16'",
+    # a length in epochs or in images seen, not both and not neither
+    ("train_images = 200000", "max_epochs = 20\ntrain_images = 200000"): r"profile smoke: give one of max_epochs \(epochs\) and train_images \(images seen\)",
+    ("finetune_max_epochs = 1\n", ""): r"profile ci: give one of finetune_max_epochs \(epochs\) and finetune_train_images",
+    ("plateau_patience = 1\n", ""): "profile ci: the plateau schedule needs plateau_patience",
+}
+
+
+def test_an_unknown_profile_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown profile 'huge'.*paper, smoke, ci"):
         get_profile("huge")
+
+
+@pytest.mark.parametrize("edit, message", BAD_PROFILES.items(), ids=[new for _, new in BAD_PROFILES])
+def test_a_bad_profile_is_a_clear_error(tmp_path, edit, message):
+    old, new = edit
+    assert old in PROFILES_FILE.read_text()
     bad = tmp_path / "profiles.toml"
-    bad.write_text(PROFILES_FILE.read_text().replace('image_scale = "2/7"', 'image_scale = "1/3"'))
-    with pytest.raises(ValueError, match="maps the 224 crop to 75, not a multiple of 32"):
+    bad.write_text(PROFILES_FILE.read_text().replace(old, new, 1))
+    with pytest.raises(ValueError, match=message):
         load_profiles(bad)
-    bad.write_text(PROFILES_FILE.read_text().replace("drop_deadlines = [0.75, 0.875]", "drop_deadlines = [0.875, 0.75]"))
-    with pytest.raises(ValueError, match=r"drop_deadlines \[0.875, 0.75\] must be increasing fractions"):
-        load_profiles(bad)
-    bad.write_text(PROFILES_FILE.read_text().replace("[ci]", "[ci]\ndrop_not_before = [0.9]\ndrop_deadlines = [0.5]"))
-    with pytest.raises(ValueError, match=r"drop_not_before \[0.9\] must not come after drop_deadlines \[0.5\]"):
-        load_profiles(bad)
-    bad.write_text(PROFILES_FILE.read_text().replace('schedule = "plateau" ', 'schedule = "cosine" '))
-    with pytest.raises(ValueError, match="schedule must be one of plateau, steps, got 'cosine'"):
-        load_profiles(bad)
-    bad.write_text(PROFILES_FILE.read_text().replace("[ci]", '[ci]\nschedule = "steps"'))
-    with pytest.raises(ValueError, match="profile ci: the steps schedule drops the rate at drop_deadlines"):
-        load_profiles(bad)
-    bad.write_text(PROFILES_FILE.read_text().replace('eval_precision = "fp32"', 'eval_precision = "fp16"'))
-    with pytest.raises(ValueError, match="eval_precision must be one of fp32, bf16, got 'fp16'"):
-        load_profiles(bad)
+
+
+def test_a_length_in_images_seen_gives_a_smaller_set_more_epochs():
+    smoke, paper = get_profile("smoke"), get_profile("paper")
+    assert (smoke.train_images, smoke.finetune_train_images) == (200000, 30000)
+    assert smoke.epoch_limit(fine_tune=False, train_set_size=10000) == 20  # the embedded set: 50 classes x 200
+    assert smoke.epoch_limit(fine_tune=False, train_set_size=5000) == 40  # half the images, as many steps
+    assert smoke.epoch_limit(fine_tune=True, train_set_size=10000) == 3
+    assert smoke.epoch_limit(fine_tune=False, train_set_size=10**9) == 1  # never zero
+    assert paper.epoch_limit(fine_tune=False, train_set_size=1_281_167) == 74  # the paper's length is in epochs

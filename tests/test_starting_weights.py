@@ -159,7 +159,8 @@ def test_finetune_command_learns_two_new_classes(two_classes, trained_source, tm
                             timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     done = read_done(out)
-    assert done["profile"] == "smoke" and done["epochs"] <= get_profile("smoke").finetune_max_epochs  # the smoke profile's fine-tuning length
+    # the smoke profile's fine-tuning length: its finetune_train_images over the 400 train images
+    assert done["profile"] == "smoke" and done["epochs"] == get_profile("smoke").epoch_limit(fine_tune=True, train_set_size=400)
     assert done["val_top1_err"] <= FAR_BELOW_CHANCE, done
     tuned = load_net(checkpoint=out)
     assert tuned.classes == ("n90000000", "n90000001") and tuned.model.spec.batch_norm

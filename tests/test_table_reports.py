@@ -43,21 +43,21 @@ def test_ablation_findings_state_the_direction(tmp_path):
         {**pair, "comparison": "B vs B-5x5", "pair": "B-5x5-256 vs B-256", "top1_diff": "-2.0", "top1_diff_lo": "-3.1", "top1_diff_hi": "-0.9"},
         {**pair, "comparison": "depth", "pair": "B-256 vs A-256", "top1_diff": "-0.5", "top1_diff_lo": "-1.5", "top1_diff_hi": "0.5"},
         {**pair, "comparison": "initialisation (D)", "pair": "D-256-glorot vs D-256", "top1_diff": "3.0", "top1_diff_lo": "1.0", "top1_diff_hi": "5.0"},
-        {**pair, "comparison": "fusion", "pair": "post-submission D+E, dense vs its best member", "reference": "E-256-512",
+        {**pair, "seeds": "3", "comparison": "fusion", "pair": "post-submission D+E, dense vs its best member", "reference": "E-256-512",
          "top1_diff": "-1.0", "top1_diff_lo": "-2.0", "top1_diff_hi": "-0.1"},
     ])
     text = write_results_report("ablations", "smoke", results, tmp_path / "reports").read_text()
     assert text.startswith("> **Toy-scale run (smoke profile)") and "Chance: 98.0% top-1, 90.0% top-5 error (50 classes)." in text.splitlines()[0]
     summary = text[text.index("## Summary"):text.index("## LRN")]
     rows = {cells[1]: cells for cells in ([c.strip() for c in line.split("|")[1:-1]] for line in summary.splitlines() if line.startswith("| "))}
-    assert rows["A-LRN-256 vs A-256"] == ["LRN", "A-LRN-256 vs A-256", "+1.5 [+0.3, +2.7]", "+0.1", "agrees with the paper",
-                                          "+0.0 [-0.4, +0.4]", "+0.1", "inconclusive at this size"]
-    assert rows["B-5x5-256 vs B-256"][2:] == ["-2.0 [-3.1, -0.9]", "+7.0", "opposite to the paper", "+0.0 [-0.4, +0.4]", "-", "no paper figure"]
-    assert rows["B-256 vs A-256"][4] == "inconclusive at this size" and rows["D-256-glorot vs D-256"][3:5] == ["-", "no paper figure"]
-    # the best member named; the paper's difference: D+E dense 24.0 (Table 6) - E multi-scale dense 24.8 (Table 4)
+    assert rows["A-LRN-256 vs A-256"] == ["LRN", "A-LRN-256 vs A-256", "+1.5 [+0.3, +2.7]", "+0.1", "agrees with the paper (provisional)",
+                                          "+0.0 [-0.4, +0.4]", "+0.1", "inconclusive at this size (provisional)"]
+    assert rows["B-5x5-256 vs B-256"][2:] == ["-2.0 [-3.1, -0.9]", "+7.0", "opposite to the paper (provisional)", "+0.0 [-0.4, +0.4]", "-", "no paper figure"]
+    assert rows["B-256 vs A-256"][4] == "inconclusive at this size (provisional)" and rows["D-256-glorot vs D-256"][3:5] == ["-", "no paper figure"]
+    # three seeds: a verdict, not a provisional one; the best member named; the paper's difference: D+E dense 24.0 (Table 6) - E multi-scale dense 24.8 (Table 4)
     assert rows["post-submission D+E, dense vs its best member (E-256-512)"][3:5] == ["-0.8", "agrees with the paper"]
     assert rows["D-256 vs B-256"][2:] == ["not run yet", "-1.7", "not run yet", "not run yet", "-1.1", "not run yet"]
-    assert "  - A-LRN-256 vs A-256: top-1 +1.5 [+0.3, +2.7], paper +0.1: agrees with the paper; top-5 +0.0 [-0.4, +0.4], paper +0.1: inconclusive" in text
+    assert "  - A-LRN-256 vs A-256: top-1 +1.5 [+0.3, +2.7], paper +0.1: agrees with the paper (provisional); top-5 +0.0 [-0.4, +0.4], paper +0.1: inconclusive" in text
     assert "| A-256     | dense    | 256      | 40.0 [38.0, 42.0] " in text
 
 

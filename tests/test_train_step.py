@@ -16,7 +16,7 @@ def test_the_auto_probe_measures_both_rates_and_leaves_the_run_as_it_was(ci_data
     model = VGG.from_spec({"config": "A", "num_classes": 4, "width": 16, "crop": 32, "batch_norm": True}, init="glorot")
     before = {key: value.clone() for key, value in model.state_dict().items()}
     rng = torch.get_rng_state()
-    loader_rate, step_rate = probe_rates(model.train(), model, get_normalization("mean-rgb"), loader, torch.device("cpu"), batches=2)
+    loader_rate, step_rate = probe_rates(model.train(), model, get_normalization("mean-rgb"), loader, torch.device("cpu"), bf16=True, batches=2)
     assert loader_rate > 0 and step_rate > 0
     assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())  # weights and batch-norm statistics
     assert all(p.grad is None for p in model.parameters()) and torch.equal(torch.get_rng_state(), rng)

@@ -18,7 +18,7 @@ from vgg.configs import CONFIGS
 from vgg.datasets import load_split
 from vgg.models import FREEZE_CHOICES, VGGSpec
 from vgg.nets import load_net, profile_for_crop
-from vgg.precision import PRECISIONS
+from vgg.precision import CHOICES as PRECISION_CHOICES
 from vgg.profiles import get_profile
 from vgg.suite.plan import load_experiment
 from vgg.suite.reports import REPORTS, write_report
@@ -32,7 +32,10 @@ from vgg.synthetic import SynthSpec, generate
 # The commands import what only they need (training, evaluation, the runner, torchvision's decoders)
 # when they run, so that `python -m vgg params` and every command's --help start without them.
 
-PRECISION_HELP = "test protocols' arithmetic on CUDA: fp32 (TF32 off; the paper's numbers are fp32) or bf16 autocast (default: the profile's eval_precision)"
+PRECISION_HELP = (
+    "test protocols' arithmetic: fp32 (TF32 off; the paper's numbers are fp32), bf16 autocast, or auto (bf16 on CUDA and on CPUs "
+    "where it measures fast; default: the profile's eval_precision)"
+)
 MAX_SCALE_HELP = "refuse test scales above N paper units (default 1024, twice the paper's largest): memory grows as the square of the scale"
 
 
@@ -235,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--workers", type=int, help="loader processes (default: from the CPU count)")
     evaluate.add_argument("--device", default="auto", help="auto | cpu | cuda")
     evaluate.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (listed at the end)")
-    evaluate.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
+    evaluate.add_argument("--precision", choices=PRECISION_CHOICES, help=PRECISION_HELP)
     evaluate.add_argument("--max-scale", type=int, metavar="N", help=MAX_SCALE_HELP)
     evaluate.set_defaults(handler=cmd_evaluate)
 
@@ -258,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, help="loader processes (default: from the CPU count)")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
-    run.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
+    run.add_argument("--precision", choices=PRECISION_CHOICES, help=PRECISION_HELP)
     run.set_defaults(handler=cmd_run)
 
     predict = commands.add_parser("predict", help="top-k classes of images under a test protocol")

@@ -66,8 +66,8 @@ def evaluate(
 
     `scales` are in the paper's units, at most `max_scale` (default: see `check_test_scales`).
     Each image is counted exactly once whatever the number of ranks; every rank gets the
-    posteriors of all images in dataset order. `precision` (fp32 or bf16; default: the net's
-    profile's `eval_precision`) applies on CUDA.
+    posteriors of all images in dataset order. `precision` (fp32, bf16 or auto, `vgg.precision`;
+    default: the net's profile's `eval_precision`) is the protocol's arithmetic.
     """
     check_test_scales(net, scales, max_scale)
     if net.classes is not None and tuple(net.classes) != images.classes:

@@ -71,8 +71,21 @@ def describe_auto(device: torch.device | str) -> str:
     return f"{chosen}: a bf16 conv step measured {speedup:.2f}x the fp32 one on this CPU (bf16 from {BF16_SPEEDUP_NEEDED}x)"
 
 
+class FullFP32:
+    """A reusable context in which CUDA convolutions and matrix products run in IEEE fp32, not TF32
+    (cuDNN's default for convolutions), restoring the previous settings on exit."""
+
+    def __enter__(self) -> None:
+        self._saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+
+    def __exit__(self, *exc: object) -> None:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self._saved
+
+
 def autocast(device: torch.device | str, precision: str):
-    """The context that computes in `precision` (fp32 or bf16) on `device`."""
+    """A reusable context that computes in `precision` (fp32 or bf16) on `device`; fp32 is IEEE fp32
+    on CUDA too (`FullFP32`: TF32 off)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be fp32 or bf16 here (auto is resolved first), got {precision!r}")
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if precision == "bf16" else FullFP32()

@@ -16,7 +16,7 @@ else:  # pragma: no cover
 
 from vgg.initialization import PAPER_STD
 from vgg.models import FEATURE_STRIDE
-from vgg.precision import PRECISIONS
+from vgg.precision import CHOICES as PRECISION_CHOICES
 from vgg.schedule import MODES as SCHEDULES
 
 PROFILES_FILE = Path(__file__).resolve().parent.parent / "experiments" / "profiles.toml"
@@ -49,12 +49,11 @@ class Profile:
     give_up_epochs: int = 0  # stop a net still at chance after this many epochs (0: never)
     drop_deadlines: tuple[float, ...] = ()  # fractions of a run's epoch limit by which the rate has dropped 1, 2, ... times
     drop_not_before: tuple[float, ...] = ()  # fractions of the epoch limit before which the plateau rule makes no 1st, 2nd, ... drop
-    warmup_epochs: float = 0.0  # runs from a random init (not fine-tunes) ramp their first rate up linearly over these epochs
     schedule: str = "plateau"  # plateau: drops when val top-1 stops improving (Sect. 3.1); steps: exactly at drop_deadlines
     finetune_lr: float = 1e-3  # S=384 nets from S=256 ones start at 1e-3 (Sect. 3.1); the paper gives none for jittered nets
     finetune_schedule: str = ""  # the fine-tunes' schedule ("": the same as `schedule`); their epoch limit: finetune_max_epochs
     cache_decoded: bool = False  # keep decoded training and val images in memory (small datasets)
-    eval_precision: str = "fp32"  # the test protocols' arithmetic on a GPU: fp32 (the paper's) or bf16 (autocast)
+    eval_precision: str = "fp32"  # the test protocols' arithmetic: fp32 (the paper's), bf16 (autocast), or auto (`vgg.precision`)
 
     def __post_init__(self) -> None:
         for epochs, images in (("max_epochs", "train_images"), ("finetune_max_epochs", "finetune_train_images")):
@@ -77,8 +76,8 @@ class Profile:
             raise ValueError(f"profile {self.name}: the plateau schedule needs plateau_patience (epochs without a gain before a drop) of at least 1")
         if "steps" in (self.schedule, self.finetune_schedule) and not self.drop_deadlines:
             raise ValueError(f"profile {self.name}: the steps schedule drops the rate at drop_deadlines; give them (fractions of the epoch limit)")
-        if self.eval_precision not in PRECISIONS:
-            raise ValueError(f"profile {self.name}: eval_precision must be one of {', '.join(PRECISIONS)}, got {self.eval_precision!r}")
+        if self.eval_precision not in PRECISION_CHOICES:
+            raise ValueError(f"profile {self.name}: eval_precision must be one of {', '.join(PRECISION_CHOICES)}, got {self.eval_precision!r}")
 
     def epoch_limit(self, fine_tune: bool, train_set_size: int) -> int:
         """A run's epoch limit: `train_images` (or `finetune_train_images`) over the train set's size,

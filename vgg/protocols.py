@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from vgg.models import VGG
 from vgg.nets import Net
 from vgg.normalization import Normalization
-from vgg.precision import PRECISIONS
+from vgg.precision import CHOICES as PRECISION_CHOICES
+from vgg.precision import autocast, resolve
 from vgg.transforms import centre_crop
 
 METHODS = ("dense", "multi-crop", "multi-crop+dense", "centre-crop")
@@ -47,18 +48,6 @@ PENDING_IMAGES = 256
 """Rescaled images waiting for a batch at most; beyond, the oldest size's batch runs part-full."""
 MAX_TEST_SCALE = 1024
 """The largest test scale Q (paper units) evaluated without --max-scale: twice the paper's largest, 512."""
-
-
-class FullFP32:
-    """A reusable context in which CUDA convolutions and matrix products run in IEEE fp32, not TF32
-    (cuDNN's default for convolutions), restoring the previous settings on exit."""
-
-    def __enter__(self) -> None:
-        self._saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-
-    def __exit__(self, *exc: object) -> None:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self._saved
 
 
 def grid_positions(length: int, crop: int, count: int = GRID) -> list[int]:
@@ -126,11 +115,11 @@ class Protocol:
         self.device = torch.device(device)
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.crop = model.spec.crop
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        # fp32 is true fp32 (TF32 off on CUDA: the paper's numbers are fp32)
-        self.precision = precision
-        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if precision == "bf16" else FullFP32()
+        if precision not in PRECISION_CHOICES:
+            raise ValueError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}")
+        # fp32 is true fp32 (TF32 off on CUDA: the paper's numbers are fp32); auto is decided for the device
+        self.precision = resolve(precision, self.device)
+        self.autocast = autocast(self.device, self.precision)
 
     @classmethod
     def of_net(

@@ -83,13 +83,15 @@ def adoptable(cfg: TrainConfig, profile: Profile, stored_hash: str | None, check
 
 def recorded_precision(cfg: TrainConfig, *records: dict | None) -> TrainConfig:
     """`cfg` with `--precision auto` as the first of `records` (a run's DONE, its checkpoint) that
-    holds an identity decided it: bf16, or fp32 by its absence. `cfg` as it is when it asks for a
-    precision or no record has an identity (the decision is then the trainer's to make)."""
+    describes its run decided it: bf16, or fp32 by its absence (from its identity, or from its
+    settings before identity version 2, which recorded none). `cfg` as it is when it asks for
+    a precision or no record describes its run (the decision is then the trainer's to make)."""
     if cfg.precision != "auto":
         return cfg
     for record in records:
-        if record is not None and "identity" in record:
-            return replace(cfg, precision=record["identity"].get("precision", "fp32"))
+        described = None if record is None else record.get("identity", record.get("run"))
+        if isinstance(described, dict):
+            return replace(cfg, precision=described.get("precision", "fp32"))
     return cfg
 
 

@@ -25,9 +25,6 @@ end its first rate ("hold").
 `mode="steps"` is the fixed alternative for users who want the drops at set epochs: the rate
 drops exactly after each of `deadlines` epochs, whatever the val curve (no guards, no early stop).
 
-`warmup_steps` ramps the first rate up linearly over a run's first steps (`rate_at`): from
-1/`warmup_steps` of it at the first step to all of it after `warmup_steps` steps.
-
 A net that has not left chance at all (`STUCK_FRACTION` of the way) after `give_up_epochs`
 epochs is given up on ("give up"): more epochs at the same rate would not help, and the
 guard above keeps the rate from dropping.
@@ -37,6 +34,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # vgg.profiles imports this module
+    from vgg.profiles import Profile
 
 STUCK_FRACTION = 0.05
 """Below this fraction of the way from chance to 100%, a net has not started to learn."""
@@ -68,7 +69,6 @@ class PlateauSchedule:
     deadlines: list[int] = field(default_factory=list)
     earliest: list[int] = field(default_factory=list)
     mode: str = "plateau"
-    warmup_steps: int = 0
     best: float = float("-inf")
     epochs: int = 0
     epochs_without_gain: int = 0
@@ -124,12 +124,6 @@ class PlateauSchedule:
         self._drop()
         return "drop"
 
-    def rate_at(self, global_step: int) -> float:
-        """The learning rate of step `global_step` (counted from 0): the epoch's, ramped up during the warm-up."""
-        if global_step < self.warmup_steps:
-            return self.lr * (global_step + 1) / self.warmup_steps
-        return self.lr
-
     def too_early(self) -> bool:
         """True while `earliest` holds back the next drop."""
         return self.drops < len(self.earliest) and self.epochs < self.earliest[self.drops]
@@ -166,3 +160,20 @@ class PlateauSchedule:
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
             setattr(self, key, value)
+
+
+def profile_schedule(profile: Profile, lr: float, classes: int, max_epochs: int, fine_tune: bool, patience: int | None = None) -> PlateauSchedule:
+    """`profile`'s schedule (its fine-tuning variant for a fine-tune) for a run of `max_epochs` over
+    `classes` classes, starting at `lr`; `patience` overrides the profile's."""
+    return PlateauSchedule(
+        lr=lr,
+        patience=patience or profile.plateau_patience,
+        threshold=profile.plateau_threshold,
+        min_stage_epochs=profile.plateau_min_epochs,
+        chance_accuracy=100.0 / classes,
+        near_chance=profile.near_chance,
+        give_up_epochs=profile.give_up_epochs,
+        deadlines=drop_deadline_epochs(profile.drop_deadlines, max_epochs),
+        earliest=drop_earliest_epochs(profile.drop_not_before, max_epochs),
+        mode=(profile.finetune_schedule or profile.schedule) if fine_tune else profile.schedule,
+    )

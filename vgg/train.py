@@ -40,7 +40,7 @@ from vgg.run_config import TrainConfig
 from vgg.run_state import (
     CHECKPOINT_FORMAT, EpochTotals, OtherRunError, adoptable, checkpoint_to_resume, own_checkpoint, recorded_precision, restore_rng, rng_state,
 )
-from vgg.schedule import PlateauSchedule, drop_deadline_epochs, drop_earliest_epochs
+from vgg.schedule import profile_schedule
 from vgg.starting_weights import InitSource, NetOptions, check_net_options, first_weights
 from vgg.stop_signals import Preempted, StopRequests, describe
 from vgg.torchvision_compat import clean_state_dict
@@ -138,12 +138,15 @@ class Trainer:
     def _decide_precision(self) -> TrainConfig:
         """The run's config with `--precision auto` decided once per run: as its DONE or checkpoint
         recorded it, or else now, for this device (`vgg.precision`; rank 0's decision for every rank)."""
-        cfg = recorded_precision(self.cfg, read_done(self.out), self.own_checkpoint if self.cfg.precision == "auto" else None)
+        cfg = recorded_precision(self.cfg, read_done(self.out))
+        if cfg.precision == "auto":  # the checkpoint read only when the DONE does not say
+            cfg = recorded_precision(cfg, self.own_checkpoint)
         if cfg.precision != "auto":
             if self.cfg.precision == "auto":
                 self.log(f"--precision auto: {cfg.precision}, as decided when the run started")
             return cfg
-        decided = arithmetic.resolve("auto", self.context.device)
+        # rank 0 alone probes (ranks probing together would slow each other's measurement)
+        decided = arithmetic.resolve("auto", self.context.device) if self.context.is_main else "fp32"
         if self.context.distributed:
             rank0_bf16 = torch.tensor([float(self.context.is_main and decided == "bf16")], dtype=torch.float64)
             decided = "bf16" if distributed.all_reduce_sum(rank0_bf16)[0] > 0 else "fp32"
@@ -235,11 +238,12 @@ class Trainer:
     def _start(self) -> Loop:
         """The model, optimizer, schedule and data of the run, at its checkpoint's position if it has one."""
         checkpoint = checkpoint_to_resume(self.out, self.cfg, self.profile, self.identity, self.run_hash, self.own_checkpoint)
+        self.__dict__.pop("own_checkpoint", None)  # not kept for the whole run: weights and momentum, a GB for VGG-E
         train_images, val_images = self.splits
         self._log_data(train_images, val_images)
         torch.manual_seed(self.cfg.seed)  # the random init
         model, lr, fine_tune = self._first_net(train_images, checkpoint)
-        schedule = self._schedule(lr, len(train_images.classes), fine_tune)
+        schedule = profile_schedule(self.profile, lr, len(train_images.classes), self.epochs, fine_tune, self.cfg.plateau_patience)
         optimizer = sgd_optimizer(model, lr, self.cfg.momentum, self.cfg.weight_decay, self.cfg.head_lr_mult, self.cfg.freeze == "features")
         loop = Loop(
             model=model, network=model, optimizer=optimizer, schedule=schedule, classes=train_images.classes, device=self.context.device,
@@ -249,8 +253,6 @@ class Trainer:
             self._resume(loop, checkpoint)
         self._place(loop)
         self._loaders(loop, train_images, val_images, checkpoint)
-        if checkpoint is None and not fine_tune:
-            schedule.warmup_steps = round(self.profile.warmup_epochs * loop.steps_per_epoch)
         self.log(
             f"training VGG-{model.config} ({self.profile.name} profile: crop {self.profile.crop}, width 1/{self.profile.width}) "
             f"at S={self.scale} (pixels {self.pixel_scale}), {self.epochs} epochs max, {loop.steps_per_epoch} steps/epoch of "
@@ -290,22 +292,6 @@ class Trainer:
         lr = cfg.lr if cfg.lr is not None else (profile.finetune_lr if first.fine_tune else PAPER_LR)
         self.epochs = cfg.epochs if cfg.epochs is not None else profile.epoch_limit(first.fine_tune, len(train_images))
         return first.model, lr, first.fine_tune
-
-    def _schedule(self, lr: float, classes: int, fine_tune: bool) -> PlateauSchedule:
-        """The profile's plateau schedule (or its fine-tuning variant) starting at `lr`."""
-        profile = self.profile
-        return PlateauSchedule(
-            lr=lr,
-            patience=self.cfg.plateau_patience or profile.plateau_patience,
-            threshold=profile.plateau_threshold,
-            min_stage_epochs=profile.plateau_min_epochs,
-            chance_accuracy=100.0 / classes,
-            near_chance=profile.near_chance,
-            give_up_epochs=profile.give_up_epochs,
-            deadlines=drop_deadline_epochs(profile.drop_deadlines, self.epochs),
-            earliest=drop_earliest_epochs(profile.drop_not_before, self.epochs),
-            mode=(profile.finetune_schedule or profile.schedule) if fine_tune else profile.schedule,
-        )
 
     def _resume(self, loop: Loop, checkpoint: dict) -> None:
         """Put the loop at its checkpoint's position: weights, optimizer, schedule, step, totals, generators."""
@@ -367,7 +353,7 @@ class Trainer:
 
         def measure() -> tuple[float, float]:
             loop.loader = cpu_loader()
-            loader_rate, step_rate = probe_rates(loop.network, loop.model, self.normalization, loop.loader, loop.device)
+            loader_rate, step_rate = probe_rates(loop.network, loop.model, self.normalization, loop.loader, loop.device, loop.precision == "bf16")
             self.log(f"--decode auto: the CPU loader delivers {loader_rate:.0f} images/s, a training step takes {step_rate:.0f}")
             return loader_rate, step_rate
 

@@ -100,7 +100,8 @@ class Steps:
         epoch's end) the device-side sums are read back, and checkpoints and preemption handled."""
         cfg = self.cfg
         loop.sampler.set_epoch(loop.epoch, start=loop.step_in_epoch * self.micro_batch * cfg.accum)
-        self._set_rate(loop)
+        for group in loop.optimizer.param_groups:
+            group["lr"] = loop.schedule.lr * group["lr_mult"]
         loop.network.train()
         if cfg.freeze == "features":
             loop.model.features.eval()  # frozen: batch-norm statistics stay the source's too
@@ -129,19 +130,10 @@ class Steps:
             sync = nullcontext() if (micro == cfg.accum - 1 or not context.distributed) else loop.network.no_sync()
             with sync:
                 loop.pending += forward_backward(loop.network, self.normalization, batch, loop.device, cfg.accum, loop.precision == "bf16")
-        if loop.global_step < loop.schedule.warmup_steps:
-            self._set_rate(loop)
         loop.optimizer.step()
         loop.optimizer.zero_grad(set_to_none=True)
         loop.step_in_epoch += 1
         loop.global_step += 1
-
-    @staticmethod
-    def _set_rate(loop: Loop) -> None:
-        """Every parameter group at the schedule's rate for the next step, times the group's multiple."""
-        rate = loop.schedule.rate_at(loop.global_step)
-        for group in loop.optimizer.param_groups:
-            group["lr"] = rate * group["lr_mult"]
 
     def _read_back_due(self, loop: Loop, stop: StopRequests) -> bool:
         """At the epoch's end, every `sync_every` steps, at every `checkpoint_steps` step, and (one

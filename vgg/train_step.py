@@ -71,9 +71,11 @@ def timed(run: Callable[[], None], device: torch.device, warmup: int, repeats: i
     return (time.perf_counter() - started) / repeats
 
 
-def probe_rates(network: nn.Module, model: VGG, normalization: Normalization, loader, device: torch.device, batches: int = PROBE_BATCHES) -> tuple[float, float]:
+def probe_rates(
+    network: nn.Module, model: VGG, normalization: Normalization, loader, device: torch.device, bf16: bool, batches: int = PROBE_BATCHES
+) -> tuple[float, float]:
     """Images/s of `loader` over `batches` batches after its first, and of forward and backward
-    passes of `network` on its first batch. Leaves the weights, buffers, gradients and random
+    passes of `network` on its first batch in the run's arithmetic (`bf16` or fp32). Leaves the weights, buffers, gradients and random
     generators as they were: the run is the same whether it probed or not."""
     torch_state = torch.get_rng_state()
     cuda_state = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
@@ -89,7 +91,7 @@ def probe_rates(network: nn.Module, model: VGG, normalization: Normalization, lo
     loader_rate = seen / max(time.perf_counter() - started, 1e-9)
     del iterator
     # one warm-up step (and cuDNN's choice of algorithms), then three timed
-    seconds = timed(lambda: forward_backward(network, normalization, first, device), device, warmup=1, repeats=3)
+    seconds = timed(lambda: forward_backward(network, normalization, first, device, bf16=bf16), device, warmup=1, repeats=3)
     step_rate = len(first) / seconds
     for parameter in model.parameters():
         parameter.grad = None

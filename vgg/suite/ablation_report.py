@@ -58,11 +58,11 @@ class Finding:
         return int(number(self.row.get("seeds")) or 1) if self.row is not None else 0
 
     def verdict(self, metric: str) -> str:
-        """The verdict, with "(provisional)" after it when it rests on one seed."""
+        """The verdict, with "(provisional)" after it when it rests on one seed (not after "no paper figure": nothing to confirm)."""
         if self.row is None:
             return NOT_RUN
         found = verdict(float(self.row[f"{metric}_diff_lo"]), float(self.row[f"{metric}_diff_hi"]), self.paper[metric])
-        return f"{found} ({PROVISIONAL})" if is_provisional(self.seeds) else found
+        return f"{found} ({PROVISIONAL})" if is_provisional(self.seeds) and found != NO_PAPER else found
 
 
 def read_comparisons(results_dir: Path, view: ResultsView) -> dict[tuple[str, str], dict]:
@@ -172,14 +172,14 @@ def plot_verdicts(path: Path, all_findings: list[tuple[AblationSpec, Finding]], 
             found = verdict(low, high, finding.paper[metric])
             colour = VERDICT_COLOURS[found]
             hollow = is_provisional(finding.seeds)
-            axis.errorbar(value, y, xerr=[[value - low], [high - value]], fmt="o", color=colour, mfc="white" if hollow else colour, capsize=2, ms=5)
+            axis.errorbar(value, y, xerr=[[max(0.0, value - low)], [max(0.0, high - value)]], fmt="o", color=colour, mfc="white" if hollow else colour, capsize=2, ms=5)
             if finding.paper[metric] is not None:
                 axis.plot(finding.paper[metric], y, "D", color="black", ms=4)
         axis.axvline(0, color="black", lw=0.8)
         axis.set_xscale("symlog", linthresh=10)
         ends = [float(finding.row[f"{metric}_diff{suffix}"]) for _, finding in shown for suffix in ("_lo", "_hi")]
         ends += [finding.paper[metric] for _, finding in shown if finding.paper[metric] is not None]
-        low, high = 1.15 * min(-3.0, *ends), 1.15 * max(3.0, *ends)
+        low, high = 1.15 * min([-3.0, *ends]), 1.15 * max([3.0, *ends])
         ticks = [t for t in (-100, -30, -10, -5, -2, 0, 2, 5, 10, 30, 100) if low <= t <= high]
         axis.set_xlim(low, high)
         axis.set_xticks(ticks, [f"{t:+d}" if t else "0" for t in ticks])
@@ -222,7 +222,7 @@ def render_ablations(experiment: Experiment, view: ResultsView, results_dir: Pat
         f"verdicts: the interval excludes 0 with the paper's sign (agrees) or the other (opposite), or contains 0 "
         f"(inconclusive at this size). Top-1 is the headline, top-5 beside it. Ours on {view.profile}. {noise}\n",
     ]
-    if figure is not None:
+    if figure is not None and any(finding.row is not None for _, finding in everything):  # no figure before any pair has results
         plot_verdicts(figure, everything, f"Ablations: our paired differences ({view.profile} profile, {seeds or 1} seed(s), 95% intervals) vs the paper's")
         sections.append(f"![our paired differences with their intervals beside the paper's, by comparison]({figure.name})\n")
     sections.append(summary_table(everything, view) + "\n")

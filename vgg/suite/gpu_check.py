@@ -40,7 +40,7 @@ from vgg.models import VGG, VGGSpec
 from vgg.nets import Net
 from vgg.normalization import get_normalization
 from vgg.profiles import Profile, get_profile
-from vgg.protocols import FullFP32
+from vgg.precision import FullFP32
 from vgg.synthetic import SynthSpec, generate
 from vgg.run_config import TrainConfig, train_command
 from vgg.train import train

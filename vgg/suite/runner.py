@@ -76,7 +76,7 @@ class ExperimentRunner:
         self.runs_root, self.results_dir = Path(runs_root), Path(results_dir)
         self.gpus, self.launch, self.workers, self.device = gpus, launch, workers, device
         self.slurm_args, self.progress, self.log, self.seeds = slurm_args, progress, log, seeds
-        self.precision = precision or self.profile.eval_precision  # the test protocols' arithmetic on CUDA
+        self.precision = precision or self.profile.eval_precision  # the test protocols' arithmetic (auto: decided where they run)
         self.catalog = load_catalog()
         self._parts: dict[tuple, object] = {}  # EvalResults of dense / multi-crop kept for their combination
         self._wanted_parts: set[tuple] = set()
