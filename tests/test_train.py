@@ -225,6 +225,7 @@ def test_a_frozen_fine_tune_killed_mid_epoch_resumes_to_the_uninterrupted_weight
     frozen = lambda out: cli(
         "--config", "A", "--train-scale", "384", "--data", str(ci_data), "--out", str(out), "--profile", "ci", "--init", f"from:{tmp_path / 'A-256'}",
         "--freeze", "features", "--epochs", "3", "--workers", "1", "--no-progress", "--checkpoint-steps", "2",
+        "--precision", "bf16",  # each process's own --precision auto measurement could choose otherwise under load
     )
     reference = subprocess.run(frozen(tmp_path / "reference"), cwd=ROOT, capture_output=True, text=True)
     assert reference.returncode == 0, reference.stderr

@@ -301,6 +301,7 @@ def resume_check(data: Path, sizes: Sizes, work_dir: Path) -> dict:
     cfg = TrainConfig(
         config="A", train_scale="256", data=str(data), profile=sizes.profile, init="glorot", epochs=2, batch_size=sizes.batches["A"],
         checkpoint_steps=2, sync_every=2, workers=2, progress=False,
+        precision="bf16",  # asked for: on a CPU, each process's own `auto` measurement could choose otherwise under load
     )
     command = lambda out: train_command(cfg, out, program=[sys.executable, "-c", RESUME_DETERMINISTIC])  # noqa: E731
 
