@@ -35,3 +35,14 @@ def test_report_command_writes_files(tmp_path, capsys):
     table1, table2 = ((tmp_path / name).read_text() for name in ("table1.md", "table2.md"))
     assert "| 19 weight layers " in table1 and "conv3-64<br>**LRN**" in table1
     assert "| E         | 19              | 143,667,240 " in table2
+
+
+def test_train_without_data_or_profile_trains_on_the_default_profiles_dataset(monkeypatch, tmp_path):
+    """`vgg train` with neither --data nor --profile: the smoke profile and its embedded dataset (was "unknown profile None")."""
+    import vgg.train
+
+    given = []
+    monkeypatch.setattr(vgg.train, "train", lambda cfg, out: given.append((cfg, out)))
+    main(["train", "--config", "A", "--train-scale", "256", "--out", str(tmp_path / "run")])
+    (cfg, out), = given
+    assert (cfg.profile, cfg.data, out) == ("smoke", "data/synthetic", tmp_path / "run")

@@ -23,7 +23,7 @@ from vgg.profiles import get_profile
 from vgg.suite.plan import load_experiment
 from vgg.suite.reports import REPORTS, write_report
 from vgg.suite.results_csv import upsert_rows
-from vgg.run_config import TrainConfig, add_train_arguments, config_from_arguments
+from vgg.run_config import DEFAULT_PROFILE, TrainConfig, add_train_arguments, config_from_arguments
 from vgg.scores import fusion_row
 from vgg.starting_weights import CHECKPOINT_PREFIX
 from vgg.stop_signals import EXIT_BAD_INPUT, run_stoppable
@@ -104,9 +104,10 @@ def cmd_data_inspect(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from vgg.train import train  # on use (start-up: see the module's doc)
 
-    data = args.data or get_profile(args.profile).data
+    profile = get_profile(args.profile or DEFAULT_PROFILE)
+    data = args.data or profile.data
     if not data:
-        raise ValueError(f"the {args.profile} profile has no default dataset: pass --data DIR")
+        raise ValueError(f"the {profile.name} profile has no default dataset: pass --data DIR")
     train(config_from_arguments(args, data=str(data)), args.out)
 
 

@@ -29,6 +29,7 @@ from vgg.profiles import get_profile
 from vgg.starting_weights import normalized_init
 
 IDENTITY, IDENTITY_WHEN_SET, RECIPE, HOW = "identity", "identity when set", "recipe", "how"
+DEFAULT_PROFILE = "smoke"
 SYNC_EVERY = 50
 """Steps between read-backs of the training sums from the device (and checks for stop requests)."""
 
@@ -46,7 +47,7 @@ class TrainConfig:
     config: str = option(IDENTITY, "a configuration of Table 1: A, A-LRN, B, C, D, E (or B-5x5)", required=True)
     train_scale: str = option(IDENTITY, "S in paper units: 256, 384, or a jitter range 256:512", required=True)
     data: str = option(IDENTITY, "dataset folder (default: the profile's; smoke: data/synthetic)")
-    profile: str = option(IDENTITY, "paper | smoke | ci (experiments/profiles.toml; default smoke)", "smoke")
+    profile: str = option(IDENTITY, f"paper | smoke | ci (experiments/profiles.toml; default {DEFAULT_PROFILE})", DEFAULT_PROFILE)
     init: str | None = option(IDENTITY, "where the first weights come from (vgg.starting_weights): random (the profile's random init, the default) | paper (N(0, 0.01^2)) | glorot | from:RUN (a finished run: net A, or the same config to fine-tune)", None)
     epochs: int | None = option(IDENTITY, "maximum epochs (default: the profile's; paper 74)", None, int)
     batch_size: int | None = option(IDENTITY, "global batch over all processes (default: the profile's; paper 256)", None, int)
