@@ -50,10 +50,14 @@ def test_autocast_computes_in_the_precision_asked_for():
 
 def test_fp32_is_ieee_fp32_on_cuda_too():
     """fp32 turns TF32 (cuDNN's default for convolutions) off while it computes, and restores it."""
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
-    with autocast("cuda", "fp32"):
-        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
-    assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        with autocast("cuda", "fp32"):
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:  # the process's flags as they were, for the tests after this one
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def test_a_runs_records_say_its_precision_and_settings_from_before_the_identity_say_fp32():

@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from vgg.models import VGG
 from vgg.nets import Net
 from vgg.normalization import Normalization
-from vgg.precision import CHOICES as PRECISION_CHOICES
 from vgg.precision import autocast, resolve
 from vgg.transforms import centre_crop
 
@@ -115,9 +114,7 @@ class Protocol:
         self.device = torch.device(device)
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.crop = model.spec.crop
-        if precision not in PRECISION_CHOICES:
-            raise ValueError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}")
-        # fp32 is true fp32 (TF32 off on CUDA: the paper's numbers are fp32); auto is decided for the device
+        # fp32 is true fp32 (TF32 off on CUDA: the paper's numbers are fp32); auto is decided for the device; resolve rejects the rest
         self.precision = resolve(precision, self.device)
         self.autocast = autocast(self.device, self.precision)
 
