@@ -10,7 +10,9 @@ values (n - 1 degrees of freedom; resampling 3 seeds by a bootstrap would make i
 narrow), added to the images' part in quadrature, on each side. A paired interval resamples two
 arrays (same seeds, same images) with the same indices and takes the difference of their means,
 seed by seed: what the two share (hard images, a good seed) cancels. Resampling uses a fixed seed,
-so the same values always give the same interval.
+so the same values always give the same interval. An interval never leaves the range its mean can
+take (a mean lies between the smallest and the largest value): widened by the seeds' t half-width,
+an error rate near 0% would otherwise reach below 0.
 
 Resamples are drawn in chunks of at most `CHUNK_BYTES` of indices and gathered values, so
 50,000 ImageNet val images x 2,000 resamples never holds more than ~100 MB.
@@ -85,13 +87,15 @@ def percentile_interval(samples: np.ndarray, confidence: float = CONFIDENCE) -> 
     return float(low), float(high)
 
 
-def _interval(per_seed: np.ndarray, resampled: np.ndarray, confidence: float) -> tuple[float, float]:
+def _interval(per_seed: np.ndarray, resampled: np.ndarray, confidence: float, bounds: tuple[float, float]) -> tuple[float, float]:
     """The interval of a mean over seeds and images: the images' percentile interval around the mean,
-    widened on each side by the seeds' t half-width (in quadrature)."""
+    widened on each side by the seeds' t half-width (in quadrature), kept within `bounds` (the
+    values the mean can take)."""
     mean = float(per_seed.mean())
     low, high = percentile_interval(resampled, confidence)
     seeds = seed_half_width(per_seed, confidence)
-    return mean - float(np.hypot(mean - low, seeds)), mean + float(np.hypot(high - mean, seeds))
+    low, high = mean - float(np.hypot(mean - low, seeds)), mean + float(np.hypot(high - mean, seeds))
+    return max(low, bounds[0]), min(high, bounds[1])
 
 
 def bootstrap_interval(
@@ -107,7 +111,7 @@ def bootstrap_intervals(
     """`bootstrap_interval` of several arrays of one shape (top-1 and top-5 errors) from one set of resamples."""
     arrays = _same_shape(arrays)
     resampled = bootstrap_means(arrays, resamples, seed)
-    return [_interval(array.mean(axis=1), means, confidence) for array, means in zip(arrays, resampled)]
+    return [_interval(array.mean(axis=1), means, confidence, (array.min(), array.max())) for array, means in zip(arrays, resampled)]
 
 
 def paired_bootstrap_interval(
@@ -121,7 +125,8 @@ def paired_bootstrap_interval(
     seeds' part from the per-seed differences."""
     first, second = _same_shape([first, second])
     means = bootstrap_means([first, second], resamples, seed)
-    return _interval(first.mean(axis=1) - second.mean(axis=1), means[0] - means[1], confidence)
+    bounds = (first.min() - second.max(), first.max() - second.min())
+    return _interval(first.mean(axis=1) - second.mean(axis=1), means[0] - means[1], confidence, bounds)
 
 
 def error_interval_fields(top1_errors: np.ndarray, top5_errors: np.ndarray) -> dict[str, float]:
