@@ -1,4 +1,4 @@
-"""A run's identity: its dataset and parent by content, its recipe included, older runs adopted in place."""
+"""A run's identity: its dataset and parent by content, its recipe and its version included."""
 
 import dataclasses
 import shutil
@@ -7,8 +7,8 @@ import pytest
 
 import vgg.run_config
 import vgg.train
-from vgg.checkpoint import load_checkpoint, read_done, save_checkpoint, write_done
-from vgg.identity import dataset_fingerprint, recipe
+from vgg.checkpoint import read_done, write_done
+from vgg.identity import dataset_fingerprint, digest, recipe
 from vgg.profiles import get_profile
 from vgg.run_config import TrainConfig
 from vgg.train import train
@@ -67,23 +67,13 @@ def test_a_child_of_an_unfinished_parent_is_refused(ci_data, tmp_path):
         train(config(ci_data, config="B", init=f"from:{tmp_path / 'A-256'}"), tmp_path / "B-256")
 
 
-def make_legacy(run_dir) -> None:
-    """Turn a finished run into one from before identity version 2: the old hash, no identity."""
-    checkpoint = load_checkpoint(run_dir)
-    legacy = TrainConfig(**checkpoint["run"]).legacy_hash()
-    save_checkpoint({key: value for key, value in checkpoint.items() if key != "identity"} | {"run_hash": legacy}, run_dir / "checkpoint.pt")
-    write_done(run_dir, {key: value for key, value in read_done(run_dir).items() if key != "identity"} | {"run_hash": legacy})
-
-
-def test_runs_from_before_identity_version_2_are_adopted_when_their_recipe_matches(ci_data, tmp_path, monkeypatch):
+def test_a_run_of_an_earlier_identity_version_is_another_run(ci_data, tmp_path):
+    """Version 3 cuts a fixed S's crops from the image rescaled to S: a version-2 run computed other
+    crops, so a finished one is not reused (nor is it adopted as version-1 runs were)."""
     done = train(config(ci_data), tmp_path / "A-256")
-    make_legacy(tmp_path / "A-256")
-    assert read_done(tmp_path / "A-256")["run_hash"] != done["run_hash"]
-    assert train(config(ci_data), tmp_path / "A-256")["run_hash"] == done["run_hash"]
-    assert read_done(tmp_path / "A-256")["run_hash"] == done["run_hash"]  # adopted: DONE carries the new hash
-    make_legacy(tmp_path / "A-256")
-    with_profile_change(monkeypatch, max_epochs=9)  # a legacy run of another recipe is not adopted
-    with pytest.raises(ValueError, match="finished run with other settings \\(it predates the recorded identity\\)"):
+    earlier = {**done["identity"], "identity_version": 2}
+    write_done(tmp_path / "A-256", {**done, "identity": earlier, "run_hash": digest(earlier)})
+    with pytest.raises(ValueError, match=r"finished run with other settings \(identity_version 2 -> 3\)"):
         train(config(ci_data), tmp_path / "A-256")
 
 

@@ -92,6 +92,9 @@ def test_a_deadline_does_not_drop_the_rate_of_a_net_near_chance():
 def test_deadline_epochs_come_from_fractions_of_the_limit_and_skip_the_limit_itself():
     assert drop_deadline_epochs((0.75, 0.875), 24) == [18, 21]
     assert drop_deadline_epochs((0.75, 0.875), 4) == [3]  # 3.5 -> 4 epochs: a drop after training would never be used
+    assert drop_deadline_epochs((0.75, 0.9), 3) == [2]  # the smoke fine-tunes: 2.25 -> 2 (rounding up, they never dropped)
+    assert drop_deadline_epochs((0.5, 0.7, 0.85), 74) == [37, 52, 63]  # the paper profile's, as before
+    assert drop_deadline_epochs((0.1,), 3) == []  # 0.3 -> 0: no drop before the first epoch
     assert drop_deadline_epochs((), 74) == []
 
 

@@ -154,3 +154,17 @@ def test_the_centre_crop_is_central_and_validation_takes_it_after_the_rescale():
     assert crop.shape == (3, 32, 32) and torch.equal(crop, image[:, 19:51, 34:66])  # (70 - 32) // 2, (101 - 32) // 2
     cropped, offset = CentreCropTransform(48, 32)(image, np.random.default_rng(0))
     assert torch.equal(cropped, centre_crop(rescale(image, 48), 32)) and not offset.any()
+
+
+def test_a_fixed_s_is_rescaled_once_and_its_crops_are_slices_of_that_image():
+    """The paper's order for a fixed S: rescale the image to S (`prepare`, which a caching loader runs
+    once), then crop; a jittered S draws a new S per crop, so its image stays as decoded."""
+    image = ramp_image(64, 128)
+    fixed = TrainTransform(ScaleRange(96, 96), crop=64, flip=False, colour_shift_std=0)
+    prepared = fixed.prepare(image)
+    assert tuple(prepared.shape) == (3, 96, 192) and torch.equal(prepared, rescale(image, 96))
+    for seed in range(20):
+        plan = fixed.plan(96, 192, np.random.default_rng(seed))
+        crop, _ = fixed.augment(prepared, np.random.default_rng(seed))
+        assert plan.side == 64 and torch.equal(crop, prepared[:, plan.top : plan.top + 64, plan.left : plan.left + 64])
+    assert TrainTransform(ScaleRange(64, 128), crop=64).prepare(image) is image

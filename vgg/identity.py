@@ -1,6 +1,6 @@
 """What identifies a training run, so that a finished run is reused exactly when it is the run asked for.
 
-A run's identity (version 2) is its settings (`TrainConfig`'s fields above `workers`) with two
+A run's identity (version 3) is its settings (`TrainConfig`'s fields above `workers`) with two
 paths replaced by content, plus the recipe its profile gives it:
 - the dataset by its content (`dataset_fingerprint`: class lists, image counts, the names and
   sizes of a sample of files), so that moving the dataset does not change it;
@@ -9,8 +9,11 @@ paths replaced by content, plus the recipe its profile gives it:
 - `recipe`: every profile value that shapes training (schedule, epochs, guards, batch, widths ...)
   and, for nets with LRN, the model's LRN default, so that a changed recipe is never silently reused.
 
-Runs from before (version 1: settings with the paths, no recipe) are adopted in place when their
-paths and their checkpoint's recipe still match (`vgg.run_state.adoptable`).
+Versions: 1 had the settings with their paths and no recipe; 2 added the recipe; 3 marks two
+changes of what the same recipe computes: the training crops of a fixed S are cut from the image
+rescaled to S (the paper's order; `vgg.transforms`), where they were resized from the source's
+region, and drop deadlines round to the nearest epoch, where they rounded up (`vgg.schedule`). A
+run of another version is another run.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from vgg.datasets import DatasetLayoutError, ImageList, load_split
 from vgg.models import VGGSpec
 from vgg.profiles import Profile
 
-IDENTITY_VERSION = 2
+IDENTITY_VERSION = 3
 NOT_RECIPE = ("name", "description", "data", "synthetic", "cache_decoded", "eval_precision")
 """Profile fields that do not change what training computes (where, how fast, how it is evaluated)."""
 FINGERPRINT_FILES = 256
@@ -97,7 +100,7 @@ def parent_run_hash(init: str) -> str:
 
 
 def run_identity(settings: dict, profile: Profile, lrn_alpha: float | None = None, splits: list[ImageList] | None = None) -> dict:
-    """The identity (version 2) of a run with these settings (`TrainConfig.settings()`) on `profile`;
+    """The identity (`IDENTITY_VERSION`) of a run with these settings (`TrainConfig.settings()`) on `profile`;
     `lrn_alpha`, the run's own LRN constant if it sets one, goes into the recipe in place of the default."""
     identity = {
         **settings, "data": dataset_fingerprint(settings["data"]) if splits is None else splits_fingerprint(splits), "recipe": recipe(profile, settings["config"], lrn_alpha),

@@ -116,10 +116,6 @@ class TrainConfig:
     def run_hash(self) -> str:
         return digest(self.identity())
 
-    def legacy_hash(self) -> str:
-        """The hash of runs from before identity version 2 (settings with paths, no recipe)."""
-        return digest(self.settings())
-
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """The `train` options, one per `TrainConfig` field."""

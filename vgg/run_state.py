@@ -1,5 +1,5 @@
-"""A training run's folder as the trainer finds it: its checkpoint (read, checked to be this run's,
-or adopted from before identity version 2), and what a checkpoint holds besides the weights (the
+"""A training run's folder as the trainer finds it: its checkpoint (read, checked to be this run's),
+and what a checkpoint holds besides the weights (the
 epoch's running totals, the random generators' states).
 """
 
@@ -13,8 +13,7 @@ import numpy as np
 import torch
 
 from vgg.checkpoint import CHECKPOINT_NAME, DAMAGED, load_run_checkpoint
-from vgg.identity import differences, format_differences, recipe
-from vgg.profiles import Profile
+from vgg.identity import differences, format_differences
 from vgg.run_config import TrainConfig
 
 CHECKPOINT_FORMAT = 1
@@ -70,17 +69,6 @@ def own_checkpoint(run_dir: Path) -> dict | None:
     return load_run_checkpoint(path, "the run's own checkpoint, to resume from", damaged=f"it was {DAMAGED}: {move}", advice=move)
 
 
-def adoptable(cfg: TrainConfig, profile: Profile, stored_hash: str | None, checkpoint: dict | None) -> bool:
-    """True for a run from before identity version 2 (`vgg.identity`) that is `cfg`'s: the same
-    settings, paths included (the legacy hash), and its checkpoint's recipe is this one."""
-    if checkpoint is None or "identity" in checkpoint or stored_hash != cfg.legacy_hash():
-        return False
-    stored_recipe = recipe(Profile.from_dict(checkpoint["profile"]), cfg.config)
-    if "lrn_alpha" in stored_recipe:
-        stored_recipe["lrn_alpha"] = checkpoint["spec"].get("lrn_alpha")
-    return stored_recipe == recipe(profile, cfg.config, cfg.lrn_alpha)
-
-
 def recorded_precision(cfg: TrainConfig, *records: dict | None) -> TrainConfig:
     """`cfg` with `--precision auto` as the first of `records` (a run's DONE, its checkpoint) that
     describes its run decided it: bf16, or fp32 by its absence (from its identity, or from its
@@ -95,11 +83,11 @@ def recorded_precision(cfg: TrainConfig, *records: dict | None) -> TrainConfig:
     return cfg
 
 
-def checkpoint_to_resume(run_dir: Path, cfg: TrainConfig, profile: Profile, identity: dict, run_hash: str, checkpoint: dict | None) -> dict | None:
+def checkpoint_to_resume(run_dir: Path, cfg: TrainConfig, identity: dict, run_hash: str, checkpoint: dict | None) -> dict | None:
     """The checkpoint of this run to resume from (None: start the run), given the run folder's own
     (`own_checkpoint`); the checkpoint of another run (other settings) is an `OtherRunError` naming
     what differs."""
-    if checkpoint is None or checkpoint["run_hash"] == run_hash or adoptable(cfg, profile, checkpoint["run_hash"], checkpoint):
+    if checkpoint is None or checkpoint["run_hash"] == run_hash:
         return checkpoint
     stored, current = (checkpoint["identity"], identity) if "identity" in checkpoint else (checkpoint["run"], cfg.settings())
     raise OtherRunError(run_dir, "the checkpoint of an unfinished run", format_differences(differences(stored, current)))

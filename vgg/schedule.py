@@ -50,9 +50,11 @@ def drop_earliest_epochs(fractions: tuple[float, ...], max_epochs: int) -> list[
 
 
 def drop_deadline_epochs(fractions: tuple[float, ...], max_epochs: int) -> list[int]:
-    """The epoch counts by which a run of `max_epochs` must have dropped its rate 1, 2, ... times;
-    a deadline at the limit itself would only lower the rate after training, so it is left out."""
-    return [epochs for epochs in (math.ceil(f * max_epochs) for f in fractions) if epochs < max_epochs]
+    """The epoch counts by which a run of `max_epochs` must have dropped its rate 1, 2, ... times:
+    each fraction of the limit rounded to the nearest epoch (halves up), so that a short run (a
+    3-epoch fine-tune: 0.75 -> after epoch 2) still drops; a deadline at the limit itself would
+    only lower the rate after training, so it is left out."""
+    return [epochs for epochs in (math.floor(f * max_epochs + 0.5) for f in fractions) if 0 < epochs < max_epochs]
 
 
 @dataclass

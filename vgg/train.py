@@ -38,7 +38,7 @@ from vgg.normalization import Normalization, get_normalization
 from vgg.profiles import Profile, get_profile
 from vgg.run_config import TrainConfig
 from vgg.run_state import (
-    CHECKPOINT_FORMAT, EpochTotals, OtherRunError, adoptable, checkpoint_to_resume, own_checkpoint, recorded_precision, restore_rng, rng_state,
+    CHECKPOINT_FORMAT, EpochTotals, OtherRunError, checkpoint_to_resume, own_checkpoint, recorded_precision, restore_rng, rng_state,
 )
 from vgg.schedule import profile_schedule
 from vgg.starting_weights import InitSource, NetOptions, check_net_options, first_weights
@@ -219,25 +219,20 @@ class Trainer:
 
     # ----- start, resume, save ------------------------------------------------------
     def _finished_already(self) -> dict | None:
-        """The DONE of a finished run with these settings (adopting one from before identity version
-        2), None for a run to train; a finished run with other settings is an error."""
+        """The DONE of a finished run with these settings, None for a run to train; a finished run
+        with other settings is an error."""
         done = read_done(self.out)
         if done is None:
             return None
         if done.get("run_hash") != self.run_hash:
-            if not adoptable(self.cfg, self.profile, done.get("run_hash"), self.own_checkpoint):
-                changed = format_differences(differences(done.get("identity", {}), self.identity)) if "identity" in done else "it predates the recorded identity"
-                raise OtherRunError(self.out, "a finished run", changed)
-            done = {**done, "run_hash": self.run_hash, "identity": self.identity}
-            if self.context.is_main:
-                write_done(self.out, done)
-            self.log(f"{self.out}: a run from before identity version 2 with these settings and this recipe, adopted")
+            changed = format_differences(differences(done.get("identity", {}), self.identity)) if "identity" in done else "it predates the recorded identity"
+            raise OtherRunError(self.out, "a finished run", changed)
         self.log(f"{self.out} is finished already: {done}")
         return done
 
     def _start(self) -> Loop:
         """The model, optimizer, schedule and data of the run, at its checkpoint's position if it has one."""
-        checkpoint = checkpoint_to_resume(self.out, self.cfg, self.profile, self.identity, self.run_hash, self.own_checkpoint)
+        checkpoint = checkpoint_to_resume(self.out, self.cfg, self.identity, self.run_hash, self.own_checkpoint)
         self.__dict__.pop("own_checkpoint", None)  # not kept for the whole run: weights and momentum, a GB for VGG-E
         train_images, val_images = self.splits
         self._log_data(train_images, val_images)

@@ -11,9 +11,10 @@ Randomness comes from the `numpy.random.Generator` passed in, one per image, so 
 augmentations of a run are a function of its seed alone.
 
 Each transform is `augment(prepare(image), rng)`: `prepare` is its deterministic part (the
-rescale to Q and the centre crop of validation; nothing for training, whose crop region is
-resized straight from the decoded image), which a loader may compute once per image and keep
-(`vgg.loaders.ImageDataset`'s `cache_decoded`), and `augment` the random part.
+rescale to Q and the centre crop of validation; training's rescale to a fixed S, the paper's
+order, after which a crop is a slice), which a loader may compute once per image and keep
+(`vgg.loaders.ImageDataset`'s `cache_decoded`), and `augment` the random part. With a jittered
+S, training's crop region is resized straight from the decoded image.
 """
 
 from __future__ import annotations
@@ -128,14 +129,15 @@ def colour_offset(rng: np.random.Generator, std: float = COLOUR_SHIFT_STD) -> np
 
 @dataclass(frozen=True)
 class CropPlan:
-    """Where one training crop comes from.
+    """Where one training crop comes from, in the prepared image.
 
     `scale` is the drawn S and `rescaled` the size of the image rescaled to it (shorter side
-    S). Rather than rescaling the whole image and cropping, the crop's square region of the
-    source (`top`, `left`, `side`, in source pixels) is resized straight to crop x crop:
-    the same pixels for a fraction of the work. The region's side is rounded to whole
-    source pixels, so the effective S differs from the drawn one by at most half a source
-    pixel in `side` (under 0.3% at ImageNet sizes).
+    S). With a fixed S the prepared image is already rescaled: the crop is the `side` x `side`
+    (= crop x crop) square at (`top`, `left`). With a jittered S, rather than rescaling the
+    whole image and cropping, the crop's square region of the source (`top`, `left`, `side`,
+    in source pixels) is resized straight to crop x crop: the same pixels for a fraction of
+    the work. The region's side is rounded to whole source pixels, so the effective S differs
+    from the drawn one by at most half a source pixel in `side` (under 0.3% at ImageNet sizes).
     """
 
     scale: int
@@ -165,9 +167,9 @@ class TrainTransform:
         return CropPlan(scale, rescaled_size(height, width, scale), top, left, side, flip)
 
     def prepare(self, image: torch.Tensor) -> torch.Tensor:
-        """The decoded image as it is: every training crop is resized from it (rescaling the whole
-        image to a fixed S first costs more than resizing the crop's region, for ImageNet's images)."""
-        return image
+        """The decoded image rescaled to a fixed S (once per image when the loader caches it; crops
+        are then slices, no resize per epoch); with a jittered S, the decoded image as it is."""
+        return image if self.scale.jittered else rescale(image, self.scale.low)
 
     def __call__(self, image: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         return self.augment(self.prepare(image), rng)
