@@ -1,4 +1,7 @@
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,6 +86,29 @@ def test_the_loader_keeps_its_worker_processes_across_epochs():
     first_epoch, second_epoch = set().union(*loader), set().union(*loader)
     assert len(first_epoch) == 2 and os.getpid() not in first_epoch  # two worker processes load the batches
     assert second_epoch == first_epoch  # the same two: no start-up cost per epoch (or per validation)
+
+
+ENDS_WITH_A_LIVE_LOADER = """
+import gc, torch
+from vgg.loaders import EpochSampler, make_loader
+class Items(torch.utils.data.Dataset):
+    def __len__(self): return 16
+    def __getitem__(self, key): return 0
+gc.disable()  # so that nothing collects the cycle below before exit
+loader = make_loader(Items(), EpochSampler(16), batch_size=4, workers=2, device="cpu", collate_fn=len)
+iterator = iter(loader)
+next(iterator)  # workers started, mid-epoch
+cycle = [loader]
+cycle.append(cycle)
+print("done")
+"""
+
+
+def test_a_process_ending_with_a_persistent_loader_alive_exits():
+    # multiprocessing's exit hook would SIGTERM the workers (which ignore it) and join them forever
+    result = subprocess.run([sys.executable, "-c", ENDS_WITH_A_LIVE_LOADER], cwd=Path(__file__).resolve().parent.parent,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "done", result.stderr[-2000:]
 
 
 def test_the_loader_gives_uint8_batches_with_their_colour_offsets(train_images):

@@ -9,10 +9,12 @@ with persistent workers too.
 
 from __future__ import annotations
 
+import atexit
 import math
-import re
 import os
+import re
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,7 @@ Transform = Callable[[torch.Tensor, np.random.Generator], tuple[torch.Tensor, to
 SKIP_OPTION = "--skip-bad-images"
 MAX_DEFAULT_WORKERS = 8
 SMALL_CPU = 4
+_LIVE_LOADERS: weakref.WeakSet[DataLoader] = weakref.WeakSet()
 
 
 class BadImageError(ValueError):
@@ -216,7 +219,7 @@ def make_loader(
 ) -> DataLoader:
     """A DataLoader with worker processes (persistent), pinned memory on CUDA, our collate."""
     workers = default_workers() if workers is None else workers
-    return DataLoader(
+    loader = DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
@@ -227,6 +230,24 @@ def make_loader(
         prefetch_factor=4 if workers > 0 else None,
         worker_init_fn=ignore_stop_signals,
     )
+    if workers > 0:
+        _LIVE_LOADERS.add(loader)
+    return loader
+
+
+def shut_down_live_workers() -> None:
+    """Stop the workers of every persistent loader still alive. Registered to run at interpreter exit
+    before multiprocessing's own exit hook (atexit runs hooks last-registered first): that hook
+    terminates daemonic children with SIGTERM, which our workers ignore (`ignore_stop_signals`), and
+    then joins them forever, so a process ending with a loader alive (a module-level one, or one in a
+    reference cycle not yet collected) would hang at exit instead of ending."""
+    for loader in list(_LIVE_LOADERS):
+        iterator = getattr(loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+
+
+atexit.register(shut_down_live_workers)  # after `import torch` has registered multiprocessing's hook
 
 
 def iterate_epoch(loader: DataLoader, skipped: list[str] | None = None, log: Callable[[str], None] = print) -> Iterator[Batch]:
