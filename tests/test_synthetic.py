@@ -79,3 +79,23 @@ def test_cli_generates_the_dataset(tmp_path):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert len(load_split(out, "train")) == 4 and len(load_split(out, "val")) == 2
+
+
+def test_one_image_in_ten_holds_a_small_object(monkeypatch):
+    import vgg.synthetic as synthetic
+
+    fractions = []
+    paste = synthetic._paste
+
+    def recording_paste(canvas, rng, shape, texture, size):
+        if shape != "blob":  # the class's object, not a distractor
+            fractions.append(size / min(canvas.shape[:2]))
+        paste(canvas, rng, shape, texture, size)
+
+    monkeypatch.setattr(synthetic, "_paste", recording_paste)
+    spec = SynthSpec(classes=10, train_per_class=30, val_per_class=1, min_side=32, max_side=48)
+    for index in range(300):
+        synthetic.render_image(spec, "train", index % 10, index // 10)
+    small = [f for f in fractions if f < synthetic.OBJECT_SIZE[0]]
+    assert 15 <= len(small) <= 45  # 10% of 300 (binomial sd 5.2)
+    assert all(synthetic.SMALL_OBJECT_SIZE[0] <= f for f in small) and max(fractions) <= synthetic.OBJECT_SIZE[1]
