@@ -1,6 +1,6 @@
 """Results CSVs (vgg.suite.results_csv): rows upserted by their key, seed-aware."""
 
-from vgg.suite.results_csv import read_rows, upsert_rows
+from vgg.suite.results_csv import drop_other_seeds, read_rows, shown_row, upsert_rows
 
 
 def test_upsert_keys_replace_only_the_same_evaluation(tmp_path):
@@ -17,3 +17,23 @@ def test_upsert_keys_replace_only_the_same_evaluation(tmp_path):
     old.write_text("profile,dataset,run,method,test_scales,flip,top1_err\nsmoke,d,A-256,dense,256,True,50\n")
     upsert_rows(old, [{**base, "seed": 0, "top1_err": "48"}, {**base, "seed": 1, "top1_err": "47"}, {**base, "seed": "mean", "top1_err": "47.5"}])
     assert [(r["seed"], r["top1_err"]) for r in read_rows(old)] == [("0", "48"), ("1", "47"), ("mean", "47.5")]
+
+
+def test_a_run_over_fewer_seeds_drops_the_rows_it_did_not_write(tmp_path):
+    # committed 3-seed rows, then a 1-seed run of another recipe: the report must show that run's seed 0,
+    # not the committed aggregate
+    path = tmp_path / "t.csv"
+    a = {"profile": "smoke", "dataset": "d", "run": "A-256", "method": "dense", "test_scales": "256", "flip": "True"}
+    b = {**a, "run": "B-256"}
+    upsert_rows(path, [{**row, "seed": seed, "top1_err": "17"} for row in (a, b) for seed in ("0", "1", "2", "mean")])
+    fresh = {**a, "seed": "0", "top1_err": "26"}
+    upsert_rows(path, [fresh])
+    assert shown_row([r for r in read_rows(path) if r["run"] == "A-256"])["top1_err"] == "17"  # what the bug showed
+    drop_other_seeds(path, [fresh], seeds=1)
+    rows = read_rows(path)
+    assert [(r["run"], r["seed"]) for r in rows if r["run"] == "A-256"] == [("A-256", "0")]
+    assert shown_row([r for r in rows if r["run"] == "A-256"])["top1_err"] == "26"
+    assert len([r for r in rows if r["run"] == "B-256"]) == 4  # measurements the run did not make stay
+    # two seeds keep seeds 0 and 1 and their aggregate, and drop seed 2
+    drop_other_seeds(path, [{**b, "seed": "0"}, {**b, "seed": "1"}, {**b, "seed": "mean"}], seeds=2)
+    assert sorted(r["seed"] for r in read_rows(path) if r["run"] == "B-256") == ["0", "1", "mean"]

@@ -6,12 +6,16 @@ from __future__ import annotations
 import csv
 import fcntl
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from vgg.checkpoint import atomic_write_text
 
 RESULT_KEY = ("profile", "dataset", "run", "method", "test_scales", "flip", "seed")
 """What identifies a result: the same evaluation run again replaces its row."""
+MEASUREMENT_KEY = tuple(k for k in RESULT_KEY if k != "seed")
+"""What identifies a measurement: its rows, one per seed and the aggregate, share it."""
 
 MEAN_SEED = "mean"
 """The `seed` of a row that aggregates several seeds' rows (mean, std across seeds, interval over seeds and images)."""
@@ -88,14 +92,33 @@ def row_key(row: dict, key: tuple[str, ...] = RESULT_KEY) -> tuple[str, ...]:
 def upsert_rows(path: Path, rows: list[dict], key: tuple[str, ...] = RESULT_KEY, fields: tuple[str, ...] = RESULT_FIELDS) -> None:
     """Insert `rows` into the CSV at `path`, replacing rows with the same key; other rows stay in order.
     Columns: `fields` first, then any other the rows have.
-
-    Writers of the same file (runners of different profiles) take turns under a lock file.
     """
+    with _locked(path):
+        _upsert_locked(path, rows, key, fields)
+
+
+def drop_other_seeds(path: Path, rows: list[dict], seeds: int) -> None:
+    """Drop the rows of the measurements in `rows` that a run over `seeds` seeds did not write: the
+    rows of seeds `seeds` and above and, with one seed, the aggregate. Reports show the aggregate
+    where there is one (`shown_row`): one left by an earlier run with more seeds (such as the
+    committed results) would show that run's nets beside this run's seed 0, from another recipe."""
+    kept = {str(seed) for seed in range(seeds)} | ({MEAN_SEED} if seeds > 1 else set())
+    measured = {row_key(row, MEASUREMENT_KEY) for row in rows}
+    with _locked(path):
+        existing = read_rows(path)
+        remaining = [row for row in existing if row_key(row, MEASUREMENT_KEY) not in measured or row_seed(row) in kept]
+        if len(remaining) < len(existing):
+            _write_rows(path, remaining, list(existing[0]))
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Writers of the same results file (runners of different profiles) take turns under a lock file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(f".{path.name}.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        _upsert_locked(path, rows, key, fields)
+        yield
 
 
 def _upsert_locked(path: Path, rows: list[dict], key: tuple[str, ...], fields: tuple[str, ...]) -> None:
@@ -110,9 +133,13 @@ def _upsert_locked(path: Path, rows: list[dict], key: tuple[str, ...], fields: t
         else:
             position[identity] = len(existing)
             existing.append(row)
+    _write_rows(path, existing, columns)
+
+
+def _write_rows(path: Path, rows: list[dict], columns: list[str]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for row in existing:
+    for row in rows:
         writer.writerow({name: row.get(name, "") for name in columns})
     atomic_write_text(path, buffer.getvalue())

@@ -33,7 +33,7 @@ from vgg.scores import fusion_row, load_scores, save_scores
 from vgg.starting_weights import PARENT_PREFIX
 from vgg.suite.comparisons import SeedErrors, aggregate_row, comparison_rows, load_errors, upsert_comparisons
 from vgg.suite.plan import Entry, EvalSpec, Experiment, FusionSpec, RunSpec, load_catalog, plan_runs, seeded_id
-from vgg.suite.results_csv import upsert_rows
+from vgg.suite.results_csv import drop_other_seeds, upsert_rows
 from vgg.suite.slurm import submit
 from vgg.synthetic import COMPLETE_MARKER, SynthSpec, generate
 from vgg.train import train
@@ -293,6 +293,7 @@ class ExperimentRunner:
                 aggregates = [aggregate_row(by_entry[i], errors(entry)) for i, entry in enumerate(entries)]
                 upsert_rows(results, aggregates)
                 rows += aggregates
+            drop_other_seeds(results, rows, self.seeds)
             self.log(f"{experiment.name}: {len(rows)} result rows in {results}")
             if experiment.ablations:
                 compared = comparison_rows(experiment, errors, {"profile": self.profile.name, "dataset": self.data}, self.catalog)
