@@ -16,10 +16,11 @@ RUNS ?= runs
 SLURM_ARGS ?=
 SEEDS ?= 1
 PRECISION ?=
+JOBS ?=
 # the experiments: one per file of experiments/ but the run catalogue, the profiles and the published weights (vgg.suite.plan.TABLES)
 EXPERIMENT_NAMES := $(sort $(filter-out runs profiles pretrained,$(basename $(notdir $(wildcard experiments/*.toml)))))
 RESULT_TABLES := $(filter table%,$(EXPERIMENT_NAMES)) $(filter-out table%,$(EXPERIMENT_NAMES))
-RUN_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA)) --runs $(RUNS) --gpus $(GPUS) --launch $(LAUNCH) --slurm-args='$(SLURM_ARGS)' --seeds $(SEEDS) $(if $(PRECISION),--precision $(PRECISION))
+RUN_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA)) --runs $(RUNS) --gpus $(GPUS) --launch $(LAUNCH) --slurm-args='$(SLURM_ARGS)' --seeds $(SEEDS) $(if $(PRECISION),--precision $(PRECISION)) $(if $(JOBS),--jobs $(JOBS))
 REPORT_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA))
 .PHONY: help venv test bench gpu-check data table1 table2 params clean-venv report all-ablations pretrained $(RESULT_TABLES)
 
@@ -30,6 +31,7 @@ help: ## list the targets
 	@echo "           GPUS=N (torchrun)  LAUNCH=local|slurm  SLURM_ARGS='--partition=...'  RUNS=runs folder (default runs)"
 	@echo "           SEEDS=N (train every run with seeds 0..N-1; reports show mean [95% interval] +- std; default 1)"
 	@echo "           PRECISION=fp32|bf16|auto (evaluation arithmetic; default: the profile's, fp32)"
+	@echo "           JOBS=N (runs trained at once; default 2 on a CPU of 2+ cores, 1 on GPUs)"
 	@echo "           PYTHON (the interpreter that creates .venv, default python3)"
 
 $(STAMP): requirements.txt

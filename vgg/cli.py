@@ -147,7 +147,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     runner = ExperimentRunner(
         profile=args.profile, data=args.data, runs_root=args.runs, results_dir=args.results, gpus=args.gpus,
         launch=args.launch, workers=args.workers, device=args.device, slurm_args=args.slurm_args, progress=not args.no_progress,
-        seeds=args.seeds, precision=args.precision,
+        seeds=args.seeds, precision=args.precision, jobs=args.jobs,
     )
     runner.run_all([load_experiment(name, runner.catalog) for name in args.experiments])
 
@@ -260,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--launch", default="local", choices=("local", "slurm"), help="slurm: submit each run as an sbatch job")
     run.add_argument("--slurm-args", default="", help="extra #SBATCH options, e.g. '--partition=gpu --time=72:00:00'")
     run.add_argument("--workers", type=int, help="loader processes (default: from the CPU count)")
+    run.add_argument("--jobs", type=int, default=None, help="runs trained at once, each in a process with its share of the CPU threads "
+                     "(default: 2 on a CPU of 2 or more cores, 1 on GPUs)")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--precision", choices=PRECISION_CHOICES, help=PRECISION_HELP)

@@ -15,11 +15,16 @@ import fcntl
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
+from dataclasses import replace
 from pathlib import Path
 
+import torch
+
+from vgg import precision as arithmetic
 from vgg.checkpoint import CHECKPOINT_NAME, read_done
 from vgg.datasets import load_split, require_data_folder
 from vgg.evaluate import average_results, evaluate, provenance_row
@@ -31,12 +36,17 @@ from vgg.run_config import TrainConfig, train_command
 from vgg.run_state import OtherRunError, recorded_precision
 from vgg.scores import fusion_row, load_scores, save_scores
 from vgg.starting_weights import PARENT_PREFIX
+from vgg.suite.concurrent_training import Job, concurrent_jobs, console_tail, run_jobs, start_job, threads_per_job
 from vgg.suite.comparisons import SeedErrors, aggregate_row, comparison_rows, load_errors, upsert_comparisons
 from vgg.suite.plan import Entry, EvalSpec, Experiment, FusionSpec, RunSpec, load_catalog, plan_runs, seeded_id
 from vgg.suite.results_csv import drop_other_seeds, upsert_rows
 from vgg.suite.slurm import submit
 from vgg.synthetic import COMPLETE_MARKER, SynthSpec, generate
 from vgg.train import train
+
+
+CONSOLE_NAME = "console.log"
+"""A run trained in a child process: what it printed (its train.log has the epochs)."""
 
 
 def computed_in_bf16(provenance: dict) -> bool:
@@ -64,6 +74,7 @@ class ExperimentRunner:
         log: Callable[[str], None] = print,
         seeds: int = 1,
         precision: str | None = None,
+        jobs: int | None = 1,
     ):
         if launch not in ("local", "slurm"):
             raise ValueError(f"LAUNCH must be local or slurm, got {launch!r}")
@@ -77,6 +88,8 @@ class ExperimentRunner:
         self.gpus, self.launch, self.workers, self.device = gpus, launch, workers, device
         self.slurm_args, self.progress, self.log, self.seeds = slurm_args, progress, log, seeds
         self.precision = precision or self.profile.eval_precision  # the test protocols' arithmetic (auto: decided where they run)
+        on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+        self.jobs = concurrent_jobs(jobs, on_cpu, gpus)  # runs training at once (None: 2 on a CPU, 1 on GPUs)
         self.catalog = load_catalog()
         self._parts: dict[tuple, object] = {}  # EvalResults of dense / multi-crop kept for their combination
         self._wanted_parts: set[tuple] = set()
@@ -177,6 +190,36 @@ class ExperimentRunner:
                 f"(make ... RUNS=DIR, or --runs DIR) or remove {error.folder}"
             ) from None
 
+    def train_all(self, runs: list[RunSpec]) -> None:
+        """Train (or resume, or skip) `runs`, parents first: in this process one at a time, or with
+        `jobs` > 1 up to that many at once in child processes (`vgg.suite.concurrent_training`)."""
+        if self.jobs <= 1:
+            for spec in runs:
+                self.train(spec)
+            return
+        threads = threads_per_job(self.jobs)
+        # decided once, here, before any run loads the CPU: each child's own `auto` probe would
+        # measure beside the other runs and could choose otherwise
+        precision = arithmetic.resolve("auto", "cpu")
+
+        def start(spec: RunSpec) -> Job | None:
+            done = self.is_done(spec)
+            if done is not None:
+                self.log(f"[{spec.id}] finished already: val top-1 {done['val_top1_err']}%, top-5 {done['val_top5_err']}%")
+                return None
+            cfg = replace(self.train_config(spec), precision=precision, progress=False)
+            self.log(f"[{spec.id}] training VGG-{spec.config} at S={spec.train_scale} (init: {spec.init}) in a process of {threads} "
+                     f"thread(s), {self.jobs} runs at once; its log: {self.run_dir(spec.id) / 'train.log'}")
+            return start_job(spec, train_command(cfg, self.run_dir(spec.id)), self.run_dir(spec.id) / CONSOLE_NAME, threads)
+
+        def finished(job: Job) -> None:
+            done = read_done(self.run_dir(job.spec.id))
+            if job.process.returncode != 0 or done is None:
+                raise ValueError(f"training {job.spec.id} failed (exit {job.process.returncode}); its last lines:\n{console_tail(job)}")
+            self.log(f"[{job.spec.id}] finished in {time.monotonic() - job.started:.0f} s: val top-1 {done['val_top1_err']}%, top-5 {done['val_top5_err']}%")
+
+        run_jobs(runs, self.jobs, start, finished)
+
     def training_summary(self, run_id: str) -> dict:
         """How a finished run trained, for its results rows (the report's training section): epochs,
         steps, its length as a fraction of the paper's 370K iterations of 256 images, the epochs at
@@ -273,8 +316,7 @@ class ExperimentRunner:
             if self.launch == "slurm":
                 submit(self, experiment, runs)
                 return []
-            for spec in runs:
-                self.train(spec)
+            self.train_all(runs)
             results = self.results_dir / f"{experiment.name}.csv"
             entries: list[Entry] = [*experiment.all_evaluations(), *experiment.all_fusions()]
             self._wanted_parts |= self._parts_of_combinations([experiment])
