@@ -26,9 +26,11 @@ import torch
 
 from vgg import precision as arithmetic
 from vgg.checkpoint import CHECKPOINT_NAME, read_done
+from vgg.complexity import summarize
 from vgg.datasets import load_split, require_data_folder
 from vgg.evaluate import average_results, evaluate, provenance_row
 from vgg.metrics import interval_fields
+from vgg.models import VGGSpec
 from vgg.nets import file_sha256, load_net
 from vgg.profiles import Profile, get_profile
 from vgg.protocols import COMBINED_METHODS
@@ -218,7 +220,15 @@ class ExperimentRunner:
                 raise ValueError(f"training {job.spec.id} failed (exit {job.process.returncode}); its last lines:\n{console_tail(job)}")
             self.log(f"[{job.spec.id}] finished in {time.monotonic() - job.started:.0f} s: val top-1 {done['val_top1_err']}%, top-5 {done['val_top5_err']}%")
 
-        run_jobs(runs, self.jobs, start, finished)
+        run_jobs(runs, self.jobs, start, finished, cost=self.training_cost)
+
+    def training_cost(self, spec: RunSpec) -> float:
+        """A run's relative training time: its net's multiply-adds per image times its length
+        (a fine-tune, from a net of its own configuration, is shorter)."""
+        parent = None if spec.parent is None else self.catalog.get(spec.parent.removesuffix(f"-seed{spec.seed}") if spec.seed else spec.parent)
+        fine_tune = parent is not None and parent.config == spec.config
+        macs = summarize(VGGSpec(config=spec.config, crop=self.profile.crop, width=self.profile.width)).macs
+        return macs * self.profile.epoch_limit(fine_tune, 1)
 
     def training_summary(self, run_id: str) -> dict:
         """How a finished run trained, for its results rows (the report's training section): epochs,
