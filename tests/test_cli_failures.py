@@ -439,7 +439,7 @@ def test_a_runs_folder_with_other_settings_names_them_in_makes_terms(trained_run
     error = error_of(capsys, ["run", "table3", "--profile", "ci", "--data", str(ci_data), "--runs", str(runs), "--no-progress", "--workers", "0"])
     assert re.fullmatch(
         rf"error: {re.escape(str(run))} holds a finished run with other settings \((\S+ \S+ -> \S+, )*epochs 1 -> \(default\)(, \S+ \S+ -> \S+)*\); "
-        rf"use another runs folder \(make \.\.\. RUNS=DIR, or --runs DIR\) or remove {re.escape(str(run))}\n",
+        rf"remove {re.escape(str(run))}, or train into another folder \(vgg train --out DIR; make \.\.\. RUNS=DIR, or vgg run --runs DIR\)\n",
         error,
     ), error
 

@@ -95,7 +95,7 @@ evaluation = [{ fusion = ["A-256", "A-LRN-256"], method = "dense", scales = "sin
 
 def test_ci_ablations_end_to_end_write_comparisons_and_the_verdict_table(ci_data, tmp_path):
     common = ["--profile", "ci", "--data", str(ci_data), "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results"), "--workers", "0", "--no-progress"]
-    result = subprocess.run([sys.executable, "-m", "vgg", "run", "ablations", *common], cwd=ROOT, capture_output=True, text=True, env=ONE_THREAD, timeout=600)
+    result = subprocess.run([sys.executable, "-m", "vgg", "run", "ablations", *common, "--jobs", "1"], cwd=ROOT, capture_output=True, text=True, env=ONE_THREAD, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     comparisons = read_rows(tmp_path / "results" / "comparisons.csv")
     assert len(comparisons) == 40 and {row["seed"] for row in comparisons} == {"0"} and {row["images"] for row in comparisons} == {"24"}
@@ -132,7 +132,7 @@ def test_ci_ablations_end_to_end_write_comparisons_and_the_verdict_table(ci_data
 
     # a second seed: only the seed-1 runs train (from their own seed's parents); aggregate rows and comparisons over both seeds appear
     (tmp_path / "mini.toml").write_text(MINI)
-    seeded = subprocess.run([sys.executable, "-m", "vgg", "run", str(tmp_path / "mini.toml"), *common, "--seeds", "2"], cwd=ROOT, capture_output=True, text=True, env=ONE_THREAD, timeout=600)
+    seeded = subprocess.run([sys.executable, "-m", "vgg", "run", str(tmp_path / "mini.toml"), *common, "--seeds", "2", "--jobs", "1"], cwd=ROOT, capture_output=True, text=True, env=ONE_THREAD, timeout=600)
     assert seeded.returncode == 0, seeded.stderr[-3000:]
     trained = sorted(line.split("]")[0][1:] for line in seeded.stdout.splitlines() if "] training" in line)
     assert trained == ["A-256-seed1", "A-LRN-256-seed1"]

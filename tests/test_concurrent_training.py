@@ -16,7 +16,8 @@ def spec(run_id: str, parent: str | None = None) -> RunSpec:
     return RunSpec(run_id, "A", "256", f"from:{parent}" if parent else "random")
 
 
-def test_runs_start_after_their_parents_at_most_jobs_at_once_longest_chains_first(tmp_path):
+@pytest.mark.parametrize("b_cost", [1.0, 10.0])
+def test_runs_start_after_their_parents_at_most_jobs_at_once_costliest_chains_first(tmp_path, b_cost):
     runs = [spec("A"), spec("B", "A"), spec("C", "A"), spec("C-384", "C"), spec("C-jit", "C-384"), spec("L")]
     events, live = [], set()
 
@@ -29,12 +30,13 @@ def test_runs_start_after_their_parents_at_most_jobs_at_once_longest_chains_firs
         live.discard(job.spec.id)
         events.append(("end", job.spec.id, len(live)))
 
-    run_jobs(runs, 2, start, finished)
+    run_jobs(runs, 2, start, finished, cost=lambda run: b_cost if run.id == "B" else 1.0)
     order = [(kind, run) for kind, run, _ in events]
     assert max(count for _, _, count in events) == 2
     for child, parent in (("B", "A"), ("C", "A"), ("C-384", "C"), ("C-jit", "C-384")):
         assert order.index(("start", child)) > order.index(("end", parent))
-    assert order.index(("start", "C")) < order.index(("start", "B"))  # C heads a chain of 3, B is alone
+    c_first = order.index(("start", "C")) < order.index(("start", "B"))
+    assert c_first == (b_cost < 3)  # C heads a chain of 3 runs of cost 1, B is alone
     assert sorted(run for kind, run in order if kind == "end") == sorted(run.id for run in runs)
 
 

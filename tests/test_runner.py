@@ -80,7 +80,7 @@ def test_ci_table3_end_to_end_then_skip_and_resume(ci_data, tmp_path):
 
 def test_make_style_cli_run_and_report(ci_data, tmp_path):
     common = ["--profile", "ci", "--data", str(ci_data), "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results"), "--workers", "0", "--no-progress"]
-    result = subprocess.run([sys.executable, "-m", "vgg", "run", "table5", *common], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "vgg", "run", "table5", *common, "--jobs", "1"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     report = subprocess.run([sys.executable, "-m", "vgg", "report", "table5", "--profile", "ci", "--results", str(tmp_path / "results"), "--out-dir", str(tmp_path / "reports")], cwd=ROOT, capture_output=True, text=True)
     assert report.returncode == 0, report.stderr
@@ -92,7 +92,7 @@ def test_killed_runner_resumes_without_retraining_or_duplicates(ci_data, tmp_pat
     import time
 
     command = [sys.executable, "-m", "vgg", "run", "table3", "--profile", "ci", "--data", str(ci_data), "--runs", str(tmp_path / "runs"),
-               "--results", str(tmp_path / "results"), "--workers", "0", "--no-progress"]
+               "--results", str(tmp_path / "results"), "--workers", "0", "--no-progress", "--jobs", "2"]
     victim = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     runs = tmp_path / "runs" / "ci"
     deadline = time.monotonic() + 120

@@ -24,7 +24,10 @@ class OtherRunError(ValueError):
 
     def __init__(self, folder: Path, what: str, changed: str):
         self.folder, self.what, self.changed = folder, what, changed
-        super().__init__(f"{folder} holds {what} with other settings ({changed}); choose another --out or remove {folder}")
+        super().__init__(
+            f"{folder} holds {what} with other settings ({changed}); remove {folder}, or train into another folder "
+            "(vgg train --out DIR; make ... RUNS=DIR, or vgg run --runs DIR)"
+        )
 
 
 @dataclass

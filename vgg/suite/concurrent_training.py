@@ -1,9 +1,9 @@
 """Training several runs of an experiment at once on a CPU, each in a child process with its share of
 the cores' threads, parents before the runs that start from them.
 
-Measured on 2 cores (VGG-C, 4 epochs of the smoke profile): two runs of 1 thread each took 60.8 s
-together, one run of 2 threads 48.8 s alone, so two at once train 1.6x the images per second: at
-these sizes one net leaves a core's worth of time in per-layer overhead and the loader.
+Measured on 2 cores at smoke scale: VGG-C trained at 740 images/s beside D (1 thread each), 1,150
+alone with 2 threads: 1.3x the images per second together; A beside A-LRN gained nothing (263 and
+324 s, 142 and 184 s one after the other with 2 threads).
 """
 
 from __future__ import annotations
@@ -67,11 +67,13 @@ def _terminate_with_parent() -> None:
         pass
 
 
-def run_jobs(runs: list[RunSpec], jobs: int, start: Callable[[RunSpec], Job | None], finished: Callable[[Job], None]) -> None:
-    """Train `runs` (in plan order, parents first), up to `jobs` at once. `start` starts a run's job
+def run_jobs(runs: list[RunSpec], jobs: int, start: Callable[[RunSpec], Job | None], finished: Callable[[Job], None],
+             cost: Callable[[RunSpec], float] = lambda spec: 1.0) -> None:
+    """Train `runs` (in plan order, parents first), up to `jobs` at once, the runs heading the
+    costliest chains first (`cost`: a run's relative training time). `start` starts a run's job
     (None: nothing to train); `finished` takes an ended job and raises if it failed. On any error
     or stop signal the jobs still running are stopped (SIGTERM: each checkpoints) and waited for."""
-    pending, running = sorted(runs, key=_longest_chain_first(runs)), []
+    pending, running = sorted(runs, key=_costliest_chain_first(runs, cost)), []
     try:
         while pending or running:
             for job in [job for job in running if job.process.poll() is not None]:
@@ -100,16 +102,17 @@ def run_jobs(runs: list[RunSpec], jobs: int, start: Callable[[RunSpec], Job | No
             job.process.wait()
 
 
-def _longest_chain_first(runs: list[RunSpec]) -> Callable[[RunSpec], tuple[int, int]]:
-    """A sort key: runs that head the longest chains of runs starting from them first (C-256 before
-    B-256: C-384 and C's jittered run wait for it), plan order among equals (a stable sort keeps
-    parents before children, whose chains are shorter)."""
+def _costliest_chain_first(runs: list[RunSpec], cost: Callable[[RunSpec], float]) -> Callable[[RunSpec], tuple[float, int]]:
+    """A sort key: runs heading the costliest chain of runs that start from them first (critical
+    path first: E-256 before B-256, whose net is cheaper and which no run waits for, so that no
+    long run is left alone at the end on its share of the cores), plan order among equals. A
+    parent sorts before its children: its chain holds theirs."""
     children: dict[str | None, list[RunSpec]] = {}
     for spec in runs:
         children.setdefault(spec.parent, []).append(spec)
 
-    def chain(spec: RunSpec) -> int:
-        return 1 + max((chain(child) for child in children.get(spec.id, [])), default=0)
+    def chain(spec: RunSpec) -> float:
+        return cost(spec) + max((chain(child) for child in children.get(spec.id, [])), default=0.0)
 
     order = {spec.id: position for position, spec in enumerate(runs)}
     return lambda spec: (-chain(spec), order[spec.id])

@@ -26,16 +26,19 @@ import torch
 
 from vgg import precision as arithmetic
 from vgg.checkpoint import CHECKPOINT_NAME, read_done
+from vgg.complexity import summarize
 from vgg.datasets import load_split, require_data_folder
 from vgg.evaluate import average_results, evaluate, provenance_row
 from vgg.metrics import interval_fields
+from vgg.models import VGGSpec
 from vgg.nets import file_sha256, load_net
 from vgg.profiles import Profile, get_profile
 from vgg.protocols import COMBINED_METHODS
 from vgg.run_config import TrainConfig, train_command
-from vgg.run_state import OtherRunError, recorded_precision
+from vgg.run_state import recorded_precision
 from vgg.scores import fusion_row, load_scores, save_scores
 from vgg.starting_weights import PARENT_PREFIX
+from vgg.stop_signals import EXIT_BAD_INPUT
 from vgg.suite.concurrent_training import Job, concurrent_jobs, console_tail, run_jobs, start_job, threads_per_job
 from vgg.suite.comparisons import SeedErrors, aggregate_row, comparison_rows, load_errors, upsert_comparisons
 from vgg.suite.plan import Entry, EvalSpec, Experiment, FusionSpec, RunSpec, load_catalog, plan_runs, seeded_id
@@ -182,13 +185,7 @@ class ExperimentRunner:
             if result.returncode != 0:
                 raise ValueError(f"training {spec.id} failed (exit {result.returncode}); see {self.run_dir(spec.id) / 'train.log'}")
             return read_done(self.run_dir(spec.id))
-        try:
-            return train(cfg, self.run_dir(spec.id))
-        except OtherRunError as error:  # in make's terms: there is no --out here
-            raise ValueError(
-                f"{error.folder} holds {error.what} with other settings ({error.changed}); use another runs folder "
-                f"(make ... RUNS=DIR, or --runs DIR) or remove {error.folder}"
-            ) from None
+        return train(cfg, self.run_dir(spec.id))
 
     def train_all(self, runs: list[RunSpec]) -> None:
         """Train (or resume, or skip) `runs`, parents first: in this process one at a time, or with
@@ -214,11 +211,22 @@ class ExperimentRunner:
 
         def finished(job: Job) -> None:
             done = read_done(self.run_dir(job.spec.id))
+            last = console_tail(job, 1)
+            if job.process.returncode == EXIT_BAD_INPUT and last.startswith("error: "):  # its one line says what to do
+                raise ValueError(last.removeprefix("error: "))
             if job.process.returncode != 0 or done is None:
                 raise ValueError(f"training {job.spec.id} failed (exit {job.process.returncode}); its last lines:\n{console_tail(job)}")
             self.log(f"[{job.spec.id}] finished in {time.monotonic() - job.started:.0f} s: val top-1 {done['val_top1_err']}%, top-5 {done['val_top5_err']}%")
 
-        run_jobs(runs, self.jobs, start, finished)
+        run_jobs(runs, self.jobs, start, finished, cost=self.training_cost)
+
+    def training_cost(self, spec: RunSpec) -> float:
+        """A run's relative training time: its net's multiply-adds per image times its length
+        (a fine-tune, from a net of its own configuration, is shorter)."""
+        parent = None if spec.parent is None else self.catalog.get(spec.parent.removesuffix(f"-seed{spec.seed}") if spec.seed else spec.parent)
+        fine_tune = parent is not None and parent.config == spec.config
+        macs = summarize(VGGSpec(config=spec.config, crop=self.profile.crop, width=self.profile.width)).macs
+        return macs * self.profile.epoch_limit(fine_tune, 1)
 
     def training_summary(self, run_id: str) -> dict:
         """How a finished run trained, for its results rows (the report's training section): epochs,
