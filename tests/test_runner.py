@@ -132,3 +132,22 @@ def test_catalogue_runs_keep_their_run_hashes(catalog, monkeypatch):
     monkeypatch.setattr(vgg.precision, "cpu_bf16_speedup", lambda: 1.0)  # a CPU without fast bf16: --precision auto trains in fp32
     local = ExperimentRunner(profile="paper", data="/nonexistent-imagenet", runs_root=Path("/runs"), results_dir=Path("/results"), workers=0, progress=False)
     assert {run: local.train_config(catalog[run]).run_hash() for run in CATALOGUE_HASHES} == CATALOGUE_HASHES
+
+
+def test_concurrent_runs_get_the_runners_precision_unless_they_resume_a_checkpoint(ci_data, tmp_path, monkeypatch):
+    # a started run must resume in the precision its checkpoint recorded, whatever the runner decides now
+    import vgg.suite.runner as runner_module
+    from vgg.checkpoint import CHECKPOINT_NAME
+    from vgg.suite.plan import plan_runs
+
+    commands = {}
+    monkeypatch.setattr(runner_module, "start_job", lambda spec, command, console, threads: commands.setdefault(spec.id, command) and None)
+    monkeypatch.setattr(vgg.precision, "resolve", lambda precision, device: "bf16")
+    local = runner(ci_data, tmp_path, jobs=2)
+    runs = plan_runs(load_experiment("table3", local.catalog), local.catalog, 1)
+    started = local.run_dir("B-256")
+    started.mkdir(parents=True)
+    (started / CHECKPOINT_NAME).write_bytes(b"")
+    local.train_all(runs)
+    assert len(commands) == 12
+    assert all("--precision" not in command if run == "B-256" else "bf16" == command[command.index("--precision") + 1] for run, command in commands.items())

@@ -18,8 +18,8 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import cache
 from dataclasses import replace
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -204,7 +204,9 @@ class ExperimentRunner:
             if done is not None:
                 self.log(f"[{spec.id}] finished already: val top-1 {done['val_top1_err']}%, top-5 {done['val_top5_err']}%")
                 return None
-            cfg = replace(self.train_config(spec), precision=precision, progress=False)
+            cfg = replace(self.train_config(spec), progress=False)
+            if not (self.run_dir(spec.id) / CHECKPOINT_NAME).exists():  # a started run resumes in the precision it recorded
+                cfg = replace(cfg, precision=precision)
             self.log(f"[{spec.id}] training VGG-{spec.config} at S={spec.train_scale} (init: {spec.init}) in a process of {threads} "
                      f"thread(s), {self.jobs} runs at once; its log: {self.run_dir(spec.id) / 'train.log'}")
             return start_job(spec, train_command(cfg, self.run_dir(spec.id)), self.run_dir(spec.id) / CONSOLE_NAME, threads)
