@@ -66,3 +66,32 @@ def test_two_runs_at_once_on_a_cpu_and_one_on_gpus(monkeypatch):
     assert concurrent_jobs(3, on_cpu=False, gpus=0) == 3
     with pytest.raises(ValueError, match="JOBS must be at least 1"):
         concurrent_jobs(0, on_cpu=True, gpus=0)
+
+
+ORPHANS_A_SLEEPER = """
+import sys
+from pathlib import Path
+from vgg.suite.concurrent_training import start_job
+from vgg.suite.plan import RunSpec
+job = start_job(RunSpec("A", "A", "256", "random"), [sys.executable, "-c", "import time; time.sleep(60)"], Path(sys.argv[1]), threads=1)
+print(job.process.pid, flush=True)
+"""
+
+
+def test_a_child_does_not_outlive_the_runner_that_started_it(tmp_path):
+    import subprocess
+
+    runner = subprocess.run([sys.executable, "-c", ORPHANS_A_SLEEPER, str(tmp_path / "console.log")], capture_output=True, text=True, timeout=60)
+    child = int(runner.stdout.strip())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(child):
+        time.sleep(0.05)
+    assert not _alive(child)  # without PR_SET_PDEATHSIG it would sleep its 60 s
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False

@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from vgg.loaders import available_cpus
@@ -111,11 +112,14 @@ def _costliest_chain_first(runs: list[RunSpec], cost: Callable[[RunSpec], float]
     for spec in runs:
         children.setdefault(spec.parent, []).append(spec)
 
-    def chain(spec: RunSpec) -> float:
-        return cost(spec) + max((chain(child) for child in children.get(spec.id, [])), default=0.0)
+    @cache
+    def chain(run_id: str) -> float:
+        return cost(by_id[run_id]) + max((chain(child.id) for child in children.get(run_id, [])), default=0.0)
+
+    by_id = {spec.id: spec for spec in runs}
 
     order = {spec.id: position for position, spec in enumerate(runs)}
-    return lambda spec: (-chain(spec), order[spec.id])
+    return lambda spec: (-chain(spec.id), order[spec.id])
 
 
 def console_tail(job: Job, lines: int = 15) -> str:
