@@ -13,7 +13,7 @@ import vgg.precision
 from tests.helpers_images import assert_drawn_figure
 from vgg.checkpoint import read_done
 from vgg.suite.plan import load_experiment
-from vgg.suite.results_csv import read_rows
+from vgg.suite.results_csv import read_rows, upsert_rows
 from vgg.suite.runner import ExperimentRunner, computed_in_bf16
 from vgg.suite.table_reports import write_results_report
 
@@ -54,6 +54,8 @@ def test_ci_table3_end_to_end_then_skip_and_resume(ci_data, tmp_path):
     rows = runner(ci_data, tmp_path).run(experiment)
     assert len(rows) == 12 and len(read_rows(tmp_path / "results" / "table3.csv")) == 12
     assert {row["train_scale"] for row in rows} == {"256", "384", "256:512"}
+    # rows an earlier run over more seeds left (another seed's, the aggregate) go when this 1-seed run writes its own
+    upsert_rows(tmp_path / "results" / "table3.csv", [{**rows[0], "seed": seed, "top1_err": "99"} for seed in ("1", "mean")])
     # lose one run's DONE (as if killed during its last epoch) and a results row: only that is redone
     run_dir = tmp_path / "runs" / "ci" / "E-256-512"
     (run_dir / "DONE").unlink()
@@ -65,7 +67,7 @@ def test_ci_table3_end_to_end_then_skip_and_resume(ci_data, tmp_path):
     assert trained == ["[E-256-512] training VGG-E at S=256:512 (init: from:E-384)"]
     assert [m for m in messages if "evaluating" in m] == []  # every score file matches its checkpoint's hash: none is redone
     assert {p: (tmp_path / "runs" / "ci" / p / "checkpoint.pt").stat().st_mtime_ns for p in stamps} == stamps
-    assert len(read_rows(tmp_path / "results" / "table3.csv")) == 12  # upserted, not duplicated
+    assert len(read_rows(tmp_path / "results" / "table3.csv")) == 12  # upserted, not duplicated; the stale seeds dropped
     report = write_results_report("table3", "ci", tmp_path / "results", tmp_path / "reports")
     text = report.read_text()
     assert text.startswith("> **Toy-scale run (ci profile)") and "| E " in text
