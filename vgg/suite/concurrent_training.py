@@ -112,11 +112,11 @@ def _costliest_chain_first(runs: list[RunSpec], cost: Callable[[RunSpec], float]
     for spec in runs:
         children.setdefault(spec.parent, []).append(spec)
 
+    by_id = {spec.id: spec for spec in runs}
+
     @cache
     def chain(run_id: str) -> float:
         return cost(by_id[run_id]) + max((chain(child.id) for child in children.get(run_id, [])), default=0.0)
-
-    by_id = {spec.id: spec for spec in runs}
 
     order = {spec.id: position for position, spec in enumerate(runs)}
     return lambda spec: (-chain(spec.id), order[spec.id])
