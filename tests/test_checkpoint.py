@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import stat
 
 import pytest
 import torch
 
-from vgg.checkpoint import CHECKPOINT_NAME, checkpoint_file, load_checkpoint, save_checkpoint
+from vgg.checkpoint import CHECKPOINT_NAME, checkpoint_file, commit_of, load_checkpoint, save_checkpoint
 
 
 def test_a_write_that_fails_half_way_leaves_the_previous_checkpoint_and_no_temporary_file(tmp_path, monkeypatch):
@@ -45,3 +46,27 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _git(root, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root, check=True, capture_output=True)
+
+
+def test_commit_of_ignores_rewritten_results_and_reports_but_not_code(tmp_path):
+    for name in ("vgg/train.py", "results/table3.csv", "reports/table3.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("one\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-q", "-m", "first")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
+    assert commit_of(tmp_path) == head
+    (tmp_path / "results/table3.csv").write_text("a row the runner wrote\n")
+    (tmp_path / "reports/table3.md").write_text("a report\n")
+    assert commit_of(tmp_path) == head
+    (tmp_path / "vgg/train.py").write_text("changed code\n")
+    assert commit_of(tmp_path) == head + "+dirty"
+
+
+def test_commit_of_outside_git_is_unknown(tmp_path):
+    assert commit_of(tmp_path) == "unknown"

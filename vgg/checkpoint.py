@@ -229,14 +229,27 @@ def utc_timestamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@cache
-def git_commit() -> str:
-    """The commit of the code that runs (with '+dirty' for uncommitted changes), or 'unknown'; asked
-    of git once per process (the code that runs is the code imported at its start)."""
-    root = Path(__file__).resolve().parent.parent
+# What the suite writes into its own clone: a run that rewrites them has not changed the code that ran.
+GENERATED_FOLDERS = ("results", "reports")
+
+
+def commit_of(root: Path) -> str:
+    """The commit checked out in the git work tree `root`, with '+dirty' when tracked files other than
+    the generated results/ and reports/ differ from it, or 'unknown' outside git."""
+    excluded = [f":(exclude){folder}" for folder in GENERATED_FOLDERS]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded],
+            cwd=root, capture_output=True, text=True, timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")
+
+
+@cache
+def git_commit() -> str:
+    """The commit of the code that runs (`commit_of` the suite's clone); asked of git once per process
+    (the code that runs is the code imported at its start)."""
+    return commit_of(Path(__file__).resolve().parent.parent)
