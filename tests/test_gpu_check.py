@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from vgg.suite.gpu_check import format_rate
+
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 600  # about 1 min alone on 2 cores; CI runs it beside the other tests
 
@@ -51,3 +53,9 @@ def test_make_gpu_check_does_not_create_the_venv():
     makefile = (ROOT / "Makefile").read_text()
     rule = next(line for line in makefile.splitlines() if line.startswith("gpu-check:"))
     assert "$(STAMP)" not in rule and "PY=python3" in rule
+
+
+def test_rates_below_ten_images_a_second_keep_three_significant_digits():
+    # bf16 autocast on a CPU without bf16 units runs the tiny check at hundredths of an image a second
+    assert format_rate(0.0312) == "0.0312" and float(format_rate(0.0312)) > 0
+    assert format_rate(1146.23) == "1146.2" and format_rate(7.456) == "7.46"

@@ -4,7 +4,7 @@ from torch import nn
 
 from tests.conftest import meta_model
 from vgg.configs import CONFIGS
-from vgg.models import LRN_ALPHA_ALEXNET, LRN_ALPHA_PER_N, VGG, LocalResponseNorm
+from vgg.models import LRN_ALPHA_ALEXNET, LRN_ALPHA_PER_N, VGG, LocalResponseNorm, pooled_region
 
 PAPER_COUNTS = {
     "A": 132_863_336,
@@ -197,3 +197,17 @@ def test_forward_on_a_non_crop_size_points_to_dense():
 def test_bad_construction_arguments_are_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         meta_model(**kwargs)
+
+
+def test_dense_reads_the_centre_of_an_input_that_is_not_a_multiple_of_32():
+    # At 73 (the smoke profile's Q = 256) the pools read 64 pixels a side: the central 64, as the
+    # centre crop does, not the top-left 64 that floor pooling alone would keep.
+    model = VGG("A", width=8, crop=64, init="glorot").eval()
+    x = torch.randn(1, 3, 73, 110)
+    with torch.no_grad():
+        dense = model.score_map(x)
+        assert dense.shape[-2:] == (1, 2)
+        assert_close_relative(dense, model.score_map(x[..., 4:68, 7:103]))
+        assert not torch.allclose(dense, model.score_map(x[..., :64, :96]))
+    assert pooled_region(x).shape[-2:] == (64, 96)
+    assert pooled_region(torch.zeros(2, 3, 96, 128)).shape[-2:] == (96, 128)

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 import vgg.precision
 from tests.helpers_images import assert_drawn_figure
@@ -60,12 +61,18 @@ def test_ci_table3_end_to_end_then_skip_and_resume(ci_data, tmp_path):
     run_dir = tmp_path / "runs" / "ci" / "E-256-512"
     (run_dir / "DONE").unlink()
     stamps = {p.name: (p / "checkpoint.pt").stat().st_mtime_ns for p in (tmp_path / "runs" / "ci").iterdir() if (p / "DONE").exists()}
+    # a score file of an earlier evaluation version (dense read the top-left of the image) is computed again
+    [old_scores] = (tmp_path / "runs" / "ci" / "scores").glob("A-256*.pt")
+    state = torch.load(old_scores, weights_only=True)
+    state["provenance"]["evaluation_version"] = "1"
+    torch.save(state, old_scores)
     messages = []
     again = ExperimentRunner(profile="ci", data=str(ci_data), runs_root=tmp_path / "runs", results_dir=tmp_path / "results", workers=0, progress=False, log=messages.append)
     again.run(experiment)
     trained = [m for m in messages if "training" in m]
     assert trained == ["[E-256-512] training VGG-E at S=256:512 (init: from:E-384)"]
-    assert [m for m in messages if "evaluating" in m] == []  # every score file matches its checkpoint's hash: none is redone
+    # every other score file matches its checkpoint's hash and the evaluation version: none is redone
+    assert [m.split(":")[0] for m in messages if "evaluating" in m] == ["[A-256] evaluating"]
     assert {p: (tmp_path / "runs" / "ci" / p / "checkpoint.pt").stat().st_mtime_ns for p in stamps} == stamps
     assert len(read_rows(tmp_path / "results" / "table3.csv")) == 12  # upserted, not duplicated; the stale seeds dropped
     report = write_results_report("table3", "ci", tmp_path / "results", tmp_path / "reports")

@@ -27,6 +27,10 @@ from vgg.scores import EvalResult, save_scores
 from vgg.stop_signals import ignore_stop_signals
 from vgg.transforms import ScaleRange, rescale
 
+EVALUATION_VERSION = 2
+"""Raised when the same protocol on the same checkpoint comes to compute other posteriors: score
+files of another version are computed again (2: dense reads the image's central `pooled_region`)."""
+
 
 class ScaledImages(Dataset):
     """Each image decoded once and rescaled to every test scale (in loader workers)."""
@@ -186,6 +190,7 @@ def provenance_row(
         "device": result.device,
         "precision": result.precision,
         "date": utc_timestamp(),
+        "evaluation_version": EVALUATION_VERSION,
     }
 
 

@@ -112,6 +112,19 @@ class ConvUnit:
     batch_norm: str | None  # name of the BatchNorm that follows it, if any
 
 
+def pooled_region(x: torch.Tensor) -> torch.Tensor:
+    """The central part of an (..., H, W) input that the five floor-mode max-pools read: each side
+    cut to a multiple of `FEATURE_STRIDE`, the remainder split evenly between both edges (a view).
+
+    The paper's test scales (256, 384, 512, and S - 32) are multiples of 32, so there the whole
+    image is read; at other sizes floor pooling alone would drop up to 31 pixels from the right and
+    bottom edges only, reading an off-centre window of the image. The smoke profile's scales
+    (x 2/7: 73, 110, 146) leave 9-18 pixels over, 12% of the image at Q = 256."""
+    height, width = x.shape[-2:]
+    top, left = height % FEATURE_STRIDE // 2, width % FEATURE_STRIDE // 2
+    return x[..., top : top + height - height % FEATURE_STRIDE, left : left + width - width % FEATURE_STRIDE]
+
+
 class VGG(nn.Module):
     """A VGG network of Table 1 (or B-5x5), trainable at `crop` and densely applicable.
 
@@ -169,11 +182,12 @@ class VGG(nn.Module):
                 f"VGG-{self.config} was built for {self.spec.crop}x{self.spec.crop} crops but got a "
                 f"{x.shape[-2]}x{x.shape[-1]} input; use .dense(x) to apply it to larger images"
             )
-        x = self.features(x)
+        x = self.features(pooled_region(x))
         return self.classifier(torch.flatten(x, 1))
 
     def score_map(self, x: torch.Tensor) -> torch.Tensor:
-        """Dense application: an (N, classes, h, w) class-score map for any input >= crop.
+        """Dense application: an (N, classes, h, w) class-score map for any input >= crop, read
+        from the input's central `pooled_region`.
 
         FC layers become convolutions by reshaping their weights at call time (a view, no
         copy), so this always agrees with the trained weights.
@@ -184,7 +198,7 @@ class VGG(nn.Module):
                 f"dense evaluation needs an input of at least the training crop "
                 f"{self.spec.crop}x{self.spec.crop}, got {height}x{width}"
             )
-        x = self.features(x)
+        x = self.features(pooled_region(x))
         kernel = self.spec.fc1_kernel
         for layer in self.classifier:
             if isinstance(layer, nn.Linear):

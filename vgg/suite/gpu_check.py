@@ -74,6 +74,12 @@ SIZES = {
 }
 
 
+def format_rate(images_per_s: float) -> str:
+    """images/s for a table: one decimal, or three significant digits below 10 (a CPU without bf16
+    units runs bf16 autocast at a few hundredths of an image a second at the tiny sizes)."""
+    return f"{images_per_s:.1f}" if images_per_s >= 10 else f"{images_per_s:.3g}"
+
+
 def machine() -> dict[str, str]:
     """What ran the check: device, versions, cores."""
     cuda = torch.cuda.is_available()
@@ -360,11 +366,11 @@ def render(result: dict) -> str:
     lines += ["## (b) Training throughput", "", "| row | what | batch | images/s | TFLOP/s | MFU (measured matmul) | MFU (data sheet) | peak GiB |", "|---|---|---|---|---|---|---|---|"]
     for row in result["throughput"]:
         sheet = f"{row['train_tflops'] / peak:.1%}" if peak else "-"
-        lines.append(f"| {row['row']} | {row['kind']} | {row['batch']} | {row['images_per_s']:.1f} | {row['train_tflops']:.2f} | {row['mfu_measured']:.1%} | {sheet} | {row['peak_gib']:.1f} |")
+        lines.append(f"| {row['row']} | {row['kind']} | {row['batch']} | {format_rate(row['images_per_s'])} | {row['train_tflops']:.2f} | {row['mfu_measured']:.1%} | {sheet} | {row['peak_gib']:.1f} |")
     lines += ["", "## (c) Data path", "", "| path | S | images/s |", "|---|---|---|"]
-    lines += [f"| {row['row']} | {row['kind'].split('S=')[1]} | {row['images_per_s']:.1f} |" for row in result["data_path"]]
+    lines += [f"| {row['row']} | {row['kind'].split('S=')[1]} | {format_rate(row['images_per_s'])} |" for row in result["data_path"]]
     lines += ["", "## (d) Evaluation (VGG-D)", "", "| protocol | images/s |", "|---|---|"]
-    lines += [f"| {row['row']} | {row['images_per_s']:.1f} |" for row in result["evaluation"]]
+    lines += [f"| {row['row']} | {format_rate(row['images_per_s'])} |" for row in result["evaluation"]]
     lines += ["", "## (a) Correctness", "", "Training loss of D, same init and batches (fp32 with TF32 off vs bf16 autocast):", "", "| step | fp32 | bf16 |", "|---|---|---|"]
     lines += [f"| {i} | {a:.4f} | {b:.4f} |" for i, (a, b) in enumerate(zip(result["trajectories"]["fp32"], result["trajectories"]["bf16"]))]
     lines += ["", "Evaluation agreement on the same weights and images (bf16 is CUDA's; elsewhere it falls back to fp32):", "", "| method | equal top-1 decisions | max posterior difference |", "|---|---|---|"]

@@ -28,7 +28,7 @@ from vgg import precision as arithmetic
 from vgg.checkpoint import CHECKPOINT_NAME, read_done
 from vgg.complexity import summarize
 from vgg.datasets import load_split, require_data_folder
-from vgg.evaluate import average_results, evaluate, provenance_row
+from vgg.evaluate import EVALUATION_VERSION, average_results, evaluate, provenance_row
 from vgg.metrics import interval_fields
 from vgg.models import VGGSpec
 from vgg.nets import file_sha256, load_net
@@ -251,7 +251,10 @@ class ExperimentRunner:
         if path.exists():
             scores = load_scores(path)
             provenance = scores["provenance"]
-            current = provenance.get("checkpoint_sha256") == file_sha256(checkpoint) and provenance.get("dataset") == self.data
+            current = (
+                provenance.get("checkpoint_sha256") == file_sha256(checkpoint) and provenance.get("dataset") == self.data
+                and provenance.get("evaluation_version") == str(EVALUATION_VERSION)
+            )
             if current and not (self.precision == "fp32" and computed_in_bf16(provenance)):  # fp32 scores serve a bf16 request
                 intervals = {} if "top1_err_lo" in provenance else interval_fields(scores["posteriors"], scores["labels"])
                 return {**provenance, **intervals, **identity}
