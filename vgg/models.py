@@ -182,7 +182,7 @@ class VGG(nn.Module):
                 f"VGG-{self.config} was built for {self.spec.crop}x{self.spec.crop} crops but got a "
                 f"{x.shape[-2]}x{x.shape[-1]} input; use .dense(x) to apply it to larger images"
             )
-        x = self.features(pooled_region(x))
+        x = self.features(x)
         return self.classifier(torch.flatten(x, 1))
 
     def score_map(self, x: torch.Tensor) -> torch.Tensor:
