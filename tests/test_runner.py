@@ -13,6 +13,11 @@ import torch
 import vgg.precision
 from tests.helpers_images import assert_drawn_figure
 from vgg.checkpoint import read_done
+from vgg.datasets import load_split
+from vgg.evaluate import evaluate
+from vgg.metrics import read_metrics
+from vgg.nets import load_net
+from vgg.scores import load_scores
 from vgg.suite.plan import load_experiment
 from vgg.suite.results_csv import read_rows, upsert_rows
 from vgg.suite.runner import ExperimentRunner, computed_in_bf16
@@ -36,8 +41,8 @@ def test_catalog_settings_reach_the_training_run(ci_data, tmp_path, catalog):
     assert local.train_config(at_default).run_hash() == local.train_config(catalog["A-LRN-256"]).run_hash()
 
 
-def runner(ci_data, tmp_path, **kwargs):
-    return ExperimentRunner(profile="ci", data=str(ci_data), runs_root=tmp_path / "runs", results_dir=tmp_path / "results", workers=0, progress=False, log=lambda m: None, **kwargs)
+def runner(ci_data, tmp_path, log=lambda m: None, **kwargs):
+    return ExperimentRunner(profile="ci", data=str(ci_data), runs_root=tmp_path / "runs", results_dir=tmp_path / "results", workers=0, progress=False, log=log, **kwargs)
 
 
 def test_the_lock_refuses_a_second_runner(ci_data, tmp_path):
@@ -85,6 +90,34 @@ def test_ci_table3_end_to_end_then_skip_and_resume(ci_data, tmp_path):
     assert (a_row["epochs"], a_row["steps"], float(a_row["train_loss"])) == ("2", "12", done["train_loss"])
     training = text.split("## How each net trained")[1]
     assert "| A-256 " in training and "| E-256-512 " in training and "(chance 1.39)" in training  # ln 4 classes
+    # every net's learning curve, from its metrics.csv, in results/curves.csv and the report's figure
+    curves = read_rows(tmp_path / "results" / "curves.csv")
+    assert {row["run"] for row in curves} == {row["run"] for row in rows}
+    a_curve = [row for row in curves if row["run"] == "A-256"]
+    assert [(row["epoch"], row["train_loss"]) for row in a_curve] == [(m["epoch"], m["train_loss"]) for m in read_metrics(tmp_path / "runs" / "ci" / "A-256" / "metrics.csv")]
+    assert "(table3-curves.png)" in training
+    assert_drawn_figure(tmp_path / "reports" / "table3-curves.png")
+    check_averaged_evaluations_reuse_each_scale_and_method_once(ci_data, tmp_path)
+
+
+def check_averaged_evaluations_reuse_each_scale_and_method_once(ci_data, tmp_path):
+    """Dense at several scales and multi-crop+dense are averages of single-scale evaluations kept in
+    their own score files: a scale that Table 3 evaluated (A-256 at Q = 256) is not evaluated again for Table 4."""
+    averaged = tmp_path / "averaged.toml"
+    averaged.write_text(
+        'title = "averaged"\n[[evaluation]]\nrun = "A-256"\nscales = [224, 256, 288]\n'
+        '[[evaluation]]\nrun = "A-256"\nmethod = "multi-crop+dense"\nscales = [224, 256]\n'
+    )
+    messages = []
+    rows = runner(ci_data, tmp_path, log=messages.append).run(load_experiment(averaged))
+    evaluated = [m.split(": ", 1)[1] for m in messages if "evaluating" in m]
+    assert evaluated == ["dense at Q=224 with flips", "dense at Q=288 with flips", "multi-crop at Q=224 with flips", "multi-crop at Q=256 with flips"]
+    net, val = load_net(checkpoint=tmp_path / "runs" / "ci" / "A-256" / "checkpoint.pt"), load_split(ci_data, "val")
+    for row, (method, scales) in zip(rows, [("dense", [224, 256, 288]), ("multi-crop+dense", [224, 256])]):
+        direct = evaluate(net, val, method, scales, workers=0)
+        scores = load_scores(tmp_path / "runs" / "ci" / "scores" / f"A-256__{method}__{'-'.join(map(str, scales))}__flip.pt")
+        torch.testing.assert_close(scores["posteriors"], direct.posteriors, rtol=1e-5, atol=1e-6)
+        assert float(row["top1_err"]) == round(direct.top1_err, 3) and row["test_scales"] == "|".join(map(str, scales))
 
 
 def test_make_style_cli_run_and_report(ci_data, tmp_path):

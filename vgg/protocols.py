@@ -49,6 +49,18 @@ MAX_TEST_SCALE = 1024
 """The largest test scale Q (paper units) evaluated without --max-scale: twice the paper's largest, 512."""
 
 
+def averaged_parts(method: str, scales: tuple[int, ...]) -> list[tuple[str, tuple[int, ...]]]:
+    """The (method, scales) evaluations whose posterior average an evaluation is, as `Protocol.combine`
+    computes it: multi-crop+dense is the mean of dense and multi-crop at the same scales; dense or
+    multi-crop at several scales is the mean of that method at each scale. Empty where the
+    evaluation is computed from images (one scale of dense, multi-crop or centre-crop)."""
+    if method in COMBINED_METHODS:
+        return [(part, tuple(scales)) for part in COMBINED_METHODS[method]]
+    if method in ("dense", "multi-crop") and len(scales) > 1:
+        return [(method, (scale,)) for scale in scales]
+    return []
+
+
 def grid_positions(length: int, crop: int, count: int = GRID) -> list[int]:
     """`count` evenly spaced crop offsets along a side of `length`, both ends included."""
     if length < crop:

@@ -47,6 +47,18 @@ def save_scores(path: Path | str, result: EvalResult, images: ImageList, provena
     save_checkpoint(state, Path(path))
 
 
+def scores_result(state: dict) -> EvalResult:
+    """The evaluation a loaded score file holds (its errors computed again from its posteriors)."""
+    provenance = state["provenance"]
+    posteriors, labels = state["posteriors"], state["labels"]
+    top1, top5 = topk_correct(posteriors, labels)
+    return EvalResult(
+        posteriors=posteriors, labels=labels, image_ids=list(state["image_ids"]), top1_err=error_percent(top1, len(labels)),
+        top5_err=error_percent(top5, len(labels)), wall_s=float(provenance.get("wall_s") or 0.0), skipped=[],
+        device=provenance.get("device", ""), precision=provenance.get("precision", "fp32"),
+    )
+
+
 def load_scores(path: Path | str) -> dict:
     """A score file written by `save_scores`."""
     path = Path(path)

@@ -75,6 +75,14 @@ class ResultsView:
             return self.find_fusion(entry)
         return self.find(entry.run, entry.method, entry.test_scales, entry.flip)
 
+    def trained_runs(self) -> list[str]:
+        """The runs of the rows that record how their net trained (not fusions), in the rows' order."""
+        return list(dict.fromkeys(row["run"] for row in self.rows if row.get("epochs")))
+
+    def classes(self) -> int:
+        """The number of classes of the rows' dataset (0 when no row records it)."""
+        return max((int(c) for c in (row.get("classes") for row in self.rows) if c and str(c).isdigit()), default=0)
+
     def numbers(self, row: dict | None) -> Numbers:
         return NONE if row is None else Numbers(number(row["top1_err"]), number(row["top5_err"]))
 

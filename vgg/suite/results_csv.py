@@ -111,6 +111,17 @@ def drop_other_seeds(path: Path, rows: list[dict], seeds: int) -> None:
             _write_rows(path, remaining, list(existing[0]))
 
 
+def replace_groups(path: Path, rows: list[dict], group: tuple[str, ...], fields: tuple[str, ...]) -> None:
+    """Replace, in the CSV at `path`, every row whose `group` columns match a row of `rows` by `rows`
+    (a group's old rows go, even those `rows` no longer has); other groups' rows stay in order."""
+    replaced = {row_key(row, group) for row in rows}
+    with _locked(path):
+        existing = read_rows(path)
+        kept = [row for row in existing if row_key(row, group) not in replaced]
+        columns = list(dict.fromkeys([*fields, *(f for row in existing for f in row), *(f for row in rows for f in row)]))
+        _write_rows(path, [*kept, *({k: "" if v is None else str(v) for k, v in row.items()} for row in rows)], columns)
+
+
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """Writers of the same results file (runners of different profiles) take turns under a lock file."""

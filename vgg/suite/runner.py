@@ -33,10 +33,11 @@ from vgg.metrics import interval_fields
 from vgg.models import VGGSpec
 from vgg.nets import file_sha256, load_net
 from vgg.profiles import Profile, get_profile
-from vgg.protocols import COMBINED_METHODS
+from vgg.protocols import averaged_parts
+from vgg.suite.curves import curve_rows, write_curves
 from vgg.run_config import TrainConfig, train_command
 from vgg.run_state import recorded_precision
-from vgg.scores import fusion_row, load_scores, save_scores
+from vgg.scores import EvalResult, fusion_row, load_scores, save_scores, scores_result
 from vgg.starting_weights import PARENT_PREFIX
 from vgg.stop_signals import EXIT_BAD_INPUT
 from vgg.suite.concurrent_training import Job, concurrent_jobs, console_tail, run_jobs, start_job, threads_per_job
@@ -94,8 +95,6 @@ class ExperimentRunner:
         on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
         self.jobs = concurrent_jobs(jobs, on_cpu, gpus)  # runs training at once (None: 2 on a CPU, 1 on GPUs)
         self.catalog = load_catalog()
-        self._parts: dict[tuple, object] = {}  # EvalResults of dense / multi-crop kept for their combination
-        self._wanted_parts: set[tuple] = set()
 
     # ----- paths --------------------------------------------------------------------
     @property
@@ -258,6 +257,27 @@ class ExperimentRunner:
             if current and not (self.precision == "fp32" and computed_in_bf16(provenance)):  # fp32 scores serve a bf16 request
                 intervals = {} if "top1_err_lo" in provenance else interval_fields(scores["posteriors"], scores["labels"])
                 return {**provenance, **intervals, **identity}
+        parts = [replace(spec, method=method, scales=scales, label="", paper_row="") for method, scales in averaged_parts(spec.method, spec.scales)]
+        if parts:  # each part evaluated once into its own score file, whichever tables ask for it
+            result = average_results([self._part_result(part, seed) for part in parts])
+            self.log(f"[{seeded_id(spec.run, seed)}] {spec.method} at Q={spec.test_scales}: the average of {', '.join(p.key for p in parts)}")
+        else:
+            result = self._computed(spec, seed, checkpoint, path)
+            if result is None:  # evaluated by torchrun, which wrote the score file
+                return {**load_scores(path)["provenance"], **identity}
+        net, images = load_net(checkpoint=checkpoint), load_split(self.data, "val")
+        row = {**provenance_row(net, self.data, spec.method, list(spec.scales), spec.flip, "after-average", result, len(images)), **identity}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_scores(path, result, images, row)
+        return row
+
+    def _part_result(self, part: EvalSpec, seed: int) -> EvalResult:
+        """The posteriors of a part of an averaged evaluation, from its score file (evaluated first where not current)."""
+        self.evaluate(part, seed)
+        return scores_result(load_scores(self.scores_path(part, seed)))
+
+    def _computed(self, spec: EvalSpec, seed: int, checkpoint: Path, path: Path) -> EvalResult | None:
+        """Evaluate `spec` from the val images: here, or with several GPUs by torchrun into the score file (None)."""
         self.log(f"[{seeded_id(spec.run, seed)}] evaluating: {spec.method} at Q={spec.test_scales}{' with flips' if spec.flip else ''}")
         if self.gpus > 1:
             command = [
@@ -267,44 +287,13 @@ class ExperimentRunner:
             ]
             if subprocess.run(command).returncode != 0:
                 raise ValueError(f"evaluating {spec.key} failed")
-            return {**load_scores(path)["provenance"], **identity}
-
+            return None
         net, images = load_net(checkpoint=checkpoint), load_split(self.data, "val")
-        result = self._combined(spec, seed) or evaluate(
-            net, images, spec.method, list(spec.scales), spec.flip, workers=self.workers, precision=self.precision
-        )
-        if self._part_key(spec, spec.method, seed) in self._wanted_parts:
-            self._parts[self._part_key(spec, spec.method, seed)] = result
-        row = {**provenance_row(net, self.data, spec.method, list(spec.scales), spec.flip, "after-average", result, len(images)), **identity}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_scores(path, result, images, row)
-        return row
+        return evaluate(net, images, spec.method, list(spec.scales), spec.flip, workers=self.workers, precision=self.precision)
 
     def run_all(self, experiments: list[Experiment]) -> list[dict]:
-        """Run several experiments in turn (`vgg run table3 table4 ...`), keeping in memory the dense and
-        multi-crop results that a later multi-crop+dense evaluation of any of them combines."""
-        self._wanted_parts = self._parts_of_combinations(experiments)
+        """Run several experiments in turn (`vgg run table3 table4 ...`)."""
         return [row for experiment in experiments for row in self.run(experiment)]
-
-    def _parts_of_combinations(self, experiments: list[Experiment]) -> set[tuple]:
-
-        return {
-            self._part_key(spec, part, seed)
-            for experiment in experiments
-            for spec in experiment.all_evaluations()
-            for part in COMBINED_METHODS.get(spec.method, ())
-            for seed in range(self.seeds)
-        }
-
-    @staticmethod
-    def _part_key(spec: EvalSpec, method: str, seed: int) -> tuple:
-        return (spec.run, seed, method, spec.scales, spec.flip)
-
-    def _combined(self, spec: EvalSpec, seed: int):
-        """multi-crop+dense as the average of its parts' posteriors when both were evaluated in this
-        session (bit-identical to evaluating it, at no cost); None otherwise."""
-        parts = [self._parts.get(self._part_key(spec, part, seed)) for part in COMBINED_METHODS.get(spec.method, ())]
-        return average_results(parts) if parts and all(parts) else None
 
     def fuse(self, fusion: FusionSpec, seed: int = 0) -> dict:
         """The results row of a fusion of seed `seed`'s evaluations of its members."""
@@ -332,7 +321,6 @@ class ExperimentRunner:
             self.train_all(runs)
             results = self.results_dir / f"{experiment.name}.csv"
             entries: list[Entry] = [*experiment.all_evaluations(), *experiment.all_fusions()]
-            self._wanted_parts |= self._parts_of_combinations([experiment])
             by_entry: dict[int, list[dict]] = {i: [] for i in range(len(entries))}
             for seed in range(self.seeds):
                 for i, entry in enumerate(entries):
@@ -349,6 +337,9 @@ class ExperimentRunner:
                 upsert_rows(results, aggregates)
                 rows += aggregates
             drop_other_seeds(results, rows, self.seeds)
+            curves = [row for run in runs for row in curve_rows(run, self.run_dir(run.id), self.profile.name, self.data)]
+            if curves:
+                write_curves(self.results_dir, curves)
             self.log(f"{experiment.name}: {len(rows)} result rows in {results}")
             if experiment.ablations:
                 compared = comparison_rows(experiment, errors, {"profile": self.profile.name, "dataset": self.data}, self.catalog)

@@ -18,6 +18,7 @@ from tabulate import tabulate
 
 from vgg.checkpoint import atomic_write_figure, atomic_write_text
 from vgg.suite.ablation_report import render_ablations
+from vgg.suite.curves import curves_section
 from vgg.suite.plan import Experiment, RunSpec, load_catalog, load_experiment
 from vgg.suite.published import NONE, Numbers, number, paper_numbers, paper_row_numbers, published_rows
 from vgg.suite.report_parts import METRICS, ResultsView, delta, fmt, ours_cell, training_section
@@ -131,8 +132,9 @@ def write_results_report(name: str | Path, profile: str, results_dir: Path, out_
     view = ResultsView(results_dir / f"{experiment.name}.csv", profile, dataset)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{experiment.name}.md"
+    curves = curves_section(results_dir, out_dir, experiment.name, profile, view.dataset, view.trained_runs(), view.classes())
     if experiment.ablations:
-        atomic_write_text(path, render_ablations(experiment, view, results_dir, catalog, figure=out_dir / f"{experiment.name}.png"))
+        atomic_write_text(path, render_ablations(experiment, view, results_dir, catalog, figure=out_dir / f"{experiment.name}.png") + curves)
         return path
     if experiment.paper_table == 6:
         table, labels, ours, paper = render_fusion_table(experiment, view)
@@ -142,5 +144,5 @@ def write_results_report(name: str | Path, profile: str, results_dir: Path, out_
         table, labels, ours, paper = render_evaluation_table(experiment, view, catalog)
     plot = out_dir / f"{experiment.name}.png"
     _plot(plot, labels, ours, paper, f"{experiment.title.split(':')[0]}: ours ({profile} profile, 95% intervals) vs paper")
-    atomic_write_text(path, f"{view.header(experiment)}\n{table}\n\n![top-1 and top-5 error, ours vs paper]({plot.name})\n{training_section(view)}")
+    atomic_write_text(path, f"{view.header(experiment)}\n{table}\n\n![top-1 and top-5 error, ours vs paper]({plot.name})\n{training_section(view)}{curves}")
     return path
