@@ -108,3 +108,21 @@ def test_init_from_a_needs_a_and_a_target_with_matching_layers():
 def test_unknown_scheme_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown init scheme 'he'; choose one of paper, glorot"):
         initialize(VGG("A", **SMALL), "he")
+
+
+def test_glorot_init_shrinks_the_signal_with_depth_at_the_smoke_widths():
+    """Why the deepest nets from Glorot's init are slow to start (README, "How each net trained"):
+    Glorot keeps a linear layer's variance and each ReLU halves it, so at init E's logits and its
+    first conv's gradient (relative to the weights) are an order of magnitude below A's."""
+    inputs, labels = torch.randn(32, 3, 64, 64, generator=torch.Generator().manual_seed(0)), torch.arange(32) % 50
+    logit_std, conv1_step = {}, {}
+    for config in ("A", "D", "E"):
+        torch.manual_seed(0)
+        model = VGG(config, num_classes=50, width=8, crop=64, dropout=0.0)
+        initialize(model, "glorot")
+        logits = model(inputs)
+        nn.functional.cross_entropy(logits, labels).backward()
+        conv1 = model.features[0].weight
+        logit_std[config], conv1_step[config] = logits.std().item(), (conv1.grad.norm() / conv1.norm()).item()
+    assert logit_std["A"] > 3 * logit_std["D"] > 9 * logit_std["E"]
+    assert conv1_step["A"] > 10 * conv1_step["E"]
