@@ -7,7 +7,7 @@ from tests.conftest import small_net
 from vgg.datasets import load_split
 from vgg.evaluate import evaluate
 from vgg.models import VGG
-from vgg.scores import fuse, load_scores, save_scores
+from vgg.scores import computed_in_bf16, fuse, load_scores, save_scores
 
 
 def test_fusion_is_the_mean_of_members_and_mismatches_are_refused(ci_data, tmp_path):
@@ -37,3 +37,11 @@ def test_fusion_is_the_mean_of_members_and_mismatches_are_refused(ci_data, tmp_p
         fuse([paths[0], tmp_path / "fewer.scores"])
     with pytest.raises(ValueError, match="at least two"):
         fuse([paths[0]])
+
+
+def test_score_files_made_in_bf16_are_recognised_for_redoing_in_fp32():
+    assert computed_in_bf16({"precision": "bf16", "device": "cuda:0"})
+    assert not computed_in_bf16({"precision": "fp32", "device": "cuda:0"})
+    assert computed_in_bf16({"device": "cuda:0"})  # before the precision was recorded, CUDA evaluation was always bf16
+    assert not computed_in_bf16({"device": "cpu"})
+    assert computed_in_bf16({"precision": "fp32+bf16", "device": "cuda:0"})  # an average of parts of both

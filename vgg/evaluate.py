@@ -155,7 +155,7 @@ def average_results(results: list[EvalResult]) -> EvalResult:
         top5_err=error_percent(top5, len(first.labels)),
         wall_s=sum(result.wall_s for result in results),
         skipped=first.skipped,
-        device=first.device,
+        device="+".join(dict.fromkeys(result.device for result in results)),
         precision="+".join(dict.fromkeys(result.precision for result in results)),
     )
 

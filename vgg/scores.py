@@ -47,6 +47,14 @@ def save_scores(path: Path | str, result: EvalResult, images: ImageList, provena
     save_checkpoint(state, Path(path))
 
 
+def computed_in_bf16(provenance: dict) -> bool:
+    """Whether a score file's posteriors came (even in part: an average's precision reads "fp32+bf16")
+    from bf16 autocast: as recorded, or for files from before the precision was recorded, whether they
+    were computed on CUDA (always in bf16 then)."""
+    recorded = provenance.get("precision") or ("bf16" if provenance.get("device", "").startswith("cuda") else "fp32")
+    return "bf16" in recorded.split("+")
+
+
 def scores_result(state: dict) -> EvalResult:
     """The evaluation a loaded score file holds (its errors computed again from its posteriors)."""
     provenance = state["provenance"]
@@ -55,7 +63,7 @@ def scores_result(state: dict) -> EvalResult:
     return EvalResult(
         posteriors=posteriors, labels=labels, image_ids=list(state["image_ids"]), top1_err=error_percent(top1, len(labels)),
         top5_err=error_percent(top5, len(labels)), wall_s=float(provenance.get("wall_s") or 0.0), skipped=[],
-        device=provenance.get("device", ""), precision=provenance.get("precision", "fp32"),
+        device=provenance.get("device", ""), precision=provenance.get("precision") or ("bf16" if computed_in_bf16(provenance) else "fp32"),
     )
 
 

@@ -17,9 +17,9 @@ from vgg.suite.plan import RunSpec
 from vgg.suite.results_csv import read_rows, replace_groups
 
 CURVES_FILE = "curves.csv"
-CURVE_GROUP = ("profile", "dataset", "run")
-"""A run's curves, over all its seeds, are replaced together: a rerun over fewer seeds drops the others'."""
-CURVE_FIELDS = (*CURVE_GROUP, "seed", "epoch", "lr", "train_loss", "val_top1_err", "val_top5_err")
+CURVE_GROUP = ("profile", "dataset", "run", "seed")
+"""A run's curve (one seed) is replaced whole; a report draws only the seeds its results rows hold."""
+CURVE_FIELDS = (*CURVE_GROUP, "epoch", "lr", "train_loss", "val_top1_err", "val_top5_err")
 AT_CHANCE = 0.95
 """A run whose last train loss is above this fraction of ln K (the loss of a uniform guess) ended at chance."""
 
@@ -29,7 +29,7 @@ def curve_rows(run: RunSpec, run_dir: Path, profile: str, dataset: str) -> list[
     path = Path(run_dir) / METRICS_NAME
     if not path.exists():
         return []
-    kept = CURVE_FIELDS[len(CURVE_GROUP) + 2 :]
+    kept = CURVE_FIELDS[len(CURVE_GROUP) + 1 :]
     return [
         {"profile": profile, "dataset": dataset, "run": run.catalog_id, "seed": run.seed, "epoch": row["epoch"], **{k: row.get(k, "") for k in kept}}
         for row in read_metrics(path)
@@ -37,32 +37,29 @@ def curve_rows(run: RunSpec, run_dir: Path, profile: str, dataset: str) -> list[
 
 
 def write_curves(results_dir: Path, rows: list[dict]) -> Path:
-    """Replace, in results_dir/curves.csv, the curves of every run in `rows` (all its seeds) by `rows`."""
+    """Replace, in results_dir/curves.csv, the curve of every run and seed in `rows` by `rows`."""
     path = Path(results_dir) / CURVES_FILE
     replace_groups(path, rows, CURVE_GROUP, CURVE_FIELDS)
     return path
 
 
-def read_curves(results_dir: Path, profile: str, dataset: str, runs: list[str]) -> dict[str, dict[int, list[dict]]]:
-    """The curves of `runs` (in that order) for a profile and dataset: run -> seed -> its rows by epoch."""
+def read_curves(results_dir: Path, profile: str, dataset: str, runs: dict[str, list[int]]) -> dict[str, dict[int, list[dict]]]:
+    """The curves of `runs` (run -> its seeds, in that order) for a profile and dataset: run -> seed -> its rows by epoch.
+    Other seeds' curves (left by a run over more seeds) are not read."""
     by_run: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for row in read_rows(Path(results_dir) / CURVES_FILE):
-        if row["profile"] == profile and row["dataset"] == dataset and row["run"] in runs:
+        if row["profile"] == profile and row["dataset"] == dataset and int(row["seed"]) in runs.get(row["run"], ()):
             by_run[row["run"]][int(row["seed"])].append(row)
     return {run: {seed: sorted(rows, key=lambda r: int(r["epoch"])) for seed, rows in sorted(by_run[run].items())} for run in runs if run in by_run}
 
 
 def ended_at_chance(curves: dict[str, dict[int, list[dict]]], classes: int) -> list[tuple[str, int, float]]:
-    """(run, seed, last train loss) of every run whose last train loss is above AT_CHANCE x ln K."""
+    """(run, seed, last train loss) of every run whose last train loss is above AT_CHANCE x ln K, or not finite."""
     if classes < 2:
         return []
     limit = AT_CHANCE * math.log(classes)
-    return [
-        (run, seed, float(rows[-1]["train_loss"]))
-        for run, seeds in curves.items()
-        for seed, rows in seeds.items()
-        if rows and rows[-1]["train_loss"] and float(rows[-1]["train_loss"]) > limit
-    ]
+    last = [(run, seed, float(rows[-1]["train_loss"] or "nan")) for run, seeds in curves.items() for seed, rows in seeds.items() if rows]
+    return [(run, seed, loss) for run, seed, loss in last if not loss <= limit]
 
 
 def plot_learning_curves(path: Path, curves: dict[str, dict[int, list[dict]]], classes: int, title: str) -> None:
@@ -104,7 +101,7 @@ def plot_learning_curves(path: Path, curves: dict[str, dict[int, list[dict]]], c
     plt.close(figure)
 
 
-def curves_section(results_dir: Path, out_dir: Path, name: str, profile: str, dataset: str, runs: list[str], classes: int) -> str:
+def curves_section(results_dir: Path, out_dir: Path, name: str, profile: str, dataset: str, runs: dict[str, list[int]], classes: int) -> str:
     """The report's learning-curve figure (drawn into out_dir/<name>-curves.png) and its runs that
     ended at chance; empty when results_dir holds no curves of these runs."""
     curves = read_curves(results_dir, profile, dataset, runs)
@@ -117,7 +114,7 @@ def curves_section(results_dir: Path, out_dir: Path, name: str, profile: str, da
     if stuck:
         named = "; ".join(f"{run} seed {seed} ({loss:.3f})" for run, seed, loss in stuck)
         text += (
-            f"\nEnded at chance (last train loss above {AT_CHANCE:g} x ln {classes} = {AT_CHANCE * math.log(classes):.2f}): {named}. "
+            f"\nEnded at chance (last train loss above {AT_CHANCE:g} x ln {classes} = {AT_CHANCE * math.log(classes):.2f}, or not finite): {named}. "
             "Their errors measure a net that never left a uniform guess, not its configuration.\n"
         )
     return text

@@ -14,7 +14,7 @@ from vgg.evaluate import average_results, evaluate, provenance_row
 from vgg.nets import load_net
 from vgg.scores import EvalResult
 from vgg.suite.plan import EXPERIMENTS_DIR, read_toml
-from vgg.protocols import COMBINED_METHODS
+from vgg.protocols import averaged_parts
 from vgg.suite.results_csv import read_rows, upsert_rows
 from vgg.suite.published import PAPER_DIR, number, paper_numbers_for
 from vgg.suite.report_parts import delta, fmt, ours_cell
@@ -49,24 +49,38 @@ def protocols() -> list[dict]:
 
 def run_pretrained(weights_dir: Path | str, data: str, results: Path, limit: int | None = None, workers: int | None = None, log=print) -> list[dict]:
     """Evaluate every weight file under every protocol; rows are upserted into `results`.
-    A combined protocol (multi-crop+dense) reuses its parts' posteriors when they were evaluated
-    at the same scales, which halves the cost of the multi-crop protocols."""
+    A protocol that is an average of others (`vgg.protocols.averaged_parts`: several scales,
+    multi-crop+dense) averages their posteriors, each part evaluated once per weight file and kept
+    in memory while a later protocol needs it: dense over {256, 384, 512} evaluates only Q = 512
+    after dense at 256 and 384, and multi-crop+dense evaluates nothing."""
     val = load_split(data, "val")
     images = val.subset(limit)
-    wanted = {(part, tuple(p["scales"]), bool(p.get("flip", True))) for p in protocols() for part in COMBINED_METHODS.get(p["method"], ())}
+    wanted: set[tuple] = set()
+
+    def want_parts(method: str, scales: tuple[int, ...], flip: bool) -> None:
+        for part in averaged_parts(method, scales):
+            wanted.add((*part, flip))
+            want_parts(*part, flip)
+
+    for protocol in protocols():
+        want_parts(protocol["method"], tuple(protocol["scales"]), bool(protocol.get("flip", True)))
     rows = []
     for path in weight_files(weights_dir, log):
         net = load_net(weights=str(path))
         kept: dict[tuple, EvalResult] = {}
+
+        def result_of(method: str, scales: tuple[int, ...], flip: bool) -> EvalResult:
+            if (method, scales, flip) in kept:
+                return kept[(method, scales, flip)]
+            parts = averaged_parts(method, scales)
+            result = average_results([result_of(*part, flip) for part in parts]) if parts else evaluate(net, images, method, list(scales), flip, workers=workers)
+            if (method, scales, flip) in wanted:
+                kept[(method, scales, flip)] = result
+            return result
+
         for protocol in protocols():
             method, scales, flip = protocol["method"], list(protocol["scales"]), bool(protocol.get("flip", True))
-            parts = [kept.get((part, tuple(scales), flip)) for part in COMBINED_METHODS.get(method, ())]
-            if parts and all(parts):
-                result = average_results(parts)
-            else:
-                result = evaluate(net, images, method, scales, flip, workers=workers)
-            if (method, tuple(scales), flip) in wanted:
-                kept[(method, tuple(scales), flip)] = result
+            result = result_of(method, tuple(scales), flip)
             row = {**provenance_row(net, data, method, scales, flip, "after-average", result, len(val)), "label": protocol["label"]}
             upsert_rows(results, [row])
             rows.append(row)

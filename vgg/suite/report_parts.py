@@ -12,7 +12,7 @@ from tabulate import tabulate
 
 from vgg.suite.plan import EvalSpec, Experiment, FusionSpec
 from vgg.suite.published import NONE, Numbers, number
-from vgg.suite.results_csv import MEAN_SEED, read_rows, shown_row
+from vgg.suite.results_csv import MEAN_SEED, read_rows, row_seed, shown_row
 
 TOY_PROFILES = ("smoke", "ci")
 METRICS = (("top1", "top-1"), ("top5", "top-5"))
@@ -75,9 +75,13 @@ class ResultsView:
             return self.find_fusion(entry)
         return self.find(entry.run, entry.method, entry.test_scales, entry.flip)
 
-    def trained_runs(self) -> list[str]:
-        """The runs of the rows that record how their net trained (not fusions), in the rows' order."""
-        return list(dict.fromkeys(row["run"] for row in self.rows if row.get("epochs")))
+    def trained_runs(self) -> dict[str, list[int]]:
+        """The runs of the rows that record how their net trained (not fusions), in the rows' order, each with its seeds."""
+        seeds: dict[str, list[int]] = {}
+        for row in self.rows:
+            if row.get("epochs") and row_seed(row) != MEAN_SEED and int(row_seed(row)) not in seeds.setdefault(row["run"], []):
+                seeds[row["run"]].append(int(row_seed(row)))
+        return seeds
 
     def classes(self) -> int:
         """The number of classes of the rows' dataset (0 when no row records it)."""

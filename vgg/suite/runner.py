@@ -37,7 +37,7 @@ from vgg.protocols import averaged_parts
 from vgg.suite.curves import curve_rows, write_curves
 from vgg.run_config import TrainConfig, train_command
 from vgg.run_state import recorded_precision
-from vgg.scores import EvalResult, fusion_row, load_scores, save_scores, scores_result
+from vgg.scores import EvalResult, computed_in_bf16, fusion_row, load_scores, save_scores, scores_result
 from vgg.starting_weights import PARENT_PREFIX
 from vgg.stop_signals import EXIT_BAD_INPUT
 from vgg.suite.concurrent_training import Job, concurrent_jobs, console_tail, run_jobs, start_job, threads_per_job
@@ -51,13 +51,6 @@ from vgg.train import train
 
 CONSOLE_NAME = "console.log"
 """A run trained in a child process: what it printed (its train.log has the epochs)."""
-
-
-def computed_in_bf16(provenance: dict) -> bool:
-    """Whether a score file's posteriors came from bf16 autocast: as recorded, or for files from before
-    the precision was recorded, whether they were computed on CUDA (always in bf16 then)."""
-    recorded = provenance.get("precision") or ("bf16" if provenance.get("device", "").startswith("cuda") else "fp32")
-    return recorded == "bf16"
 
 
 class ExperimentRunner:
