@@ -254,11 +254,13 @@ class ExperimentRunner:
         if parts:  # each part evaluated once into its own score file, whichever tables ask for it
             result = average_results([self._part_result(part, seed) for part in parts])
             self.log(f"[{seeded_id(spec.run, seed)}] {spec.method} at Q={spec.test_scales}: the average of {', '.join(p.key for p in parts)}")
-        else:
-            result = self._computed(spec, seed, checkpoint, path)
-            if result is None:  # evaluated by torchrun, which wrote the score file
-                return {**load_scores(path)["provenance"], **identity}
+        elif self.gpus > 1:
+            self._evaluate_by_torchrun(spec, seed, checkpoint, path)  # it writes the score file
+            return {**load_scores(path)["provenance"], **identity}
         net, images = load_net(checkpoint=checkpoint), load_split(self.data, "val")
+        if not parts:
+            self.log(f"[{seeded_id(spec.run, seed)}] evaluating: {spec.method} at Q={spec.test_scales}{' with flips' if spec.flip else ''}")
+            result = evaluate(net, images, spec.method, list(spec.scales), spec.flip, workers=self.workers, precision=self.precision)
         row = {**provenance_row(net, self.data, spec.method, list(spec.scales), spec.flip, "after-average", result, len(images)), **identity}
         path.parent.mkdir(parents=True, exist_ok=True)
         save_scores(path, result, images, row)
@@ -269,20 +271,16 @@ class ExperimentRunner:
         self.evaluate(part, seed)
         return scores_result(load_scores(self.scores_path(part, seed)))
 
-    def _computed(self, spec: EvalSpec, seed: int, checkpoint: Path, path: Path) -> EvalResult | None:
-        """Evaluate `spec` from the val images: here, or with several GPUs by torchrun into the score file (None)."""
+    def _evaluate_by_torchrun(self, spec: EvalSpec, seed: int, checkpoint: Path, path: Path) -> None:
+        """Evaluate `spec` on several GPUs (torchrun) into its score file."""
         self.log(f"[{seeded_id(spec.run, seed)}] evaluating: {spec.method} at Q={spec.test_scales}{' with flips' if spec.flip else ''}")
-        if self.gpus > 1:
-            command = [
-                sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={self.gpus}", "-m", "vgg", "evaluate",
-                "--checkpoint", str(checkpoint), "--data", self.data, "--method", spec.method, "--scales", ",".join(map(str, spec.scales)),
-                "--save-scores", str(path), "--precision", self.precision, *([] if spec.flip else ["--no-flip"]),
-            ]
-            if subprocess.run(command).returncode != 0:
-                raise ValueError(f"evaluating {spec.key} failed")
-            return None
-        net, images = load_net(checkpoint=checkpoint), load_split(self.data, "val")
-        return evaluate(net, images, spec.method, list(spec.scales), spec.flip, workers=self.workers, precision=self.precision)
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={self.gpus}", "-m", "vgg", "evaluate",
+            "--checkpoint", str(checkpoint), "--data", self.data, "--method", spec.method, "--scales", ",".join(map(str, spec.scales)),
+            "--save-scores", str(path), "--precision", self.precision, *([] if spec.flip else ["--no-flip"]),
+        ]
+        if subprocess.run(command).returncode != 0:
+            raise ValueError(f"evaluating {spec.key} failed")
 
     def run_all(self, experiments: list[Experiment]) -> list[dict]:
         """Run several experiments in turn (`vgg run table3 table4 ...`)."""
