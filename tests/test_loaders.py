@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -7,6 +8,8 @@ import pytest
 import torch
 
 from tests.helpers_images import class_folder_tree
+from tests.helpers_processes import children_of, processes_in_group
+from vgg.suite.kill_resume import wait_for
 from vgg.datasets import load_split
 from vgg.loaders import BadImageError, EpochSampler, ImageDataset, collate, iterate_epoch, make_loader
 from vgg.transforms import ScaleRange, TestTransform, TrainTransform
@@ -109,6 +112,34 @@ def test_a_process_ending_with_a_persistent_loader_alive_exits():
     result = subprocess.run([sys.executable, "-c", ENDS_WITH_A_LIVE_LOADER], cwd=Path(__file__).resolve().parent.parent,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "done", result.stderr[-2000:]
+
+
+LIVE_LOADER_THEN_WAIT = """
+import sys, time, torch
+from vgg.loaders import EpochSampler, make_loader
+class Items(torch.utils.data.Dataset):
+    def __len__(self): return 16
+    def __getitem__(self, key): return 0
+loader = make_loader(Items(), EpochSampler(16), batch_size=4, workers=2, device="cpu", collate_fn=len)
+next(iter(loader))
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_loader_workers_end_at_once_when_their_process_is_killed():
+    """torch's workers look for their parent every 5 s; under the runner they held its lock as long."""
+    process = subprocess.Popen([sys.executable, "-c", LIVE_LOADER_THEN_WAIT], cwd=Path(__file__).resolve().parent.parent,
+                               start_new_session=True, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "ready"
+        assert len(children_of(process.pid)) == 2
+        process.kill()
+        process.wait(timeout=10)
+        wait_for(lambda: not processes_in_group(process.pid), timeout=2)
+    finally:
+        for pid in processes_in_group(process.pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_the_loader_gives_uint8_batches_with_their_colour_offsets(train_images):

@@ -70,12 +70,13 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, out: Path):
         self.cfg, self.out = cfg, Path(out)
+        self.scale = ScaleRange.parse(cfg.train_scale)
+        self.scale.check_bounds(cfg.max_scale)  # before the run folder exists
         self.context = distributed.setup(cfg.device)
         if self.context.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
         self.log = _log_to(self.out, self.context.is_main)
         self.profile: Profile = get_profile(cfg.profile)
-        self.scale = ScaleRange.parse(cfg.train_scale)
         self.pixel_scale = self.scale.scaled(self.profile.size)
         self.val_scale = self.profile.size(self.scale.single_test_scale)
         self.global_batch = cfg.batch_size or self.profile.batch_size

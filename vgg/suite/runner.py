@@ -27,7 +27,7 @@ import torch
 from vgg import precision as arithmetic
 from vgg.checkpoint import CHECKPOINT_NAME, read_done
 from vgg.complexity import summarize
-from vgg.datasets import load_split, require_data_folder
+from vgg.datasets import SYNTHETIC_COMPLETE, load_split, require_data_folder
 from vgg.evaluate import EVALUATION_VERSION, average_results, evaluate, provenance_row
 from vgg.metrics import interval_fields
 from vgg.models import VGGSpec
@@ -45,7 +45,7 @@ from vgg.suite.comparisons import SeedErrors, aggregate_row, comparison_rows, lo
 from vgg.suite.plan import Entry, EvalSpec, Experiment, FusionSpec, RunSpec, load_catalog, plan_runs, seeded_id
 from vgg.suite.results_csv import drop_other_seeds, upsert_rows
 from vgg.suite.slurm import submit
-from vgg.synthetic import COMPLETE_MARKER, SynthSpec, generate
+from vgg.synthetic import SynthSpec, generate
 from vgg.train import train
 
 
@@ -135,7 +135,7 @@ class ExperimentRunner:
         if self.data != self.profile.data or not self.profile.synthetic:
             return
 
-        if not (Path(self.data) / COMPLETE_MARKER).exists():
+        if not (Path(self.data) / SYNTHETIC_COMPLETE).exists():
             self.log(f"generating the synthetic dataset into {self.data}")
         generate(Path(self.data), SynthSpec(**self.profile.synthetic))
 
