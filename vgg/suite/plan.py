@@ -22,9 +22,10 @@ from typing import Union
 
 from vgg.configs import get_config, has_lrn
 from vgg.models import FREEZE_CHOICES
-from vgg.profiles import PROFILES_FILE, tomllib
+from vgg.profiles import PROFILES_FILE
 from vgg.protocols import METHODS
 from vgg.starting_weights import PARENT_PREFIX, InitSource, init_words
+from vgg.toml_tables import Key, check_table, number, positive_int, read_toml_file, text, toml_value
 from vgg.transforms import ScaleRange
 
 EXPERIMENTS_DIR = PROFILES_FILE.parent
@@ -34,8 +35,6 @@ NOT_EXPERIMENTS = ("runs", "profiles", "pretrained")
 TABLES = tuple(sorted((path.stem for path in EXPERIMENTS_DIR.glob("*.toml") if path.stem not in NOT_EXPERIMENTS), key=lambda name: (not name.startswith("table"), name)))
 """The experiments, one per file of experiments/: the paper's tables, then the ablations (the Makefile lists them the same way)."""
 PAIRS = ("baseline", "successive", "all", "best-member")
-RUN_KEYS = ("config", "train_scale", "init", "freeze", "lrn_alpha")
-"""The keys of a runs.toml entry."""
 
 
 def seeded_id(run_id: str, seed: int) -> str:
@@ -216,30 +215,35 @@ class Experiment:
 
 def read_toml(path: Path) -> dict:
     """An experiment file's data; a missing or malformed file is a clear error."""
-    try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise ValueError(f"experiment file {path} does not exist; known: {', '.join(TABLES)} in {EXPERIMENTS_DIR}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ValueError(f"{path} is not valid TOML: {error}") from None
+    return read_toml_file(path, "experiment file", f"; known: {', '.join(TABLES)} in {EXPERIMENTS_DIR}")
+
+
+RUN_TABLE_KEYS: dict[str, Key] = {
+    "config": text(required=True, expected="a string: a configuration of Table 1 (A, A-LRN, B, C, D, E, B-5x5)"),
+    "train_scale": Key((str, int), 'S in paper units: 256, 384, or a jitter range "256:512"', required=True),
+    "init": text(expected=f"a string: {init_words('<run id>')}"),
+    "freeze": text(expected=f"a string: {' or '.join(FREEZE_CHOICES)}"),
+    "lrn_alpha": number("a positive number", lambda v: v > 0),
+}
+"""What each key of a run in runs.toml may hold."""
 
 
 def load_catalog(path: Path = RUNS_FILE) -> dict[str, RunSpec]:
     """The training runs of runs.toml, checked: known configurations, scales and parents, no cycles."""
     catalog = {}
-    for run_id, fields in read_toml(path).items():
-        unknown = set(fields) - set(RUN_KEYS)
-        if unknown:
-            raise ValueError(f"{path}: run {run_id} has unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(RUN_KEYS)}")
+    for run_id, table in read_toml(path).items():
+        fields = check_table(f"{path} [{run_id}]", table, RUN_TABLE_KEYS)
         spec = RunSpec(
             run_id, fields["config"], str(fields["train_scale"]), fields.get("init", "random"),
             freeze=fields.get("freeze", "none"), lrn_alpha=fields.get("lrn_alpha"),
         )
         if spec.freeze not in FREEZE_CHOICES:
             raise ValueError(f"{path}: run {run_id} has freeze = {spec.freeze!r}; choose one of {', '.join(FREEZE_CHOICES)}")
-        get_config(spec.config)
-        spec.scale  # noqa: B018  (validates the scale)
+        try:
+            get_config(spec.config)
+            spec.scale.check_bounds()
+        except ValueError as error:
+            raise ValueError(f"{path} [{run_id}]: {error}") from None
         catalog[run_id] = spec
     for spec in catalog.values():
         _check_init(path, spec, set(catalog))
@@ -259,8 +263,6 @@ def load_catalog(path: Path = RUNS_FILE) -> dict[str, RunSpec]:
 def _check_init(path: Path, spec: RunSpec, run_ids: set[str]) -> None:
     """A run's init is one of the words of `vgg.starting_weights` that a catalogue can use."""
     words = init_words("<run id>")
-    if not isinstance(spec.init, str):
-        raise ValueError(f"{path}: run {spec.id} has init = {spec.init!r}; init is a string: {words}")
     try:
         source = InitSource.parse(spec.init)
     except ValueError:
@@ -270,6 +272,44 @@ def _check_init(path: Path, spec: RunSpec, run_ids: set[str]) -> None:
         raise ValueError(f"{path}: run {spec.id} has init = {spec.init!r}; a catalogue run's init is {words}")
     if source.kind == "parent" and source.where not in run_ids:
         raise ValueError(f"{path}: run {spec.id} starts from {spec.init!r}, but {source.where!r} is not a run of {path.name}")
+
+
+def _tables(expected: str) -> Key:
+    return Key((list,), expected, lambda v: all(isinstance(item, dict) for item in v))
+
+
+def _strings(expected: str) -> Key:
+    return Key((list,), expected, lambda v: all(isinstance(item, str) for item in v))
+
+
+HOW_EVALUATED: dict[str, Key] = {
+    "method": text(expected=f"a string: {', '.join(METHODS)}"),
+    "scales": Key((str, list), '"single", "multi" or a list of integers'),
+    "flip": Key((bool,), "true or false"),
+}
+LABELS: dict[str, Key] = {"label": text(), "paper_row": text(expected="a string: a row of the paper's table")}
+EXPERIMENT_KEYS: dict[str, Key] = {
+    "title": text(),
+    "description": text(),
+    "paper_table": positive_int(),
+    "defaults": Key((dict,), "a table of method, scales, flip"),
+    "evaluation": _tables("a list of tables ([[evaluation]])"),
+    "fusion": _tables("a list of tables ([[fusion]])"),
+    "ablation": _tables("a list of tables ([[ablation]])"),
+}
+"""What each key of an experiment file may hold; its entries' keys follow."""
+EVALUATION_KEYS = {"run": text(required=True, expected="a string: a run of runs.toml"), **HOW_EVALUATED, **LABELS}
+FUSION_KEYS = {"runs": _strings("a list of runs of runs.toml"), **HOW_EVALUATED, **LABELS}
+ABLATION_FUSION_KEYS = {"fusion": _strings("a list of runs of runs.toml"), **HOW_EVALUATED, **LABELS}
+ABLATION_KEYS: dict[str, Key] = {
+    "name": text(required=True),
+    "question": text(),
+    "paper": text(),
+    "paper_top1_difference": number("a number (points of top-1 error)", lambda v: True),
+    "pairs": text(expected=f"a string: {', '.join(PAIRS)}"),
+    "evaluation": _tables("a list of entries ({ run = ... } or { fusion = [...] })"),
+    "groups": Key((list,), "a list of lists of entries", lambda v: all(isinstance(g, list) and all(isinstance(i, dict) for i in g) for g in v)),
+}
 
 
 def resolve_scales(kind, run: RunSpec) -> tuple[int, ...]:
@@ -284,7 +324,7 @@ def resolve_scales(kind, run: RunSpec) -> tuple[int, ...]:
 
 
 def _eval_spec(entry: dict, defaults: dict, catalog: dict[str, RunSpec], where: str) -> EvalSpec:
-    fields = {**defaults, **entry}
+    fields = {**defaults, **check_table(f"{where}, evaluation {toml_value(entry)}", entry, EVALUATION_KEYS)}
     run_id = fields.get("run")
     if run_id not in catalog:
         raise ValueError(f"{where}: unknown run {run_id!r}; runs are defined in {RUNS_FILE}")
@@ -295,7 +335,7 @@ def _eval_spec(entry: dict, defaults: dict, catalog: dict[str, RunSpec], where: 
         run=run_id,
         method=method,
         scales=resolve_scales(fields.get("scales", "single"), catalog[run_id]),
-        flip=bool(fields.get("flip", True)),
+        flip=fields.get("flip", True),
         label=fields.get("label", ""),
         paper_row=fields.get("paper_row", ""),
     )
@@ -303,7 +343,8 @@ def _eval_spec(entry: dict, defaults: dict, catalog: dict[str, RunSpec], where: 
 
 def _fusion_spec(fields: dict, runs: list[str], catalog: dict[str, RunSpec], where: str) -> FusionSpec:
     """A fusion of `runs`, each evaluated as `fields` says (method, scales, flip)."""
-    members = tuple(_eval_spec({**fields, "run": run_id, "label": "", "paper_row": ""}, {}, catalog, where) for run_id in runs)
+    how = {key: value for key, value in fields.items() if key in HOW_EVALUATED}
+    members = tuple(_eval_spec({**how, "run": run_id}, {}, catalog, where) for run_id in runs)
     if len(members) < 2:
         raise ValueError(f"{where}: fusion {fields.get('label', '+'.join(runs))!r} needs at least two runs")
     label = fields.get("label") or f"{'+'.join(runs)} {members[0].method}"
@@ -313,6 +354,7 @@ def _fusion_spec(fields: dict, runs: list[str], catalog: dict[str, RunSpec], whe
 def _ablation_spec(entry: dict, defaults: dict, catalog: dict[str, RunSpec], where: str) -> AblationSpec:
     name = entry.get("name", "?")
     where = f"{where}, ablation {name!r}"
+    check_table(where, entry, ABLATION_KEYS)
     if ("evaluation" in entry) == ("groups" in entry):
         raise ValueError(f"{where}: give either evaluation = [...] (one group) or groups = [[...], ...]")
     mode = entry.get("pairs", "baseline")
@@ -321,6 +363,7 @@ def _ablation_spec(entry: dict, defaults: dict, catalog: dict[str, RunSpec], whe
 
     def parse(item: dict) -> Entry:
         if "fusion" in item:
+            check_table(f"{where}, fusion {toml_value(item)}", item, ABLATION_FUSION_KEYS)
             return _fusion_spec({**defaults, **item}, list(item["fusion"]), catalog, where)
         return _eval_spec(item, defaults, catalog, where)
 
@@ -340,8 +383,11 @@ def load_experiment(name_or_path: str | Path, catalog: dict[str, RunSpec] | None
         path = EXPERIMENTS_DIR / f"{name_or_path}.toml"
     catalog = catalog if catalog is not None else load_catalog()
     data = read_toml(path)
-    defaults = data.get("defaults", {})
     where = str(path)
+    check_table(where, data, EXPERIMENT_KEYS)
+    defaults = check_table(f"{where} [defaults]", data.get("defaults", {}), HOW_EVALUATED)
+    for entry in data.get("fusion", []):
+        check_table(f"{where}, fusion {toml_value(entry)}", entry, {**FUSION_KEYS, "runs": replace(FUSION_KEYS["runs"], required=True)})
     experiment = Experiment(path.stem, data.get("title", path.stem), data.get("description", ""), data.get("paper_table"))
     experiment.evaluations = [_eval_spec(entry, defaults, catalog, where) for entry in data.get("evaluation", [])]
     experiment.fusions = [
