@@ -547,6 +547,12 @@ def test_a_truncated_checkpoint_says_so_and_what_to_do(trained_run, ci_data, tmp
     error = error_of(capsys, train_argv(ci_data, run, "--epochs", "1", "--workers", "0"))
     advice = f"it was {DAMAGED}: move it out of {run}, then run the same command to train the run from its start"
     assert re.fullmatch(rf"error: checkpoint {re.escape(str(checkpoint))} is truncated or corrupt \(\w+: [^\n]+\); {re.escape(advice)}\n", error), error
+    # the advice followed: the run starts again, and its metrics are not appended to the earlier start's
+    earlier = (run / "metrics.csv").read_text()
+    checkpoint.rename(tmp_path / "damaged.pt")
+    assert main(train_argv(ci_data, run, "--epochs", "1", "--workers", "0")) == 0
+    assert [row["epoch"] for row in csv.DictReader(open(run / "metrics.csv"))] == ["0"]
+    assert (run / "metrics-earlier-start.csv").read_text() == earlier
 
 
 def test_an_empty_checkpoint_says_so_and_what_to_do(trained_run, tmp_path, capsys):
@@ -633,6 +639,9 @@ def test_fuse_refuses_a_score_file_given_twice(scores, results, capsys):
     fails_with(capsys, ["fuse", str(scores), str(scores), "--out", str(results)], f"score file {scores} is given twice: {once_more}")
     other_path = scores.parent / ".." / scores.parent.name / scores.name
     fails_with(capsys, ["fuse", str(scores), str(other_path)], f"score files {scores} and {other_path} are the same file: {once_more}")
+    copy = Path(shutil.copy(scores, results.parent / "copy.pt"))
+    fails_with(capsys, ["fuse", str(scores), str(copy), "--out", str(results)], f"score files {scores} and {copy} hold identical posteriors "
+               "(one net evaluated the same way, or a copy): a fusion averages distinct evaluations, so give each once")
     assert results.read_text() == ROWS
 
 
