@@ -370,7 +370,16 @@ def full_disk_for(monkeypatch, name: str, after: int = 0) -> None:
     monkeypatch.setattr(vgg.checkpoint, "_open_for_writing", open_for_writing)
 
 
-NO_SPACE = r"no space left on the disk holding {folder} to write {name} \(needed about [\d,]+ [kM]B, [\d,]+ MB free\); free some space \(or write elsewhere\) and run the same command again: the previous {name}, if any, is kept"
+NO_SPACE = r"no space left on the disk holding {folder} to write {name} \(about [\d,]+ [kM]B to write, [\d,]+ [kM]B free now\); free some space \(or write elsewhere\) and run the same command again: the previous {name}, if any, is kept"
+
+
+def test_a_full_disk_error_gives_the_size_and_the_free_space_in_one_unit(tmp_path, monkeypatch):
+    """'needed about 902 kB, 1 MB free' read as a contradiction."""
+    from vgg.checkpoint import disk_full_error
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1_045_000, 1_045_000))
+    assert "(about 902 kB to write, 1,045 kB free now)" in str(disk_full_error(tmp_path / "metrics.csv", 902_000))
+    assert "(about 640 MB to write, 1,045 kB free now)" in str(disk_full_error(tmp_path / "checkpoint.pt", 640_000_000))
 
 
 def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_previous_checkpoint(ci_data, tmp_path, monkeypatch, capsys):

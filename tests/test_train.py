@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.helpers_images import assert_drawn_figure
-from vgg.checkpoint import load_checkpoint, read_done
+from vgg.checkpoint import CHECKPOINT_NAME, load_checkpoint, read_done
 from vgg.suite.kill_resume import kill_mid_epoch, wait_for
 from vgg.metrics import batch_sums
 from vgg.run_config import TrainConfig, train_command
@@ -293,11 +293,18 @@ def test_bad_parents_checkpoints_and_settings_are_clear_errors(case, ci_data, pa
 
 def test_nan_stops_at_once_keeping_the_last_good_checkpoint(ci_data, tmp_path):
     run = tmp_path / "diverges"
-    with pytest.raises(NonFiniteLossError, match=r"NaN or infinite at step \d+ .* learning rate 1e\+06"):
+    with pytest.raises(NonFiniteLossError, match=r"NaN or infinite at step \d+ .* learning rate 1e\+06; training stopped. The last good checkpoint"):
         train(config(ci_data, lr=1e6, epochs=3, checkpoint_steps=1), run)
     kept = load_checkpoint(run)
     assert all(torch.isfinite(value).all() for value in kept["model"].values() if value.is_floating_point())
     assert read_done(run) is None
+
+
+def test_nan_before_any_checkpoint_does_not_promise_one(ci_data, tmp_path):
+    run = tmp_path / "diverges"
+    with pytest.raises(NonFiniteLossError, match="training stopped. No checkpoint had been written yet: the run starts again from its beginning"):
+        train(config(ci_data, lr=1e6, epochs=3, sync_every=1), run)
+    assert not (run / CHECKPOINT_NAME).exists()
 
 
 def test_the_per_epoch_validation_is_the_centre_crop_protocol_at_the_single_test_scale(ci_data, tmp_path):
