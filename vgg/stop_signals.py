@@ -148,10 +148,14 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
     "DataLoader worker exited unexpectedly" before it could checkpoint. The main process stops them
     (the loader's shutdown), so SIGTERM, which torch's own clean-up of hung workers sends, is ignored
     as well. A worker is killed when its parent ends, even by SIGKILL: torch's own check of its
-    parent comes only every 5 s, and a runner's workers hold its lock until they end."""
+    parent comes only every 5 s, and a runner's workers hold its lock until they end. Its background
+    threads' connection errors are not printed (see `_quiet_background_threads`)."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     die_with_parent()
+    # When the main process stops at once, the thread that passes this worker's tensors to it (multiprocessing's
+    # resource sharer) loses its connection and would print a ConnectionResetError traceback under the stop's line.
+    _quiet_background_threads()
 
 
 _PR_SET_PDEATHSIG = 1
