@@ -6,6 +6,7 @@ training stack, torchvision or the runner costs every other command seconds of s
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import time
 from collections.abc import Sequence
@@ -370,6 +371,16 @@ def _run_command(argv: Sequence[str] | None) -> int:
     except (ValueError, OSError) as error:  # OSError: a file the command cannot use (permissions, a read-only disk)
         from vgg.loaders import worker_error_message  # on use (start-up: see the module's doc)
 
-        print(f"error: {worker_error_message(error) or error}", file=sys.stderr)
+        print(f"error: {worker_error_message(error) or _os_error_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
+
+
+def _os_error_line(error: Exception) -> str:
+    """An error's line; a file the command may not write (a read-only disk or folder) says what to do."""
+    if isinstance(error, OSError) and error.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and error.filename:
+        return (
+            f"cannot write or open {error.filename}: {error.strerror}; make its folder writable, or point the command at "
+            "one that is (--runs, --results, --out, --out-dir)"
+        )
+    return str(error)

@@ -11,6 +11,7 @@ scales, flip, seed).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import subprocess
@@ -51,6 +52,9 @@ from vgg.train import train
 
 CONSOLE_NAME = "console.log"
 """A run trained in a child process: what it printed (its train.log has the epochs)."""
+
+
+READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 class ExperimentRunner:
@@ -104,10 +108,20 @@ class ExperimentRunner:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """One runner per runs folder and profile: a second is refused, a killed one frees the lock."""
-        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        """One runner per runs folder and profile: a second is refused, a killed one frees the lock. A
+        read-only runs folder (an archive of finished runs) takes no lock: nothing can be written
+        there, so its finished runs and current score files can be reported into another --results."""
         path = self.profile_dir / ".lock"
-        handle = open(path, "a+")
+        try:
+            self.profile_dir.mkdir(parents=True, exist_ok=True)
+            handle = open(path, "a+")
+        except OSError as error:
+            if error.errno not in READ_ONLY_ERRNOS:
+                raise
+            self.log(f"{self.profile_dir} is read-only: its finished runs and score files are read; a run to train or an "
+                     "evaluation to compute there will fail")
+            yield
+            return
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
