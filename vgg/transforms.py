@@ -41,7 +41,7 @@ COLOUR_SHIFT_STD = 0.1
 """alpha_i ~ N(0, 0.1), as Krizhevsky et al."""
 MAX_SCALE = 1024
 """The largest scale, S or Q in paper units, used without --max-scale: twice the paper's largest, 512
-(memory grows as its square: one image rescaled to S = 100000 took 10 GB before it was refused)."""
+(memory grows as its square: S = 100000 grew one loader worker past 10 GB in two minutes)."""
 PAPER_CROP = 224
 """The training crop in paper units; S below it leaves nothing to crop."""
 
