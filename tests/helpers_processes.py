@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from vgg.suite.kill_resume import wait_for
 
 
 def _live_processes() -> list[tuple[int, int, int]]:
@@ -26,3 +33,20 @@ def processes_in_group(group: int) -> list[int]:
 def children_of(parent: int) -> list[int]:
     """The live child processes of `parent`."""
     return [pid for pid, ppid, _ in _live_processes() if ppid == parent]
+
+
+@contextmanager
+def group_killed_at_the_end(process: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """`process` (started with start_new_session=True); whatever of its group is left at the end is killed."""
+    try:
+        yield process
+    finally:
+        for pid in processes_in_group(process.pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def sigkill_leaves_no_process(process: subprocess.Popen, within: float) -> None:
+    """SIGKILL `process`; every process of its group must end within `within` seconds."""
+    process.kill()
+    process.wait(timeout=10)
+    wait_for(lambda: not processes_in_group(process.pid), timeout=within)

@@ -22,7 +22,7 @@ import torch
 import torchvision
 
 from tests.conftest import meta_model
-from tests.helpers_processes import children_of, processes_in_group
+from tests.helpers_processes import children_of, group_killed_at_the_end, processes_in_group, sigkill_leaves_no_process
 from vgg.checkpoint import CHECKPOINT_NAME, DAMAGED, load_checkpoint, read_done
 from vgg.cli import main
 from vgg.datasets import ImageList, Samples, missing_classes_warning
@@ -252,15 +252,9 @@ def test_a_run_that_errors_with_loader_workers_exits_and_leaves_no_process(data,
 def test_a_data_generation_killed_with_sigkill_leaves_no_worker_behind(tmp_path):
     """Its 2 workers lived on for over 10 minutes (under the runner, holding the runs folder's lock)."""
     command = [sys.executable, "-m", "vgg", "data", "synth", "--out", str(tmp_path / "set"), "--train-per-class", "100", "--workers", "2"]
-    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with group_killed_at_the_end(subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)) as process:
         wait_for(lambda: len(children_of(process.pid)) == 2, timeout=120)
-        process.kill()
-        process.wait(timeout=10)
-        wait_for(lambda: not processes_in_group(process.pid), timeout=3)
-    finally:
-        for pid in processes_in_group(process.pid):
-            os.kill(pid, signal.SIGKILL)
+        sigkill_leaves_no_process(process, within=3)
     assert not (tmp_path / "set").exists()
 
 

@@ -1,5 +1,4 @@
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -8,8 +7,7 @@ import pytest
 import torch
 
 from tests.helpers_images import class_folder_tree
-from tests.helpers_processes import children_of, processes_in_group
-from vgg.suite.kill_resume import wait_for
+from tests.helpers_processes import children_of, group_killed_at_the_end, sigkill_leaves_no_process
 from vgg.datasets import load_split
 from vgg.loaders import BadImageError, EpochSampler, ImageDataset, collate, iterate_epoch, make_loader
 from vgg.transforms import ScaleRange, TestTransform, TrainTransform
@@ -129,17 +127,12 @@ time.sleep(600)
 
 def test_loader_workers_end_at_once_when_their_process_is_killed():
     """torch's workers look for their parent every 5 s; under the runner they held its lock as long."""
-    process = subprocess.Popen([sys.executable, "-c", LIVE_LOADER_THEN_WAIT], cwd=Path(__file__).resolve().parent.parent,
-                               start_new_session=True, stdout=subprocess.PIPE, text=True)
-    try:
+    command = [sys.executable, "-c", LIVE_LOADER_THEN_WAIT]
+    root = Path(__file__).resolve().parent.parent
+    with group_killed_at_the_end(subprocess.Popen(command, cwd=root, start_new_session=True, stdout=subprocess.PIPE, text=True)) as process:
         assert process.stdout.readline().strip() == "ready"
         assert len(children_of(process.pid)) == 2
-        process.kill()
-        process.wait(timeout=10)
-        wait_for(lambda: not processes_in_group(process.pid), timeout=2)
-    finally:
-        for pid in processes_in_group(process.pid):
-            os.kill(pid, signal.SIGKILL)
+        sigkill_leaves_no_process(process, within=2)
 
 
 def test_the_loader_gives_uint8_batches_with_their_colour_offsets(train_images):
