@@ -25,7 +25,10 @@ from vgg.models import FREEZE_CHOICES
 from vgg.profiles import PROFILES_FILE
 from vgg.protocols import METHODS
 from vgg.starting_weights import PARENT_PREFIX, InitSource, init_words
-from vgg.toml_tables import Key, check_table, number, positive_int, read_toml_file, text, toml_value
+from vgg.suite.experiment_keys import (
+    ABLATION_FUSION_KEYS, ABLATION_KEYS, EVALUATION_KEYS, EXPERIMENT_KEYS, FUSION_KEYS, HOW_EVALUATED, PAIRS, RUN_TABLE_KEYS,
+)
+from vgg.toml_tables import check_table, read_toml_file, toml_value
 from vgg.transforms import ScaleRange
 
 EXPERIMENTS_DIR = PROFILES_FILE.parent
@@ -34,7 +37,6 @@ NOT_EXPERIMENTS = ("runs", "profiles", "pretrained")
 """The files of experiments/ that are not experiments (the run catalogue, the profiles, the published weights)."""
 TABLES = tuple(sorted((path.stem for path in EXPERIMENTS_DIR.glob("*.toml") if path.stem not in NOT_EXPERIMENTS), key=lambda name: (not name.startswith("table"), name)))
 """The experiments, one per file of experiments/: the paper's tables, then the ablations (the Makefile lists them the same way)."""
-PAIRS = ("baseline", "successive", "all", "best-member")
 
 
 def seeded_id(run_id: str, seed: int) -> str:
@@ -218,14 +220,6 @@ def read_toml(path: Path) -> dict:
     return read_toml_file(path, "experiment file", f"; known: {', '.join(TABLES)} in {EXPERIMENTS_DIR}")
 
 
-RUN_TABLE_KEYS: dict[str, Key] = {
-    "config": text(required=True, expected="a string: a configuration of Table 1 (A, A-LRN, B, C, D, E, B-5x5)"),
-    "train_scale": Key((str, int), 'S in paper units: 256, 384, or a jitter range "256:512"', required=True),
-    "init": text(expected=f"a string: {init_words('<run id>')}"),
-    "freeze": text(expected=f"a string: {' or '.join(FREEZE_CHOICES)}"),
-    "lrn_alpha": number("a positive number", lambda v: v > 0),
-}
-"""What each key of a run in runs.toml may hold."""
 
 
 def load_catalog(path: Path = RUNS_FILE) -> dict[str, RunSpec]:
@@ -272,44 +266,6 @@ def _check_init(path: Path, spec: RunSpec, run_ids: set[str]) -> None:
         raise ValueError(f"{path}: run {spec.id} has init = {spec.init!r}; a catalogue run's init is {words}")
     if source.kind == "parent" and source.where not in run_ids:
         raise ValueError(f"{path}: run {spec.id} starts from {spec.init!r}, but {source.where!r} is not a run of {path.name}")
-
-
-def _tables(expected: str) -> Key:
-    return Key((list,), expected, lambda v: all(isinstance(item, dict) for item in v))
-
-
-def _strings(expected: str) -> Key:
-    return Key((list,), expected, lambda v: all(isinstance(item, str) for item in v))
-
-
-HOW_EVALUATED: dict[str, Key] = {
-    "method": text(expected=f"a string: {', '.join(METHODS)}"),
-    "scales": Key((str, list), '"single", "multi" or a list of integers'),
-    "flip": Key((bool,), "true or false"),
-}
-LABELS: dict[str, Key] = {"label": text(), "paper_row": text(expected="a string: a row of the paper's table")}
-EXPERIMENT_KEYS: dict[str, Key] = {
-    "title": text(),
-    "description": text(),
-    "paper_table": positive_int(),
-    "defaults": Key((dict,), "a table of method, scales, flip"),
-    "evaluation": _tables("a list of tables ([[evaluation]])"),
-    "fusion": _tables("a list of tables ([[fusion]])"),
-    "ablation": _tables("a list of tables ([[ablation]])"),
-}
-"""What each key of an experiment file may hold; its entries' keys follow."""
-EVALUATION_KEYS = {"run": text(required=True, expected="a string: a run of runs.toml"), **HOW_EVALUATED, **LABELS}
-FUSION_KEYS = {"runs": _strings("a list of runs of runs.toml"), **HOW_EVALUATED, **LABELS}
-ABLATION_FUSION_KEYS = {"fusion": _strings("a list of runs of runs.toml"), **HOW_EVALUATED, **LABELS}
-ABLATION_KEYS: dict[str, Key] = {
-    "name": text(required=True),
-    "question": text(),
-    "paper": text(),
-    "paper_top1_difference": number("a number (points of top-1 error)", lambda v: True),
-    "pairs": text(expected=f"a string: {', '.join(PAIRS)}"),
-    "evaluation": _tables("a list of entries ({ run = ... } or { fusion = [...] })"),
-    "groups": Key((list,), "a list of lists of entries", lambda v: all(isinstance(g, list) and all(isinstance(i, dict) for i in g) for g in v)),
-}
 
 
 def resolve_scales(kind, run: RunSpec) -> tuple[int, ...]:
@@ -387,7 +343,7 @@ def load_experiment(name_or_path: str | Path, catalog: dict[str, RunSpec] | None
     check_table(where, data, EXPERIMENT_KEYS)
     defaults = check_table(f"{where} [defaults]", data.get("defaults", {}), HOW_EVALUATED)
     for entry in data.get("fusion", []):
-        check_table(f"{where}, fusion {toml_value(entry)}", entry, {**FUSION_KEYS, "runs": replace(FUSION_KEYS["runs"], required=True)})
+        check_table(f"{where}, fusion {toml_value(entry)}", entry, FUSION_KEYS)
     experiment = Experiment(path.stem, data.get("title", path.stem), data.get("description", ""), data.get("paper_table"))
     experiment.evaluations = [_eval_spec(entry, defaults, catalog, where) for entry in data.get("evaluation", [])]
     experiment.fusions = [
