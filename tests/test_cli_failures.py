@@ -22,6 +22,7 @@ import torch
 import torchvision
 
 from tests.conftest import meta_model
+from tests.helpers_processes import children_of, group_killed_at_the_end, processes_in_group, sigkill_leaves_no_process
 from vgg.checkpoint import CHECKPOINT_NAME, DAMAGED, load_checkpoint, read_done
 from vgg.cli import main
 from vgg.datasets import ImageList, Samples, missing_classes_warning
@@ -123,6 +124,84 @@ def test_skipped_training_images_are_listed_every_epoch_and_counted_in_the_metri
     assert [row["skipped_images"] for row in rows] == ["1", "1"]
 
 
+def test_file_and_class_names_that_are_not_utf8_are_read_and_listed(data, tmp_path, capsys):
+    """A Latin-1 byte made valid images 'undecodable' (torchvision's reader takes only UTF-8 names), and
+    the skip list then failed to write."""
+    folder = first_image(data, "train").parent
+    good, bad = sorted(folder.iterdir())[:2]
+    os.rename(good, os.fsencode(folder) + b"/caf\xe9_good.JPEG")
+    os.rename(bad, os.fsencode(folder) + b"/caf\xe9_bad.JPEG")
+    corrupt(Path(os.fsdecode(os.fsencode(folder) + b"/caf\xe9_bad.JPEG")))
+    for split in ("train", "val"):
+        os.rename(os.fsencode(data / split) + b"/n90000001", os.fsencode(data / split) + b"/n9000000\xe9")
+    run = tmp_path / "run"
+    assert main(train_argv(data, run, "--workers", "1", "--skip-bad-images", "--epochs", "1")) == 0
+    listed = f"skipped 1 unreadable image(s) in epoch 0 (--skip-bad-images):\n  {folder}/caf\\xe9_bad.JPEG\n"
+    assert listed in capsys.readouterr().out and listed in (run / "train.log").read_text()
+    assert main(["evaluate", "--checkpoint", str(run), "--workers", "1"]) == 0
+
+
+def png_file(width: int, height: int, rows: bytes) -> bytes:
+    """A PNG (8-bit RGB) declaring width x height, with `rows` (filter bytes and pixels) as its image data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def jpeg_declaring(width: int, height: int) -> bytes:
+    """A valid 8 x 8 JPEG whose frame header is rewritten to declare width x height (an image bomb)."""
+    import io
+    import struct
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    frame = data.find(b"\xff\xc0")
+    data[frame + 5 : frame + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+BOMB_REASON = (
+    "it declares 30000 x 30000 pixels, above the limit of 89,478,485 (--max-image-pixels N raises it). Replace or remove the "
+    "file, or pass --skip-bad-images to skip unreadable images (they are counted and listed at the end of each epoch)"
+)
+
+
+@pytest.mark.parametrize("kind", ["JPEG", "PNG"])
+def test_an_image_bomb_is_refused_before_it_is_decoded(tmp_path, kind):
+    path = tmp_path / f"bomb.{kind.lower()}"
+    path.write_bytes(jpeg_declaring(30000, 30000) if kind == "JPEG" else png_file(30000, 30000, b"\x00" * 1000))
+    with pytest.raises(BadImageError) as caught:
+        read_image(path)
+    assert str(caught.value) == f"cannot decode image {path}: {BOMB_REASON}"
+
+
+def test_max_image_pixels_raises_the_limit_for_the_command_only(tmp_path, capsys, trained_run, monkeypatch):
+    image = tmp_path / "wide.png"
+    image.write_bytes(png_file(64, 40, (b"\x00" + b"\x80" * 64 * 3) * 40))  # 2,560 pixels
+    monkeypatch.setenv("VGG_MAX_IMAGE_PIXELS", "2000")
+    assert main(["predict", str(image), "--checkpoint", str(trained_run)]) == EXIT_BAD_INPUT
+    assert "it declares 64 x 40 pixels, above the limit of 2,000 (--max-image-pixels N raises it)" in capsys.readouterr().err
+    assert main(["predict", str(image), "--checkpoint", str(trained_run), "--max-image-pixels", "3000"]) == 0
+    assert os.environ["VGG_MAX_IMAGE_PIXELS"] == "2000"
+
+
+def test_a_png_with_too_little_image_data_is_a_bad_image_not_a_crash(data, tmp_path, capsys):
+    """libpng under torchvision's decoder segfaulted on it (exit 139; --skip-bad-images did not help)."""
+    bad = first_image(data, "train")
+    bad.write_bytes(png_file(1000, 1000, b"\x00" * 100))
+    run = tmp_path / "run"
+    assert main(train_argv(data, run, "--workers", "1", "--skip-bad-images", "--epochs", "1")) == 0
+    assert f"skipped 1 unreadable image(s) in epoch 0 (--skip-bad-images):\n  {bad}\n" in capsys.readouterr().out
+
+
 # ----- 2. errors raised in loader workers -------------------------------------------------------
 def test_a_bad_training_image_read_by_a_loader_worker_is_one_line(data, tmp_path, capsys):
     reason = corrupt(first_image(data, "train"))
@@ -132,6 +211,28 @@ def test_a_bad_training_image_read_by_a_loader_worker_is_one_line(data, tmp_path
 def test_a_bad_val_image_read_by_a_loader_worker_in_evaluate_is_one_line(trained_run, data, capsys):
     reason = corrupt(first_image(data, "val"))
     fails_with(capsys, ["evaluate", "--checkpoint", str(trained_run), "--data", str(data), "--workers", "1"], reason)
+
+
+def test_a_run_that_errors_with_a_loader_worker_exits_and_leaves_no_process(data, tmp_path):
+    """The main process used to wait forever at exit for a worker that ignored the SIGTERM sent to it
+    (a bad image, a full disk or an out-of-range scale, with the default worker count or 1)."""
+    corrupt(first_image(data, "train"))
+    command = [sys.executable, "-m", "vgg", *train_argv(data, tmp_path / "run", "--workers", "1")]
+    started = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with group_killed_at_the_end(started) as process:  # hung: nothing left behind for the next test
+        _, stderr = process.communicate(timeout=180)
+        assert process.returncode == EXIT_BAD_INPUT, stderr[-3000:]
+        assert stderr.splitlines()[-1].startswith("error: "), stderr[-3000:]
+        wait_for(lambda: not processes_in_group(process.pid), timeout=10)
+
+
+def test_a_data_generation_killed_with_sigkill_leaves_no_worker_behind(tmp_path):
+    """Its 2 workers lived on for over 10 minutes (under the runner, holding the runs folder's lock)."""
+    command = [sys.executable, "-m", "vgg", "data", "synth", "--out", str(tmp_path / "set"), "--train-per-class", "100", "--workers", "2"]
+    with group_killed_at_the_end(subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)) as process:
+        wait_for(lambda: len(children_of(process.pid)) == 2, timeout=120)
+        sigkill_leaves_no_process(process, within=3)
+    assert not (tmp_path / "set").exists()
 
 
 # ----- 3. test scales, bounded before anything is allocated ---------------------------------------
@@ -163,6 +264,32 @@ def test_max_scale_raises_the_limit_for_evaluate_and_predict(trained_run, image,
     fails_with(capsys, predict, too_large)
     assert main([*predict, "--max-scale", "1100"]) == 0
     assert capsys.readouterr().out.startswith(f"{image}: ")
+
+
+@pytest.mark.parametrize(
+    "scale, line",
+    [
+        ("100000", "training scale 100000 is above the limit of 1024 (paper units; the paper trains at 256 to 512): every "
+                   "training image is rescaled to it, and memory grows as its square; pass --max-scale 100000 to allow it"),
+        ("256:2000", "training scale 256:2000 is above the limit of 1024 (paper units; the paper trains at 256 to 512): every "
+                     "training image is rescaled to it, and memory grows as its square; pass --max-scale 2000 to allow it"),
+        ("100", "training scale 100 is below the crop of 224 (paper units): S is the shorter side an image is rescaled to "
+                "before a 224 crop is taken from it; give S >= 224, e.g. 256 or 256:512"),
+    ],
+)
+def test_train_refuses_a_training_scale_out_of_bounds_before_the_run_folder_exists(ci_data, tmp_path, capsys, scale, line):
+    argv = train_argv(ci_data, tmp_path / "run", "--workers", "1")
+    argv[argv.index("--train-scale") + 1] = scale
+    fails_with(capsys, argv, line)
+    assert not (tmp_path / "run").exists()
+
+
+def test_max_scale_raises_the_training_scale_limit(ci_data, tmp_path, capsys):
+    argv = train_argv(ci_data, tmp_path / "run", "--epochs", "1", "--workers", "0")
+    argv[argv.index("--train-scale") + 1] = "1100"
+    assert main(argv) == EXIT_BAD_INPUT
+    assert main([*argv, "--max-scale", "1100"]) == 0
+    assert "at S=1100 (pixels 157)" in capsys.readouterr().out
 
 
 def test_the_paper_scales_pass_and_the_memory_estimate_is_the_first_block_at_full_resolution():
@@ -214,7 +341,16 @@ def full_disk_for(monkeypatch, name: str, after: int = 0) -> None:
     monkeypatch.setattr(vgg.checkpoint, "_open_for_writing", open_for_writing)
 
 
-NO_SPACE = r"no space left on the disk holding {folder} to write {name} \(needed about [\d,]+ [kM]B, [\d,]+ MB free\); free some space \(or write elsewhere\) and run the same command again: the previous {name}, if any, is kept"
+NO_SPACE = r"no space left on the disk holding {folder} to write {name} \(about [\d,]+ [kM]B to write, [\d,]+ [kM]B free now\); free some space \(or write elsewhere\) and run the same command again: the previous {name}, if any, is kept"
+
+
+def test_a_full_disk_error_gives_the_size_and_the_free_space_in_one_unit(tmp_path, monkeypatch):
+    """'needed about 902 kB, 1 MB free' read as a contradiction."""
+    from vgg.checkpoint import disk_full_error
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1_045_000, 1_045_000))
+    assert "(about 902 kB to write, 1,045 kB free now)" in str(disk_full_error(tmp_path / "metrics.csv", 902_000))
+    assert "(about 640 MB to write, 1,045 kB free now)" in str(disk_full_error(tmp_path / "checkpoint.pt", 640_000_000))
 
 
 def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_previous_checkpoint(ci_data, tmp_path, monkeypatch, capsys):
@@ -349,6 +485,27 @@ def test_preemption_while_python_starts_exits_75(tmp_path):
     assert stderr == "preempted (SIGTERM): stopped at once, exit 75; files are written atomically, so each is whole or absent: run the same command to go on\n"
 
 
+SIGTERM_DURING_NUMPYS_IMPORT = """
+import os, runpy, signal, sys
+def send_once(event, args):
+    if event == "import" and args[0] == "numpy._core._add_newdocs" and not getattr(send_once, "sent", False):
+        send_once.sent = True
+        os.kill(os.getpid(), signal.SIGTERM)
+sys.addaudithook(send_once)
+sys.argv = ["vgg", "params"]
+runpy.run_module("vgg", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_stop_signal_during_an_import_is_not_lost(tmp_path):
+    """A handler raising inside numpy's import was caught there: the signal was lost (the run trained on) or
+    left numpy half-imported (a RecursionError traceback, exit 1). The signal now waits for the import to end."""
+    result = subprocess.run([sys.executable, "-c", SIGTERM_DURING_NUMPYS_IMPORT], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == EXIT_PREEMPTED, result.stderr[-3000:]
+    assert result.stderr == "preempted (SIGTERM): stopped at once, exit 75; files are written atomically, so each is whole or absent: run the same command to go on\n"
+
+
 def _catches_sigterm(pid: int) -> bool:
     """Whether process `pid` has a handler for SIGTERM (bit 15 of SigCgt in /proc/PID/status)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -370,6 +527,12 @@ def test_a_truncated_checkpoint_says_so_and_what_to_do(trained_run, ci_data, tmp
     error = error_of(capsys, train_argv(ci_data, run, "--epochs", "1", "--workers", "0"))
     advice = f"it was {DAMAGED}: move it out of {run}, then run the same command to train the run from its start"
     assert re.fullmatch(rf"error: checkpoint {re.escape(str(checkpoint))} is truncated or corrupt \(\w+: [^\n]+\); {re.escape(advice)}\n", error), error
+    # the advice followed: the run starts again, and its metrics are not appended to the earlier start's
+    earlier = (run / "metrics.csv").read_text()
+    checkpoint.rename(tmp_path / "damaged.pt")
+    assert main(train_argv(ci_data, run, "--epochs", "1", "--workers", "0")) == 0
+    assert [row["epoch"] for row in csv.DictReader(open(run / "metrics.csv"))] == ["0"]
+    assert (run / "metrics-earlier-start.csv").read_text() == earlier
 
 
 def test_an_empty_checkpoint_says_so_and_what_to_do(trained_run, tmp_path, capsys):
@@ -456,6 +619,9 @@ def test_fuse_refuses_a_score_file_given_twice(scores, results, capsys):
     fails_with(capsys, ["fuse", str(scores), str(scores), "--out", str(results)], f"score file {scores} is given twice: {once_more}")
     other_path = scores.parent / ".." / scores.parent.name / scores.name
     fails_with(capsys, ["fuse", str(scores), str(other_path)], f"score files {scores} and {other_path} are the same file: {once_more}")
+    copy = Path(shutil.copy(scores, results.parent / "copy.pt"))
+    fails_with(capsys, ["fuse", str(scores), str(copy), "--out", str(results)], f"score files {scores} and {copy} hold identical posteriors "
+               "(one net evaluated the same way, or a copy): a fusion averages distinct evaluations, so give each once")
     assert results.read_text() == ROWS
 
 
@@ -467,6 +633,22 @@ def test_a_missing_synthetic_folder_of_a_profile_says_how_to_generate_exactly_it
         "(make table3 PROFILE=ci does it too)"
     )
     fails_with(capsys, ["data", "inspect", "--data", "data/synthetic-ci"], line)
+
+
+def test_a_synthetic_set_whose_generation_did_not_finish_is_refused_by_train_and_run(ci_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(ci_data, "data/synthetic-ci")
+    Path("data/synthetic-ci/.complete").unlink()
+    line = (
+        "data folder data/synthetic-ci is a synthetic set whose generation did not finish (no .complete): remove it and "
+        "generate it again with `python -m vgg data synth --out data/synthetic-ci --classes 4 --train-per-class 24 "
+        "--val-per-class 6` (make table3 PROFILE=ci does it too)"
+    )
+    fails_with(capsys, train_argv(Path("data/synthetic-ci"), tmp_path / "run", "--workers", "0"), line)
+    fails_with(capsys, ["run", "table3", "--profile", "ci", "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results")], line)
+    shutil.copytree("data/synthetic-ci", "elsewhere")
+    fails_with(capsys, train_argv(Path("elsewhere"), tmp_path / "run", "--workers", "0"), line.replace(
+        "data/synthetic-ci is", "elsewhere is").split(" with `")[0] + " with `python -m vgg data synth --out ...`")
 
 
 def test_another_missing_data_folder_says_to_check_the_path(tmp_path, capsys):

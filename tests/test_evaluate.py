@@ -305,3 +305,33 @@ def test_bad_evaluation_input_is_a_clear_error(ci_data, ci_checkpoint):
         load_net()
     with pytest.raises(ValueError, match="weights file .* does not exist .*torchvision:vgg16"):
         load_net(weights="/nonexistent/vgg16.pth")
+
+
+def test_evaluate_runs_the_net_in_eval_mode_on_mean_subtracted_pixels(ci_data, tmp_path):
+    """Dropout left on, or the mean-RGB subtraction left out, used to be caught only because the
+    reference helpers of other tests differed: here what evaluate feeds the net is recorded and
+    computed independently, and dropout (0.5) would make two evaluations differ."""
+    from vgg.profiles import get_profile
+    from vgg.models import VGG
+    from vgg.transforms import centre_crop
+
+    class Recording(VGG):
+        def forward(self, x):
+            self.seen.append((self.training, x.detach().clone()))
+            return super().forward(x)
+
+    profile = get_profile("ci")
+    images = load_split(ci_data, "val").subset(6)
+    model = Recording("A", num_classes=len(images.classes), width=profile.width, crop=profile.crop, dropout=0.5, init="glorot")
+    model.seen = []
+    net = Net(model, PAPER_MEAN_RGB, profile, tmp_path / "net.pt", "net", "256", images.classes)
+    first = evaluate(net, images, "centre-crop", [256], flip=False, workers=0)
+    seen, model.seen = model.seen, []
+    second = evaluate(net, images, "centre-crop", [256], flip=False, workers=0)
+    assert not any(training for training, _ in seen)
+    assert torch.equal(first.posteriors, second.posteriors)
+    fed = torch.cat([inputs for _, inputs in seen])
+    mean = torch.tensor(PAPER_MEAN_RGB.mean).view(3, 1, 1)
+    expected = torch.stack([centre_crop(rescale(read_image(path), profile.size(256)), profile.crop).float() - mean for path, _ in images.samples])
+    by_sum = lambda batch: batch[batch.flatten(1).sum(1).argsort()]  # noqa: E731 (the same images, in any order)
+    torch.testing.assert_close(by_sum(fed), by_sum(expected), rtol=0, atol=1e-4)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tests.helpers_images import class_folder_tree
+from tests.helpers_processes import children_of, group_killed_at_the_end, sigkill_leaves_no_process
 from vgg.datasets import load_split
 from vgg.loaders import BadImageError, EpochSampler, ImageDataset, collate, iterate_epoch, make_loader
 from vgg.transforms import ScaleRange, TestTransform, TrainTransform
@@ -111,6 +112,29 @@ def test_a_process_ending_with_a_persistent_loader_alive_exits():
     assert result.returncode == 0 and result.stdout.strip() == "done", result.stderr[-2000:]
 
 
+LIVE_LOADER_THEN_WAIT = """
+import sys, time, torch
+from vgg.loaders import EpochSampler, make_loader
+class Items(torch.utils.data.Dataset):
+    def __len__(self): return 16
+    def __getitem__(self, key): return 0
+loader = make_loader(Items(), EpochSampler(16), batch_size=4, workers=2, device="cpu", collate_fn=len)
+next(iter(loader))
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_loader_workers_end_at_once_when_their_process_is_killed():
+    """torch's workers look for their parent every 5 s; under the runner they held its lock as long."""
+    command = [sys.executable, "-c", LIVE_LOADER_THEN_WAIT]
+    root = Path(__file__).resolve().parent.parent
+    with group_killed_at_the_end(subprocess.Popen(command, cwd=root, start_new_session=True, stdout=subprocess.PIPE, text=True)) as process:
+        assert process.stdout.readline().strip() == "ready"
+        assert len(children_of(process.pid)) == 2
+        sigkill_leaves_no_process(process, within=2)
+
+
 def test_the_loader_gives_uint8_batches_with_their_colour_offsets(train_images):
     loader = make_loader(train_dataset(train_images), EpochSampler(12), batch_size=4, workers=2, device="cpu")
     batch = next(iter(loader))
@@ -172,3 +196,23 @@ def test_the_run_seed_changes_the_augmentation_of_the_same_image_and_epoch(train
     first, other = (ImageDataset(train_images, transform, seed=seed) for seed in (0, 1))
     assert any(not torch.equal(first[(0, index)][0], other[(0, index)][0]) for index in range(len(train_images)))
     assert all(torch.equal(first[(0, index)][0], first[(0, index)][0]) for index in range(3))  # and the seed alone decides
+
+
+WORKER_HOOKS = """
+import sys
+from vgg.stop_signals import ignore_stop_signals
+ignore_stop_signals()  # what a loader worker runs first
+for error in (ConnectionResetError(104, "Connection reset by peer"), EOFError(), KeyError("a real bug")):
+    try:
+        raise error
+    except BaseException:
+        sys.excepthook(*sys.exc_info())  # how multiprocessing's resource sharer reports its thread's errors
+"""
+
+
+def test_a_loader_worker_prints_no_connection_error_traceback_when_its_parent_stops():
+    """After a Ctrl-C during evaluate, 3 of 8 tries printed a worker's ConnectionResetError or EOFError
+    traceback (its resource sharer's connection to the stopped main process) under the stop's line."""
+    result = subprocess.run([sys.executable, "-c", WORKER_HOOKS], cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=60)
+    assert "ConnectionResetError" not in result.stderr and "EOFError" not in result.stderr
+    assert "KeyError: 'a real bug'" in result.stderr  # other errors are still reported

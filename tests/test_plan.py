@@ -114,6 +114,14 @@ def test_bad_experiment_files_are_clear_errors(tmp_path, catalog):
         ('[[ablation]]\nname = "x"\npairs = "random"\nevaluation = [{ run = "A-256" }, { run = "B-256" }]\n', "pairs must be one of baseline, successive, all, best-member"),
         ('[[ablation]]\nname = "x"\npairs = "best-member"\nevaluation = [{ run = "A-256" }]\n', "every entry must be a fusion"),
         ('[[ablation]]\nname = "x"\ngroups = [[{ run = "A-256" }]]\n', "at least two entries"),
+        # one line naming the file, the entry, the key and what is expected
+        ('[[evaluation]]\nrun = "A-256"\nflip = "yes"\n', r'bad.toml, evaluation \{"run": "A-256", "flip": "yes"\}: flip = "yes" is not true or false$'),
+        ('[[evaluation]]\nrunn = "A-256"\n', r"unknown key runn \(did you mean run\?\); known keys: run, method, scales, flip, label, paper_row$"),
+        ("evaluation = 3\n", r"bad.toml: evaluation = 3 is not a list of tables \(\[\[evaluation\]\]\)$"),
+        ('[[ablation]]\nname = "x"\nevaluation = [3, 4]\n', r"ablation 'x': evaluation = \[3, 4\] is not a list of entries"),
+        ('[defaults]\nmethod = ["dense"]\n', r'bad.toml \[defaults\]: method = \["dense"\] is not a string: dense, multi-crop'),
+        ('[[fusion]]\nlabel = "x"\n', r"fusion \{\"label\": \"x\"\}: missing key runs \(a list of runs of runs.toml\)$"),
+        ('titel = "x"\n', r"bad.toml: unknown key titel \(did you mean title\?\)"),
     ]
     for text, message in cases:
         bad.write_text(text)
@@ -128,10 +136,14 @@ def test_bad_experiment_files_are_clear_errors(tmp_path, catalog):
         (run_x + 'init = "Y"\n[Y]\nconfig = "A"\ntrain_scale = "256"\n', "run X has init = 'Y'; init is random, paper, glorot or from:<run id> \\(a parent run is written from:Y\\)"),
         (run_x + 'init = "gaussian"\n', "run X has init = 'gaussian'; init is random, paper, glorot or from:<run id> \\(\"gaussian\" is now written \"paper\"\\)"),
         (run_x + 'init = "Z"\n', "run X has init = 'Z'; init is random, paper, glorot or from:<run id>$"),
-        (run_x + 'init = 5\n', "run X has init = 5; init is a string"),
+        (run_x + 'init = 5\n', "runs.toml \\[X\\]: init = 5 is not a string: random, paper, glorot or from:<run id>$"),
+        ('[X]\nconfig = ["A"]\ntrain_scale = "256"\n', 'runs.toml \\[X\\]: config = \\["A"\\] is not a string: a configuration of Table 1'),
+        ('[X]\ntrain_scale = "256"\n', "runs.toml \\[X\\]: missing key config \\(a string: a configuration of Table 1"),
+        ('[X]\nconfig = "A"\ntrain_scale = 100000\n', "runs.toml \\[X\\]: training scale 100000 is above the limit of 1024"),
+        ('X = 3\n', "runs.toml \\[X\\] must be a table of keys, got 3"),
         (run_x + 'init = "from:Y"\n', "run X starts from 'from:Y', but 'Y' is not a run of runs.toml"),
         (run_x + 'init = "weights:torchvision:vgg16"\n', "run X has init = 'weights:torchvision:vgg16'; a catalogue run's init is random"),
-        (run_x + 'freez = "features"\n', "run X has unknown key\\(s\\) freez; known: config, train_scale, init, freeze, lrn_alpha"),
+        (run_x + 'freez = "features"\n', "runs.toml \\[X\\]: unknown key freez \\(did you mean freeze\\?\\); known keys: config, train_scale, init, freeze, lrn_alpha$"),
         (run_x + 'freeze = "conv"\n', "run X has freeze = 'conv'; choose one of none, features"),
         ('[A]\nconfig = "A"\ntrain_scale = "256"\n[X]\nconfig = "B"\ntrain_scale = "256"\ninit = "from:A"\nfreeze = "features"\n',
          "run X has freeze = 'features', which fine-tunes a trained net: its init must be a run of configuration B"),

@@ -28,7 +28,25 @@ BAD_PROFILES = {  # an edit of experiments/profiles.toml: the error it must give
     ("train_images = 200000", "max_epochs = 20\ntrain_images = 200000"): r"profile smoke: give one of max_epochs \(epochs\) and train_images \(images seen\)",
     ("finetune_max_epochs = 1\n", ""): r"profile ci: give one of finetune_max_epochs \(epochs\) and finetune_train_images",
     ("plateau_patience = 1\n", ""): "profile ci: the plateau schedule needs plateau_patience",
+    # one line naming the file, the profile, the key and what is expected
+    ("batch_size = 64", "batch_sise = 64"): r"profiles.toml \[smoke\]: unknown key batch_sise \(did you mean batch_size\?\); known keys: description, ",
+    ("val_images = 1000 ", "val_imgs = 1000 "): r"profiles.toml \[smoke\]: unknown key val_imgs \(did you mean val_images\?\)",
+    ("[ci]\n", "[ci]\nmax_epoch = 3\n"): r"profiles.toml \[ci\]: unknown key max_epoch \(did you mean max_epochs\?\)",
+    ("batch_size = 64", "batch_size = \"sixteen\""): r'profiles.toml \[smoke\]: batch_size = "sixteen" is not a positive integer$',
+    ("batch_size = 64", "batch_size = 0"): r"profiles.toml \[smoke\]: batch_size = 0 is not a positive integer$",
+    ("image_scale = \"2/7\"", "image_scale = \"1/0\""): r'profiles.toml \[smoke\]: image_scale = "1/0" is not a positive fraction, e.g. "2/7"$',
+    ("max_epochs = 74 ", "max_epochs = -1 "): r"profiles.toml \[paper\]: max_epochs = -1 is not an integer of at least 0$",
+    ("dropout = 0.0 ", "dropout = true "): r"profiles.toml \[smoke\]: dropout = true is not a number in \[0, 1\)$",
+    ("synthetic = { classes = 50,", "synthetic = { clases = 50,"): r"profiles.toml \[smoke\]: synthetic = \{.*\} is not a table of vgg.synthetic.SynthSpec's fields",
+    ("[ci]\n", "[ci\n"): r"profiles.toml is not valid TOML: ",
 }
+
+
+def test_a_profile_missing_a_required_key_is_one_line_not_a_recursion(tmp_path):
+    bad = tmp_path / "profiles.toml"
+    bad.write_text(PROFILES_FILE.read_text().replace("width = 8\n", "", 1))
+    with pytest.raises(ValueError, match=r"profiles.toml \[smoke\]: missing key width \(a positive integer\)$"):
+        load_profiles(bad)
 
 
 def test_an_unknown_profile_is_a_clear_error():

@@ -1,5 +1,9 @@
 """Results CSVs (vgg.suite.results_csv): rows upserted by their key, seed-aware."""
 
+import re
+
+import pytest
+
 from vgg.suite.results_csv import drop_other_seeds, read_rows, shown_row, upsert_rows
 
 
@@ -37,3 +41,15 @@ def test_a_run_over_fewer_seeds_drops_the_rows_it_did_not_write(tmp_path):
     # two seeds keep seeds 0 and 1 and their aggregate, and drop seed 2
     drop_other_seeds(path, [{**b, "seed": "0"}, {**b, "seed": "1"}, {**b, "seed": "mean"}], seeds=2)
     assert sorted(r["seed"] for r in read_rows(path) if r["run"] == "B-256") == ["0", "1", "mean"]
+
+
+@pytest.mark.parametrize("line, fields", [("ci,A-256", 2), ("garbage", 1), ("ci,A-256,50.0,extra", 4)])
+def test_a_cut_or_garbage_line_in_a_results_csv_is_an_error_naming_it(tmp_path, line, fields):
+    path = tmp_path / "table3.csv"
+    path.write_text(f"profile,run,top1_err\nci,B-256,40.0\n{line}\n")
+    message = f"{path}, line 3: {fields} field{'s' if fields > 1 else ''} where its header has 3 (a cut or edited file?)"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        read_rows(path)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        upsert_rows(path, [{"profile": "ci", "run": "C-256", "top1_err": 30.0}])
+    assert path.read_text().endswith(f"{line}\n")  # nothing rewritten

@@ -55,6 +55,43 @@ def test_the_lock_refuses_a_second_runner(ci_data, tmp_path):
         pass
 
 
+def test_a_read_only_archive_of_finished_runs_is_reported_into_another_results_folder(ci_data, tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    import vgg.suite.runner as runner_module
+
+    experiment_file = tmp_path / "one.toml"
+    experiment_file.write_text('[[evaluation]]\nrun = "A-256"\n')
+    experiment = load_experiment(experiment_file)
+    written = runner(ci_data, tmp_path).run(experiment)
+    runs = tmp_path / "runs"
+
+    def read_only_open(path, mode="r", *args, **kwargs):  # the runs folder on a read-only disk
+        if Path(path).is_relative_to(runs) and any(flag in mode for flag in "wa+x"):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return builtins.open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "open", read_only_open, raising=False)
+    logged = []
+    archive = ExperimentRunner(profile="ci", data=str(ci_data), runs_root=runs, results_dir=tmp_path / "elsewhere", workers=0, progress=False,
+                               log=logged.append)
+    rows = archive.run(experiment)
+    assert [float(row["top1_err"]) for row in rows] == [float(row["top1_err"]) for row in written]
+    assert read_rows(tmp_path / "elsewhere" / "one.csv")[0]["run"] == "A-256"
+    assert any("is read-only: its finished runs and score files are read" in line for line in logged)
+
+
+def test_a_folder_the_command_may_not_write_is_named_with_what_to_do():
+    import errno
+
+    from vgg.cli import _os_error_line
+
+    line = _os_error_line(OSError(errno.EROFS, "Read-only file system", "runs/ci/.lock"))
+    assert line == ("cannot write or open runs/ci/.lock: Read-only file system; make its folder writable, or point the command at one that is "
+                    "(--runs, --results, --out, --out-dir)")
+
+
 def test_ci_table3_end_to_end_then_skip_and_resume(ci_data, tmp_path):
     experiment = load_experiment("table3")
     rows = runner(ci_data, tmp_path).run(experiment)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.helpers_images import assert_drawn_figure
-from vgg.checkpoint import load_checkpoint, read_done
+from vgg.checkpoint import CHECKPOINT_NAME, load_checkpoint, read_done
 from vgg.suite.kill_resume import kill_mid_epoch, wait_for
 from vgg.metrics import batch_sums
 from vgg.run_config import TrainConfig, train_command
@@ -163,10 +163,30 @@ def test_lr_drops_on_plateaus_and_training_stops_after_three(ci_data, tmp_path):
     # a rate too small to change anything: val accuracy never improves after the first epoch
     done = train(config(ci_data, epochs=20, lr=1e-12, plateau_patience=1), tmp_path / "flat")
     rates = [float(row["lr"]) for row in csv.DictReader(open(tmp_path / "flat" / "metrics.csv"))]
-    assert rates == pytest.approx([1e-12, 1e-12, 1e-13, 1e-14, 1e-15], rel=1e-6)
+    # abs=0: approx's default absolute tolerance, 1e-12, would take any of these rates for any other
+    assert rates == pytest.approx([1e-12, 1e-12, 1e-13, 1e-14, 1e-15], rel=1e-6, abs=0)
     assert done["stopped"] == "plateau" and done["lr_drops"] == 3 and done["epochs"] == 5
     # the rate the optimizer stepped with in the last epoch, not only the schedule's record of it
-    assert load_checkpoint(tmp_path / "flat")["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-15, rel=1e-6)
+    assert load_checkpoint(tmp_path / "flat")["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-15, rel=1e-6, abs=0)
+
+
+def test_a_drop_from_1e_2_to_1e_3_reaches_every_parameter_group(ci_data, tmp_path, monkeypatch):
+    import vgg.train as training
+    from vgg.profiles import get_profile
+
+    monkeypatch.setattr(training, "get_profile", lambda name: replace(get_profile("ci"), schedule="steps", drop_deadlines=(0.5,)))
+    done = train(config(ci_data, epochs=2, lr=1e-2, head_lr_mult=10.0), tmp_path / "run")
+    assert done["drop_epochs"] == [0]
+    body, head = load_checkpoint(tmp_path / "run")["optimizer"]["param_groups"]
+    assert (body["lr"], head["lr"]) == (pytest.approx(1e-3, rel=1e-9, abs=0), pytest.approx(1e-2, rel=1e-9, abs=0))
+
+
+def test_a_default_run_steps_with_the_papers_momentum_weight_decay_and_rate(ci_data, tmp_path):
+    """Sect. 3.1: momentum 0.9, L2 weight decay 5e-4, learning rate 1e-2 (before any drop)."""
+    train(TrainConfig(config="A", train_scale="256", data=str(ci_data), profile="ci", epochs=1, workers=0, progress=False), tmp_path / "run")
+    groups = load_checkpoint(tmp_path / "run")["optimizer"]["param_groups"]
+    assert [(g["momentum"], g["weight_decay"], g["lr"], g["nesterov"], g["dampening"]) for g in groups] == [(0.9, 5e-4, 1e-2, False, 0)]
+    assert len(groups[0]["params"]) == 2 * 11  # every weight and bias of A's 8 conv and 3 FC layers
 
 
 def test_momentum_weight_decay_and_the_heads_rate_multiple_reach_the_optimizer(ci_data, tmp_path):
@@ -203,7 +223,7 @@ def test_the_profiles_schedule_guards_act_in_training(guard, ci_data, tmp_path, 
     monkeypatch.setattr(training, "get_profile", lambda name: replace(get_profile("ci"), **changes))
     done = train(config(ci_data, epochs=4, lr=1e-12, plateau_patience=patience), tmp_path / "flat")
     rates = [float(row["lr"]) for row in csv.DictReader(open(tmp_path / "flat" / "metrics.csv"))]
-    assert rates == pytest.approx(expected_rates, rel=1e-6) and check_done(done)
+    assert rates == pytest.approx(expected_rates, rel=1e-6, abs=0) and check_done(done)
     assert (tmp_path / "flat" / "train.log").read_text().count(line) == count
 
 
@@ -293,11 +313,18 @@ def test_bad_parents_checkpoints_and_settings_are_clear_errors(case, ci_data, pa
 
 def test_nan_stops_at_once_keeping_the_last_good_checkpoint(ci_data, tmp_path):
     run = tmp_path / "diverges"
-    with pytest.raises(NonFiniteLossError, match=r"NaN or infinite at step \d+ .* learning rate 1e\+06"):
+    with pytest.raises(NonFiniteLossError, match=r"NaN or infinite at step \d+ .* learning rate 1e\+06; training stopped. The last good checkpoint"):
         train(config(ci_data, lr=1e6, epochs=3, checkpoint_steps=1), run)
     kept = load_checkpoint(run)
     assert all(torch.isfinite(value).all() for value in kept["model"].values() if value.is_floating_point())
     assert read_done(run) is None
+
+
+def test_nan_before_any_checkpoint_does_not_promise_one(ci_data, tmp_path):
+    run = tmp_path / "diverges"
+    with pytest.raises(NonFiniteLossError, match="training stopped. No checkpoint had been written yet: the run starts again from its beginning"):
+        train(config(ci_data, lr=1e6, epochs=3, sync_every=1), run)
+    assert not (run / CHECKPOINT_NAME).exists()
 
 
 def test_the_per_epoch_validation_is_the_centre_crop_protocol_at_the_single_test_scale(ci_data, tmp_path):

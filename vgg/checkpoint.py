@@ -37,15 +37,22 @@ class DiskFullError(ValueError):
 FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
+def size_text(size: float) -> str:
+    """Bytes in kB below 10 MB, else in MB, so that two sizes near each other read in one unit."""
+    return f"{max(1, round(size / 1e3)):,} kB" if size < 1e7 else f"{size / 1e6:,.0f} MB"
+
+
 def disk_full_error(path: Path, needed: int | None) -> DiskFullError:
-    """The one-line error for a write of `path` that found no space (`needed`: bytes, if known)."""
-    need = f"needed about {needed / 1e6:,.0f} MB, " if needed and needed >= 1e6 else f"needed about {max(1, round(needed / 1e3))} kB, " if needed else ""
+    """The one-line error for a write of `path` that found no space (`needed`: bytes, if known). The
+    free space is measured after the failed write's part was removed, so it can exceed what the
+    write needed: other writers, or the filesystem's own blocks, took the difference meanwhile."""
     try:
-        free = f"{shutil.disk_usage(path.parent).free / 1e6:,.0f} MB free"
+        free = f"{size_text(shutil.disk_usage(path.parent).free)} free now"
     except OSError:
         free = "free space unknown"
+    space = f"about {size_text(needed)} to write, {free}" if needed else free
     return DiskFullError(
-        f"no space left on the disk holding {path.parent} to write {path.name} ({need}{free}); "
+        f"no space left on the disk holding {path.parent} to write {path.name} ({space}); "
         f"free some space (or write elsewhere) and run the same command again: the previous {path.name}, if any, is kept"
     )
 

@@ -6,6 +6,7 @@ training stack, torchvision or the runner costs every other command seconds of s
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import time
 from collections.abc import Sequence
@@ -35,6 +36,10 @@ from vgg.synthetic import SynthSpec, generate
 PRECISION_HELP = (
     "test protocols' arithmetic: fp32 (TF32 off; the paper's numbers are fp32), bf16 autocast, or auto (bf16 on CUDA and on CPUs "
     "where it measures fast; default: the profile's eval_precision)"
+)
+MAX_IMAGE_PIXELS_HELP = (
+    "decode image files that declare up to N pixels (default 89,478,485, PIL's limit; ImageNet's are far below it): "
+    "a file declaring more is a bad image, refused before it is decoded"
 )
 MAX_SCALE_HELP = "refuse test scales above N paper units (default 1024, twice the paper's largest): memory grows as the square of the scale"
 
@@ -221,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train one net with the paper's recipe (resumes; skips if finished)")
     train.add_argument("--out", type=Path, required=True, help="run folder: checkpoint.pt, metrics.csv, curves.png, DONE")
     add_train_arguments(train)  # one option per field of vgg.run_config.TrainConfig
+    train.add_argument("--max-image-pixels", type=int, metavar="N", help=MAX_IMAGE_PIXELS_HELP)
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="a test protocol of Sect. 3.2 on a trained net")
@@ -241,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images (listed at the end)")
     evaluate.add_argument("--precision", choices=PRECISION_CHOICES, help=PRECISION_HELP)
     evaluate.add_argument("--max-scale", type=int, metavar="N", help=MAX_SCALE_HELP)
+    evaluate.add_argument("--max-image-pixels", type=int, metavar="N", help=MAX_IMAGE_PIXELS_HELP)
     evaluate.set_defaults(handler=cmd_evaluate)
 
     fuse = commands.add_parser("fuse", help="ConvNet fusion: average the posteriors of saved score files")
@@ -265,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto | cpu | cuda")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--precision", choices=PRECISION_CHOICES, help=PRECISION_HELP)
+    run.add_argument("--max-image-pixels", type=int, metavar="N", help=MAX_IMAGE_PIXELS_HELP)
     run.set_defaults(handler=cmd_run)
 
     predict = commands.add_parser("predict", help="top-k classes of images under a test protocol")
@@ -278,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--topk", type=int, default=5)
     predict.add_argument("--save-figure", type=Path, help="draw each image beside a bar chart of its top-k")
     predict.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    predict.add_argument("--max-image-pixels", type=int, metavar="N", help=MAX_IMAGE_PIXELS_HELP)
     predict.set_defaults(handler=cmd_predict)
 
     finetune = commands.add_parser("finetune", help="transfer a trained VGG to a folder of images (a new last layer)")
@@ -297,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--workers", type=int)
     finetune.add_argument("--device", default="auto")
     finetune.add_argument("--no-progress", action="store_true")
+    finetune.add_argument("--max-image-pixels", type=int, metavar="N", help=MAX_IMAGE_PIXELS_HELP)
     finetune.set_defaults(handler=cmd_finetune)
 
     pretrained = commands.add_parser("pretrained", help="evaluate every VGG weight file of a folder under the paper's protocols")
@@ -351,10 +361,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run_command(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.handler(args)
+        if getattr(args, "max_image_pixels", None) is None:
+            args.handler(args)
+        else:
+            from vgg.loaders import image_pixel_limit  # on use (start-up: see the module's doc)
+
+            with image_pixel_limit(args.max_image_pixels):
+                args.handler(args)
     except (ValueError, OSError) as error:  # OSError: a file the command cannot use (permissions, a read-only disk)
         from vgg.loaders import worker_error_message  # on use (start-up: see the module's doc)
 
-        print(f"error: {worker_error_message(error) or error}", file=sys.stderr)
+        print(f"error: {worker_error_message(error) or _os_error_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
+
+
+def _os_error_line(error: Exception) -> str:
+    """An error's line; a file the command may not write (a read-only disk or folder) says what to do."""
+    if isinstance(error, OSError) and error.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and error.filename:
+        return (
+            f"cannot write or open {error.filename}: {error.strerror}; make its folder writable, or point the command at "
+            "one that is (--runs, --results, --out, --out-dir)"
+        )
+    return str(error)

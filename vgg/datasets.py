@@ -29,6 +29,9 @@ import torch
 
 from vgg.profiles import load_profiles
 
+SYNTHETIC_DESCRIPTION, SYNTHETIC_COMPLETE = "synthetic.json", ".complete"
+"""The files `vgg.synthetic.generate` writes last into a synthetic set: one without them is incomplete."""
+
 IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png"})
 DEVKIT_ARCHIVE = "ILSVRC2012_devkit_t12.tar.gz"
 DEVKIT_FOLDER = "ILSVRC2012_devkit_t12"
@@ -133,24 +136,44 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def _synthetic_profile(data_dir: Path):
+    """The profile whose synthetic set lives in `data_dir` (experiments/profiles.toml), or None."""
+    for profile in load_profiles().values():
+        if profile.synthetic and profile.data and Path(profile.data).resolve() == data_dir.resolve():
+            return profile
+    return None
+
+
+def _generate_command(profile, data_dir: Path) -> str:
+    options = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in profile.synthetic.items())
+    return f"`python -m vgg data synth --out {data_dir} {options}` (make table3 PROFILE={profile.name} does it too)"
+
+
 def missing_data_hint(data_dir: Path) -> str:
     """How to get a data folder that does not exist: the command that generates it when it is a
     profile's synthetic set (experiments/profiles.toml), else to check the path."""
-    for profile in load_profiles().values():
-        if profile.synthetic and profile.data and Path(profile.data).resolve() == data_dir.resolve():
-            options = " ".join(f"--{key.replace('_', '-')} {value}" for key, value in profile.synthetic.items())
-            return (
-                f"it is the {profile.name} profile's synthetic set; generate it with "
-                f"`python -m vgg data synth --out {data_dir} {options}` (make table3 PROFILE={profile.name} does it too)"
-            )
+    profile = _synthetic_profile(data_dir)
+    if profile is not None:
+        return f"it is the {profile.name} profile's synthetic set; generate it with {_generate_command(profile, data_dir)}"
     return "check the path, or pass --data DIR (make: DATA=DIR)"
 
 
 def require_data_folder(data_dir: Path | str) -> Path:
-    """`data_dir`, which must be a folder: else a one-line error saying how to get it."""
+    """`data_dir`, which must be a folder, and a complete one if it is a synthetic set: else a one-line
+    error saying how to get it."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DatasetLayoutError(f"data folder {data_dir} does not exist: {missing_data_hint(data_dir)}", layouts=False)
+    marks = [name for name in (SYNTHETIC_DESCRIPTION, SYNTHETIC_COMPLETE) if (data_dir / name).exists()]
+    profile = _synthetic_profile(data_dir)
+    if len(marks) == 1 or (profile is not None and not marks):
+        missing = " and ".join(name for name in (SYNTHETIC_DESCRIPTION, SYNTHETIC_COMPLETE) if name not in marks)
+        how = _generate_command(profile, data_dir) if profile is not None else "`python -m vgg data synth --out ...`"
+        raise DatasetLayoutError(
+            f"data folder {data_dir} is a synthetic set whose generation did not finish (no {missing}): "
+            f"remove it and generate it again with {how}",
+            layouts=False,
+        )
     return data_dir
 
 

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode
 
 from vgg.datasets import ImageList
-from vgg.loaders import BadImageError, Batch, Transform, bad_image_error, empty_batch
+from vgg.loaders import BadImageError, Batch, Transform, check_before_decoding, decode_image_bytes, empty_batch, read_file_bytes
 
 DECODE_CHOICES = ("cpu", "gpu", "auto")
 JPEG_MAGIC = b"\xff\xd8"
@@ -78,7 +78,7 @@ class EncodedDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         path, label = self.images.samples[index]
-        return read_into_bytearray(Path(path)), label, epoch, index, str(path)
+        return read_file_bytes(Path(path)), label, epoch, index, str(path)
 
 
 def collate_encoded(samples: list) -> EncodedBatch:
@@ -86,36 +86,23 @@ def collate_encoded(samples: list) -> EncodedBatch:
     return EncodedBatch(list(data), torch.tensor(labels), list(epochs), torch.tensor(indices), list(paths))
 
 
-def read_into_bytearray(path: Path) -> bytearray:
-    """A file's bytes in a writable buffer, which a tensor can view without a copy (torch.frombuffer
-    warns on read-only `bytes`)."""
-    with open(path, "rb") as handle:
-        data = bytearray(os.fstat(handle.fileno()).st_size)
-        read = handle.readinto(data)
-    return data if read == len(data) else data[:read]
-
-
 def _as_tensor(data: bytearray | bytes) -> torch.Tensor:
     """The file's bytes as a uint8 tensor: a view of a bytearray (the loader's), a copy of bytes."""
     return torch.frombuffer(data if isinstance(data, bytearray) else bytearray(data), dtype=torch.uint8)
-
-
-def _decode_one(data: bytes, path: str, device: torch.device) -> torch.Tensor:
-    """One file on the host decoder (PNG, or a JPEG the batched decoder refused), then to `device`."""
-    try:
-        image = torchvision.io.decode_image(_as_tensor(data), mode=ImageReadMode.RGB)
-    except RuntimeError as error:
-        raise bad_image_error(path, error) from None
-    if image.dtype != torch.uint8:
-        image = (image.to(torch.int32) >> 8).to(torch.uint8)
-    return image.to(device, non_blocking=True)
 
 
 def decode_batch(batch: EncodedBatch, device: torch.device) -> list[torch.Tensor | BadImageError]:
     """Every file of the batch as a uint8 RGB (3, H, W) tensor on `device` (JPEGs in one batched
     call), or the error that says why it cannot be decoded."""
     decoded: list[torch.Tensor | BadImageError | None] = [None] * len(batch)
-    jpegs = [i for i, data in enumerate(batch.data) if data[:2] == JPEG_MAGIC]
+    jpegs = []
+    for i, data in enumerate(batch.data):
+        if data[:2] == JPEG_MAGIC:
+            try:
+                check_before_decoding(data, batch.paths[i])
+                jpegs.append(i)
+            except BadImageError as error:
+                decoded[i] = error
     if jpegs:
         try:
             images = torchvision.io.decode_jpeg([_as_tensor(batch.data[i]) for i in jpegs], mode=ImageReadMode.RGB, device=device)
@@ -126,7 +113,7 @@ def decode_batch(batch: EncodedBatch, device: torch.device) -> list[torch.Tensor
     for i, slot in enumerate(decoded):
         if slot is None:
             try:
-                decoded[i] = _decode_one(batch.data[i], batch.paths[i], device)
+                decoded[i] = decode_image_bytes(batch.data[i], batch.paths[i]).to(device, non_blocking=True)
             except BadImageError as error:
                 decoded[i] = error
     return decoded

@@ -10,12 +10,14 @@ with persistent workers too.
 from __future__ import annotations
 
 import atexit
+import io
 import math
 import os
 import re
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 import torchvision
 from torch.utils.data import DataLoader, Dataset, Sampler
+from PIL import Image, UnidentifiedImageError
 from torchvision.io import ImageReadMode
 
 from vgg.datasets import ImageList
@@ -31,10 +34,15 @@ from vgg.stop_signals import ignore_stop_signals
 # torchvision 0.29 deprecates its image decoders in favour of TorchCodec but ships them
 # unchanged (libjpeg-turbo, libpng); requirements.txt caps torchvision at 0.29.x.
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision", category=DeprecationWarning)
+Image.MAX_IMAGE_PIXELS = None  # PIL only reads sizes here: the limit is ours (`max_image_pixels`), with its own option
 
 Transform = Callable[[torch.Tensor, np.random.Generator], tuple[torch.Tensor, torch.Tensor]]
 """`vgg.transforms`' transforms: also `prepare(image)` (the deterministic part) and `augment(prepared, rng)`."""
 SKIP_OPTION = "--skip-bad-images"
+MAX_IMAGE_PIXELS_OPTION = "--max-image-pixels"
+MAX_IMAGE_PIXELS_VARIABLE = "VGG_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+"""PIL's own limit (a 256 MiB RGB image); ImageNet's images are far below it."""
 MAX_DEFAULT_WORKERS = 8
 SMALL_CPU = 4
 _LIVE_LOADERS: weakref.WeakSet[DataLoader] = weakref.WeakSet()
@@ -54,23 +62,92 @@ def bad_image_error(path: Path | str, error: Exception, advice: str | None = Non
             f"Replace or remove the file, or pass {SKIP_OPTION} "
             f"to skip unreadable images (they are counted and listed at the end of each epoch)"
         )
-    return BadImageError(f"cannot decode image {path}: {reason}. {advice}")
+    return BadImageError(f"cannot decode image {display_path(path)}: {reason}. {advice}")
 
 
-def read_image(path: Path | str, advice: str | None = None) -> torch.Tensor:
-    """Decode a JPEG or PNG (whatever its extension) into a uint8 RGB (3, H, W) tensor; an
-    undecodable file raises `bad_image_error(path, reason, advice)`.
+def display_path(path: Path | str) -> str:
+    """`path` as printable text: bytes of a file name that are not UTF-8 (which Python keeps as lone
+    surrogates, and which no UTF-8 log or CSV can hold) shown as escapes, e.g. caf\\xe9.jpg."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def max_image_pixels() -> int:
+    """The most pixels an image file may declare to be decoded: `image_pixel_limit`'s value, else
+    `DEFAULT_MAX_IMAGE_PIXELS`. Kept in the environment, so that loader workers, torchrun's and
+    the runner's processes all apply the one a command was given."""
+    return int(os.environ.get(MAX_IMAGE_PIXELS_VARIABLE) or DEFAULT_MAX_IMAGE_PIXELS)
+
+
+@contextmanager
+def image_pixel_limit(pixels: int) -> Iterator[None]:
+    """`max_image_pixels` is `pixels` inside the block, for this process and the ones it starts."""
+    if pixels < 1:
+        raise ValueError(f"{MAX_IMAGE_PIXELS_OPTION} must be at least 1, got {pixels}")
+    previous = os.environ.get(MAX_IMAGE_PIXELS_VARIABLE)
+    os.environ[MAX_IMAGE_PIXELS_VARIABLE] = str(pixels)
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[MAX_IMAGE_PIXELS_VARIABLE]
+        else:
+            os.environ[MAX_IMAGE_PIXELS_VARIABLE] = previous
+
+
+def read_file_bytes(path: Path | str) -> bytearray:
+    """A file's bytes in a writable buffer, which a tensor can view without a copy (torch.frombuffer
+    warns on read-only `bytes`). Any file name the OS gives works, UTF-8 or not."""
+    with open(path, "rb") as handle:
+        data = bytearray(os.fstat(handle.fileno()).st_size)
+        read = handle.readinto(data)
+    return data if read == len(data) else data[:read]
+
+
+def check_before_decoding(data: bytearray | bytes, path: Path | str, advice: str | None = None) -> None:
+    """Refuse, as a bad image, a file that declares more than `max_image_pixels` (an image bomb: a
+    633-byte JPEG declaring 30000 x 30000 pixels decoded in 18 s at a 3.3 GB peak), and a PNG that PIL cannot
+    decode (libpng, under torchvision's decoder, crashed the process on one with too little image
+    data). Files PIL does not know are left to torchvision's decoder."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            limit = max_image_pixels()
+            if width * height > limit:
+                raise bad_image_error(
+                    path,
+                    ValueError(f"it declares {width} x {height} pixels, above the limit of {limit:,} ({MAX_IMAGE_PIXELS_OPTION} N raises it)"),
+                    advice,
+                )
+            if image.format == "PNG":
+                image.load()
+    except UnidentifiedImageError:
+        return
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        if isinstance(error, BadImageError):
+            raise
+        raise bad_image_error(path, error, advice) from None
+
+
+def decode_image_bytes(data: bytearray | bytes, path: Path | str, advice: str | None = None) -> torch.Tensor:
+    """A JPEG or PNG file's bytes (whatever its extension) as a uint8 RGB (3, H, W) tensor, checked first
+    (`check_before_decoding`); an undecodable file raises `bad_image_error(path, reason, advice)`.
 
     Grayscale, CMYK, palette and RGBA images are converted to RGB; 16-bit PNGs to 8 bits.
     """
+    check_before_decoding(data, path, advice)
     try:
-        data = torchvision.io.read_file(str(path))
-        image = torchvision.io.decode_image(data, mode=ImageReadMode.RGB)
+        image = torchvision.io.decode_image(torch.frombuffer(data if isinstance(data, bytearray) else bytearray(data), dtype=torch.uint8),
+                                            mode=ImageReadMode.RGB)
     except RuntimeError as error:
         raise bad_image_error(path, error, advice) from None
     if image.dtype != torch.uint8:
         image = (image.to(torch.int32) >> 8).to(torch.uint8)
     return image
+
+
+def read_image(path: Path | str, advice: str | None = None) -> torch.Tensor:
+    """Read and decode an image file (`decode_image_bytes`)."""
+    return decode_image_bytes(read_file_bytes(path), path, advice)
 
 
 @dataclass
@@ -136,7 +213,7 @@ class ImageDataset(Dataset):
             image = self._prepared(index, path)
         except BadImageError:
             if self.skip_bad_images:
-                return SkippedImage(str(path))
+                return SkippedImage(display_path(path))
             raise
         rng = np.random.default_rng([self.seed, epoch, index])
         pixels, offset = self.transform.augment(image, rng)

@@ -117,6 +117,19 @@ def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
         write_metrics(path, [row for row in read_metrics(path) if int(row["epoch"]) <= last_epoch])
 
 
+EARLIER_METRICS_NAME = "metrics-earlier-start.csv"
+
+
+def set_aside_metrics(run_dir: Path) -> Path | None:
+    """At a run's start from scratch, move the metrics.csv of an earlier start (whose checkpoint was
+    removed or never written) to `EARLIER_METRICS_NAME`, replacing an older one: the new run's rows
+    would follow its rows (epochs 0, 1, 0, 1). Returns where it went, or None when there was none."""
+    path = Path(run_dir) / METRICS_NAME
+    if not path.exists():
+        return None
+    return path.replace(path.with_name(EARLIER_METRICS_NAME))
+
+
 def plot_curves(run_dir: Path, title: str) -> Path:
     """Draw RUN_DIR/curves.png (train loss; train and val top-1 error) from metrics.csv."""
     import matplotlib  # here, not at the top: commands that draw nothing start without matplotlib, pandas and seaborn

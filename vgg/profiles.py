@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import MISSING, asdict, dataclass, field
 from dataclasses import fields as dataclass_fields
 from fractions import Fraction
 from pathlib import Path
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 from vgg.initialization import PAPER_STD
 from vgg.models import FEATURE_STRIDE
 from vgg.precision import CHOICES as PRECISION_CHOICES
 from vgg.schedule import MODES as SCHEDULES
+from vgg.toml_tables import Key, check_table, count, fraction_key, number, numbers, positive_int, read_toml_file, text
 
 PROFILES_FILE = Path(__file__).resolve().parent.parent / "experiments" / "profiles.toml"
 PAPER_CROP = 224
@@ -118,11 +113,61 @@ class Profile:
                       "drop_deadlines": tuple(fields.get("drop_deadlines", ())), "drop_not_before": tuple(fields.get("drop_not_before", ()))})
 
 
+def _synthetic_spec(value: object) -> bool:
+    from vgg.synthetic import SynthSpec  # here: vgg.synthetic reads profiles through vgg.datasets
+
+    known = {f.name for f in dataclass_fields(SynthSpec)}
+    return all(key in known and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for key, v in value.items())
+
+
+def _fraction_of_one(value: float) -> bool:
+    return 0 <= value < 1
+
+
+PROFILE_KEYS: dict[str, Key] = {
+    "description": text(required=True),
+    "image_scale": fraction_key(required=True),
+    "width": positive_int(required=True),
+    "batch_size": positive_int(required=True),
+    "val_images": count(required=True),
+    "random_init": text(required=True, expected='a string: "glorot" or "paper"'),
+    "data": text(required=True, expected="a string: the dataset folder"),
+    "synthetic": Key((dict,), "a table of vgg.synthetic.SynthSpec's fields (classes, train_per_class, ...) as integers", _synthetic_spec),
+    "max_epochs": count(),
+    "finetune_max_epochs": count(),
+    "train_images": count(),
+    "finetune_train_images": count(),
+    "dropout": number("a number in [0, 1)", _fraction_of_one),
+    "plateau_patience": count(),
+    "plateau_threshold": number("a number of at least 0", lambda v: v >= 0),
+    "plateau_min_epochs": positive_int(),
+    "near_chance": number("a number in [0, 1)", _fraction_of_one),
+    "give_up_epochs": count(),
+    "drop_deadlines": numbers("a list of fractions, e.g. [0.75, 0.9]"),
+    "drop_not_before": numbers("a list of fractions, e.g. [0.3, 0.5]"),
+    "schedule": text(expected=f"a string: {' or '.join(SCHEDULES)}"),
+    "finetune_lr": number("a positive number", lambda v: v > 0),
+    "finetune_schedule": text(expected=f"a string: {' or '.join(SCHEDULES)}, or \"\" for the schedule's"),
+    "cache_decoded": Key((bool,), "true or false"),
+    "eval_precision": text(expected=f"a string: {' or '.join(PRECISION_CHOICES)}"),
+}
+"""What each key of a profile in profiles.toml may hold (the fields of `Profile`, but its name)."""
+
+
 def load_profiles(path: Path = PROFILES_FILE) -> dict[str, Profile]:
-    """Every profile in the TOML file."""
-    with open(path, "rb") as handle:
-        table = tomllib.load(handle)
-    return {name: Profile.from_dict({**fields, "name": name}) for name, fields in table.items()}
+    """Every profile in the TOML file, each checked: a mistake is one line naming the file, the
+    profile, the key and what is expected."""
+    profiles = {}
+    for name, table in read_toml_file(path, "profiles file").items():
+        where = f"{path} [{name}]"
+        fields = check_table(where, table, PROFILE_KEYS)
+        try:
+            profiles[name] = Profile(**{**fields, "name": name, "image_scale": Fraction(str(fields["image_scale"])),
+                                        "drop_deadlines": tuple(fields.get("drop_deadlines", ())),
+                                        "drop_not_before": tuple(fields.get("drop_not_before", ()))})
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
+    return profiles
 
 
 def get_profile(name: str, path: Path = PROFILES_FILE) -> Profile:

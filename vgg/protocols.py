@@ -32,7 +32,7 @@ from vgg.models import VGG
 from vgg.nets import Net
 from vgg.normalization import Normalization
 from vgg.precision import autocast, resolve
-from vgg.transforms import centre_crop
+from vgg.transforms import MAX_SCALE, centre_crop
 
 METHODS = ("dense", "multi-crop", "multi-crop+dense", "centre-crop")
 COMBINED_METHODS = {"multi-crop+dense": ("dense", "multi-crop")}
@@ -45,8 +45,8 @@ BATCH_PIXELS = 1 << 22
 """...and at most this many pixels per pass (e.g. 11 images at Q = 512): bounds the activations."""
 PENDING_IMAGES = 256
 """Rescaled images waiting for a batch at most; beyond, the oldest size's batch runs part-full."""
-MAX_TEST_SCALE = 1024
-"""The largest test scale Q (paper units) evaluated without --max-scale: twice the paper's largest, 512."""
+MAX_TEST_SCALE = MAX_SCALE
+"""The largest test scale Q (paper units) evaluated without --max-scale."""
 
 
 def averaged_parts(method: str, scales: tuple[int, ...]) -> list[tuple[str, tuple[int, ...]]]:

@@ -81,6 +81,7 @@ class TrainConfig:
         "kept in its checkpoints, rank 0's choice for every rank)", "auto", choices=("cpu", "gpu", "auto"),
     )
     sync_every: int = option(HOW, f"read the training loss and counts back from the device, and check for stop requests, every N steps (default {SYNC_EVERY}; 0: at each epoch's end only)", SYNC_EVERY, int)
+    max_scale: int | None = option(HOW, "refuse a training scale S above N paper units (default 1024, twice the paper's largest): memory grows as its square", None, int)
     skip_bad_images: bool = option(HOW, "skip unreadable images (listed each epoch, counted in metrics.csv)", False, bool)
     progress: bool = option(HOW, "a progress bar (--no-progress: none)", True, bool)
 

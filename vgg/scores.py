@@ -111,6 +111,13 @@ def fuse(paths: list[Path | str]) -> tuple[torch.Tensor, list[dict]]:
                 f"{path} scores other images than {paths[0]} ({len(member['image_ids'])} vs {len(first['image_ids'])}, "
                 f"datasets {member['dataset']} and {first['dataset']}): evaluate every member on the same images"
             )
+    for i, member in enumerate(members):
+        for j in range(i):
+            if torch.equal(member["posteriors"], members[j]["posteriors"]):
+                raise ValueError(
+                    f"score files {paths[j]} and {paths[i]} hold identical posteriors (one net evaluated the same way, or a copy): "
+                    "a fusion averages distinct evaluations, so give each once"
+                )
     posteriors = torch.stack([member["posteriors"].float() for member in members]).mean(dim=0)
     return posteriors, members
 

@@ -5,7 +5,9 @@ moment `python -m vgg` starts. Before a training loop begins there is nothing to
 request stops the command at once. Inside the loop (and, with several ranks, from the start of
 a run, so that no rank leaves a collective call the others are in), a request only sets a flag:
 the trainer writes a checkpoint at its next read-back and then raises `Preempted`. A second
-Ctrl-C stops at once, keeping the last checkpoint (writes are atomic).
+Ctrl-C stops at once, keeping the last checkpoint (writes are atomic). A request that arrives
+inside an import is sent again until the import has ended: an import may catch what is raised
+inside it (numpy's did), which lost the stop or left a module half-imported.
 
 `Preempted` is a BaseException, like KeyboardInterrupt: raised from a handler inside any code,
 it must not be taken for that code's own failure by an `except Exception`.
@@ -13,6 +15,8 @@ it must not be taken for that code's own failure by an `except Exception`.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import sys
 import threading
@@ -62,6 +66,7 @@ class StopRequests:
         self.deferred = False
         self.in_loop = False
         self._previous: dict[int, object] = {}
+        self._asked_again = False
 
     @property
     def raised(self) -> bool:
@@ -88,16 +93,35 @@ class StopRequests:
         return self
 
     def _handle(self, signum: int, frame) -> None:
-        second_ctrl_c = signum == signal.SIGINT and self.signum == signal.SIGINT
+        asked_again, self._asked_again = self._asked_again, False  # the same request, delivered again after an import
+        second_ctrl_c = signum == signal.SIGINT and self.signum == signal.SIGINT and not asked_again
         if self.signum is None or signum == signal.SIGINT:
             self.signum = signum
         if not self.deferred or second_ctrl_c:
+            if _inside_import(frame):
+                # An import may catch what a handler raises from inside it (numpy's did: the stop was lost, or the
+                # half-imported module failed later): the signal is sent again until no import is in progress.
+                self._asked_again = True
+                threading.Timer(RESEND_SECONDS, os.kill, (os.getpid(), signum)).start()
+                return
             _quiet_background_threads()
             raise Preempted(self.signum, saved=False)
 
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+RESEND_SECONDS = 0.02
+
+
+def _inside_import(frame) -> bool:
+    """Whether `frame` runs inside an import statement (below a frame of importlib's bootstrap)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _quiet_background_threads() -> None:
@@ -122,11 +146,32 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
     """For loader worker processes (a `worker_init_fn`): Ctrl-C in a terminal and `scancel` signal the
     whole process group, and a worker killed by them would fail the main process's next batch with
     "DataLoader worker exited unexpectedly" before it could checkpoint. The main process stops them
-    (the loader's shutdown; its workers also exit when they find their parent gone), so SIGTERM,
-    which torch's own clean-up of hung workers sends, is ignored as well: they are then killed
-    with the process group or when the job ends."""
+    (the loader's shutdown), so SIGTERM, which torch's own clean-up of hung workers sends, is ignored
+    as well. A worker is killed when its parent ends, even by SIGKILL: torch's own check of its
+    parent comes only every 5 s, and a runner's workers hold its lock until they end. Its background
+    threads' connection errors are not printed (see `_quiet_background_threads`)."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
+    die_with_parent()
+    # When the main process stops at once, the thread that passes this worker's tensors to it (multiprocessing's
+    # resource sharer) loses its connection and would print a ConnectionResetError traceback under the stop's line.
+    _quiet_background_threads()
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(signum: int = signal.SIGKILL, parent: int | None = None) -> None:
+    """In a child process: the kernel sends it `signum` when its parent ends, however it ends (Linux;
+    elsewhere nothing is done); if `parent`, the pid the parent had, is already gone, now. Worker
+    processes call it at start (data generation, loaders), so that a parent killed with SIGKILL leaves
+    none of them behind, holding the runs folder's lock."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
+    except (OSError, AttributeError):  # not Linux
+        return
+    if parent is not None and os.getppid() != parent:
+        os.kill(os.getpid(), signum)
 
 
 def run_stoppable(command: Callable[[], int]) -> int:

@@ -31,6 +31,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from vgg.dataset_folder import write_once
+from vgg.datasets import SYNTHETIC_COMPLETE, SYNTHETIC_DESCRIPTION, require_data_folder
+from vgg.stop_signals import die_with_parent, ignore_stop_signals
 
 SHAPES = ("disc", "square", "triangle", "cross", "star", "hexagon", "crescent", "arrow", "ring", "bowtie")
 TEXTURES = ("stripes", "checker", "dots", "solid", "grid")
@@ -57,7 +59,6 @@ SMALL_OBJECT_SIZE = (0.12, 0.3)
 tail that keeps top-5 error off its floor. With objects of 0.3-0.85 only, nets made almost every
 top-5 error on their smallest objects (toy-scale C and E: 8-17% top-5 error at 0.24-0.35, 0-1%
 above 0.3), and the best nets ended at 0.3% top-5 error."""
-COMPLETE_MARKER = ".complete"
 _SUPERSAMPLE = 2
 
 
@@ -239,8 +240,10 @@ def _description(spec: SynthSpec) -> dict:
 def generate(out_dir: Path, spec: SynthSpec = SynthSpec(), workers: int | None = None) -> Path:
     """Write the dataset in the class-folder layout (`out_dir/{train,val}/<wnid>/*.JPEG`), once and
     atomically (`vgg.dataset_folder.write_once`): an existing complete dataset with the same
-    parameters is kept as it is; one with other parameters, or from another version of the
-    generator, is an error."""
+    parameters is kept as it is; one with other parameters, from another version of the generator,
+    or whose generation did not finish, is an error."""
+    if Path(out_dir).is_dir():
+        require_data_folder(out_dir)
 
     def fill(staging: Path) -> None:
         jobs = []
@@ -253,13 +256,22 @@ def generate(out_dir: Path, spec: SynthSpec = SynthSpec(), workers: int | None =
                     jobs.append((spec, split, class_index, image_index, str(folder / name)))
         count = workers or min(len(jobs), os.cpu_count() or 1)
         if count > 1:
-            with ProcessPoolExecutor(count) as pool:
+            pool = ProcessPoolExecutor(count, initializer=_render_worker_init, initargs=(os.getpid(),))
+            try:
                 list(pool.map(_render_job, jobs, chunksize=32))
+            finally:  # on a stop signal too: the images not begun are not waited for
+                pool.shutdown(cancel_futures=True)
         else:
             for job in jobs:
                 _render_job(job)
         descriptions = [f"{wnid(i)}\t{' with '.join(class_definition(i))}" for i in range(spec.classes)]
         (staging / "classes.txt").write_text("\n".join(descriptions) + "\n")
-        (staging / COMPLETE_MARKER).write_text("")
+        (staging / SYNTHETIC_COMPLETE).write_text("")
 
-    return write_once(Path(out_dir), "synthetic.json", _description(spec), fill, "a synthetic dataset")
+    return write_once(Path(out_dir), SYNTHETIC_DESCRIPTION, _description(spec), fill, "a synthetic dataset")
+
+
+def _render_worker_init(parent: int) -> None:
+    """A generation worker leaves stop signals to its parent, and ends with it, killed or not."""
+    ignore_stop_signals()
+    die_with_parent(parent=parent)

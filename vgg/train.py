@@ -32,7 +32,7 @@ from vgg.datasets import ImageList, load_split, missing_classes_warning, require
 from vgg.device_decode import DeviceAugmenter, EncodedDataset, collate_encoded, decode_path
 from vgg.identity import differences, digest, format_differences
 from vgg.loaders import EpochSampler, ImageDataset, default_workers, make_loader, skipped_listing
-from vgg.metrics import append_metrics, curve_summary, error_percent, plot_curves, truncate_metrics
+from vgg.metrics import append_metrics, curve_summary, error_percent, plot_curves, set_aside_metrics, truncate_metrics
 from vgg.models import VGG, VGGSpec
 from vgg.normalization import Normalization, get_normalization
 from vgg.profiles import Profile, get_profile
@@ -70,12 +70,13 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, out: Path):
         self.cfg, self.out = cfg, Path(out)
+        self.scale = ScaleRange.parse(cfg.train_scale)
+        self.scale.check_bounds(cfg.max_scale)  # before the run folder exists
         self.context = distributed.setup(cfg.device)
         if self.context.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
         self.log = _log_to(self.out, self.context.is_main)
         self.profile: Profile = get_profile(cfg.profile)
-        self.scale = ScaleRange.parse(cfg.train_scale)
         self.pixel_scale = self.scale.scaled(self.profile.size)
         self.val_scale = self.profile.size(self.scale.single_test_scale)
         self.global_batch = cfg.batch_size or self.profile.batch_size
@@ -246,6 +247,8 @@ class Trainer:
         )
         if checkpoint is not None:
             self._resume(loop, checkpoint)
+        elif self.context.is_main and (earlier := set_aside_metrics(self.out)) is not None:
+            self.log(f"starting from scratch: the metrics of an earlier start without a checkpoint are kept as {earlier}")
         self._place(loop)
         self._loaders(loop, train_images, val_images, checkpoint)
         self.log(

@@ -156,9 +156,14 @@ class Steps:
         where = f"at step {last}" if first == last else f"in steps {first}-{last}"
         loop.read_step = loop.global_step
         if sums[4] > 0:
+            checkpoint = self.out / CHECKPOINT_NAME
+            kept = (
+                f"The last good checkpoint ({checkpoint}) is kept" if checkpoint.exists()
+                else "No checkpoint had been written yet: the run starts again from its beginning"
+            )
             raise NonFiniteLossError(
                 f"the loss became NaN or infinite {where} (epoch {loop.epoch}) with learning rate {loop.schedule.lr:g}; "
-                f"training stopped. The last good checkpoint ({self.out / CHECKPOINT_NAME}) is kept. VGG without batch norm diverges at high rates (0.1): "
+                f"training stopped. {kept}. VGG without batch norm diverges at high rates (0.1): "
                 f"lower --lr (the paper uses 1e-2 at batch 256)"
             )
         totals = loop.totals

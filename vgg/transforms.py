@@ -39,6 +39,11 @@ IMAGENET_PCA_EIGENVECTORS = np.array(
 )
 COLOUR_SHIFT_STD = 0.1
 """alpha_i ~ N(0, 0.1), as Krizhevsky et al."""
+MAX_SCALE = 1024
+"""The largest scale, S or Q in paper units, used without --max-scale: twice the paper's largest, 512
+(memory grows as its square: S = 100000 grew one loader worker past 10 GB in two minutes)."""
+PAPER_CROP = 224
+"""The training crop in paper units; S below it leaves nothing to crop."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,21 @@ class ScaleRange:
         if len(parts) not in (1, 2):
             raise ValueError(f"a training scale is S (e.g. 256) or Smin:Smax (e.g. 256:512), got {text!r}")
         return cls(parts[0], parts[-1])
+
+    def check_bounds(self, max_scale: int | None = None) -> None:
+        """Refuse an S (paper units) below the crop, 224, or above `max_scale` (None: `MAX_SCALE`),
+        before any image is rescaled to it."""
+        limit = MAX_SCALE if max_scale is None else max_scale
+        if self.low < PAPER_CROP:
+            raise ValueError(
+                f"training scale {self} is below the crop of {PAPER_CROP} (paper units): S is the shorter side an image is "
+                f"rescaled to before a {PAPER_CROP} crop is taken from it; give S >= {PAPER_CROP}, e.g. 256 or 256:512"
+            )
+        if self.high > limit:
+            raise ValueError(
+                f"training scale {self} is above the limit of {limit} (paper units; the paper trains at 256 to 512): "
+                f"every training image is rescaled to it, and memory grows as its square; pass --max-scale {self.high} to allow it"
+            )
 
     @property
     def jittered(self) -> bool:

@@ -8,7 +8,6 @@ alone with 2 threads: 1.3x the images per second together; A beside A-LRN gained
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -20,9 +19,9 @@ from pathlib import Path
 
 from vgg.loaders import available_cpus
 from vgg.suite.plan import RunSpec
+from vgg.stop_signals import die_with_parent
 
 POLL_S = 0.2
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -62,10 +61,7 @@ def start_job(spec: RunSpec, command: list[str], console: Path, threads: int) ->
 
 
 def _terminate_with_parent() -> None:
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: a killed runner's children finish on their own
-        pass
+    die_with_parent(signal.SIGTERM)  # not on Linux: a killed runner's children finish on their own
 
 
 def run_jobs(runs: list[RunSpec], jobs: int, start: Callable[[RunSpec], Job | None], finished: Callable[[Job], None],

@@ -22,9 +22,13 @@ from typing import Union
 
 from vgg.configs import get_config, has_lrn
 from vgg.models import FREEZE_CHOICES
-from vgg.profiles import PROFILES_FILE, tomllib
+from vgg.profiles import PROFILES_FILE
 from vgg.protocols import METHODS
 from vgg.starting_weights import PARENT_PREFIX, InitSource, init_words
+from vgg.suite.experiment_keys import (
+    ABLATION_FUSION_KEYS, ABLATION_KEYS, EVALUATION_KEYS, EXPERIMENT_KEYS, FUSION_KEYS, HOW_EVALUATED, PAIRS, RUN_TABLE_KEYS,
+)
+from vgg.toml_tables import check_table, read_toml_file, toml_value
 from vgg.transforms import ScaleRange
 
 EXPERIMENTS_DIR = PROFILES_FILE.parent
@@ -33,9 +37,6 @@ NOT_EXPERIMENTS = ("runs", "profiles", "pretrained")
 """The files of experiments/ that are not experiments (the run catalogue, the profiles, the published weights)."""
 TABLES = tuple(sorted((path.stem for path in EXPERIMENTS_DIR.glob("*.toml") if path.stem not in NOT_EXPERIMENTS), key=lambda name: (not name.startswith("table"), name)))
 """The experiments, one per file of experiments/: the paper's tables, then the ablations (the Makefile lists them the same way)."""
-PAIRS = ("baseline", "successive", "all", "best-member")
-RUN_KEYS = ("config", "train_scale", "init", "freeze", "lrn_alpha")
-"""The keys of a runs.toml entry."""
 
 
 def seeded_id(run_id: str, seed: int) -> str:
@@ -216,30 +217,27 @@ class Experiment:
 
 def read_toml(path: Path) -> dict:
     """An experiment file's data; a missing or malformed file is a clear error."""
-    try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise ValueError(f"experiment file {path} does not exist; known: {', '.join(TABLES)} in {EXPERIMENTS_DIR}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ValueError(f"{path} is not valid TOML: {error}") from None
+    return read_toml_file(path, "experiment file", f"; known: {', '.join(TABLES)} in {EXPERIMENTS_DIR}")
+
+
 
 
 def load_catalog(path: Path = RUNS_FILE) -> dict[str, RunSpec]:
     """The training runs of runs.toml, checked: known configurations, scales and parents, no cycles."""
     catalog = {}
-    for run_id, fields in read_toml(path).items():
-        unknown = set(fields) - set(RUN_KEYS)
-        if unknown:
-            raise ValueError(f"{path}: run {run_id} has unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(RUN_KEYS)}")
+    for run_id, table in read_toml(path).items():
+        fields = check_table(f"{path} [{run_id}]", table, RUN_TABLE_KEYS)
         spec = RunSpec(
             run_id, fields["config"], str(fields["train_scale"]), fields.get("init", "random"),
             freeze=fields.get("freeze", "none"), lrn_alpha=fields.get("lrn_alpha"),
         )
         if spec.freeze not in FREEZE_CHOICES:
             raise ValueError(f"{path}: run {run_id} has freeze = {spec.freeze!r}; choose one of {', '.join(FREEZE_CHOICES)}")
-        get_config(spec.config)
-        spec.scale  # noqa: B018  (validates the scale)
+        try:
+            get_config(spec.config)
+            spec.scale.check_bounds()
+        except ValueError as error:
+            raise ValueError(f"{path} [{run_id}]: {error}") from None
         catalog[run_id] = spec
     for spec in catalog.values():
         _check_init(path, spec, set(catalog))
@@ -259,8 +257,6 @@ def load_catalog(path: Path = RUNS_FILE) -> dict[str, RunSpec]:
 def _check_init(path: Path, spec: RunSpec, run_ids: set[str]) -> None:
     """A run's init is one of the words of `vgg.starting_weights` that a catalogue can use."""
     words = init_words("<run id>")
-    if not isinstance(spec.init, str):
-        raise ValueError(f"{path}: run {spec.id} has init = {spec.init!r}; init is a string: {words}")
     try:
         source = InitSource.parse(spec.init)
     except ValueError:
@@ -284,7 +280,7 @@ def resolve_scales(kind, run: RunSpec) -> tuple[int, ...]:
 
 
 def _eval_spec(entry: dict, defaults: dict, catalog: dict[str, RunSpec], where: str) -> EvalSpec:
-    fields = {**defaults, **entry}
+    fields = {**defaults, **check_table(f"{where}, evaluation {toml_value(entry)}", entry, EVALUATION_KEYS)}
     run_id = fields.get("run")
     if run_id not in catalog:
         raise ValueError(f"{where}: unknown run {run_id!r}; runs are defined in {RUNS_FILE}")
@@ -295,7 +291,7 @@ def _eval_spec(entry: dict, defaults: dict, catalog: dict[str, RunSpec], where: 
         run=run_id,
         method=method,
         scales=resolve_scales(fields.get("scales", "single"), catalog[run_id]),
-        flip=bool(fields.get("flip", True)),
+        flip=fields.get("flip", True),
         label=fields.get("label", ""),
         paper_row=fields.get("paper_row", ""),
     )
@@ -303,7 +299,8 @@ def _eval_spec(entry: dict, defaults: dict, catalog: dict[str, RunSpec], where: 
 
 def _fusion_spec(fields: dict, runs: list[str], catalog: dict[str, RunSpec], where: str) -> FusionSpec:
     """A fusion of `runs`, each evaluated as `fields` says (method, scales, flip)."""
-    members = tuple(_eval_spec({**fields, "run": run_id, "label": "", "paper_row": ""}, {}, catalog, where) for run_id in runs)
+    how = {key: value for key, value in fields.items() if key in HOW_EVALUATED}
+    members = tuple(_eval_spec({**how, "run": run_id}, {}, catalog, where) for run_id in runs)
     if len(members) < 2:
         raise ValueError(f"{where}: fusion {fields.get('label', '+'.join(runs))!r} needs at least two runs")
     label = fields.get("label") or f"{'+'.join(runs)} {members[0].method}"
@@ -313,6 +310,7 @@ def _fusion_spec(fields: dict, runs: list[str], catalog: dict[str, RunSpec], whe
 def _ablation_spec(entry: dict, defaults: dict, catalog: dict[str, RunSpec], where: str) -> AblationSpec:
     name = entry.get("name", "?")
     where = f"{where}, ablation {name!r}"
+    check_table(where, entry, ABLATION_KEYS)
     if ("evaluation" in entry) == ("groups" in entry):
         raise ValueError(f"{where}: give either evaluation = [...] (one group) or groups = [[...], ...]")
     mode = entry.get("pairs", "baseline")
@@ -321,6 +319,7 @@ def _ablation_spec(entry: dict, defaults: dict, catalog: dict[str, RunSpec], whe
 
     def parse(item: dict) -> Entry:
         if "fusion" in item:
+            check_table(f"{where}, fusion {toml_value(item)}", item, ABLATION_FUSION_KEYS)
             return _fusion_spec({**defaults, **item}, list(item["fusion"]), catalog, where)
         return _eval_spec(item, defaults, catalog, where)
 
@@ -340,8 +339,11 @@ def load_experiment(name_or_path: str | Path, catalog: dict[str, RunSpec] | None
         path = EXPERIMENTS_DIR / f"{name_or_path}.toml"
     catalog = catalog if catalog is not None else load_catalog()
     data = read_toml(path)
-    defaults = data.get("defaults", {})
     where = str(path)
+    check_table(where, data, EXPERIMENT_KEYS)
+    defaults = check_table(f"{where} [defaults]", data.get("defaults", {}), HOW_EVALUATED)
+    for entry in data.get("fusion", []):
+        check_table(f"{where}, fusion {toml_value(entry)}", entry, FUSION_KEYS)
     experiment = Experiment(path.stem, data.get("title", path.stem), data.get("description", ""), data.get("paper_table"))
     experiment.evaluations = [_eval_spec(entry, defaults, catalog, where) for entry in data.get("evaluation", [])]
     experiment.fusions = [

@@ -68,8 +68,18 @@ def read_rows(path: Path) -> list[dict[str, str]]:
     path = Path(path)
     if not path.exists():
         return []
+    rows = []
     with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+        reader = csv.DictReader(handle)
+        for row in reader:
+            if None in row or None in row.values():  # more fields than the header, or fewer
+                fields = sum(value is not None for name, value in row.items() if name is not None) + len(row.get(None, []))
+                raise ValueError(
+                    f"{path}, line {reader.line_num}: {fields} field{'s' if fields != 1 else ''} where its header has {len(reader.fieldnames)} (a cut or "
+                    f"edited file?); restore it (e.g. git checkout {path}) or remove that line, then run the same command again"
+                )
+            rows.append(row)
+    return rows
 
 
 def row_seed(row: dict) -> str:

@@ -11,6 +11,7 @@ scales, flip, seed).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import subprocess
@@ -27,7 +28,7 @@ import torch
 from vgg import precision as arithmetic
 from vgg.checkpoint import CHECKPOINT_NAME, read_done
 from vgg.complexity import summarize
-from vgg.datasets import load_split, require_data_folder
+from vgg.datasets import SYNTHETIC_COMPLETE, load_split, require_data_folder
 from vgg.evaluate import EVALUATION_VERSION, average_results, evaluate, provenance_row
 from vgg.metrics import interval_fields
 from vgg.models import VGGSpec
@@ -45,12 +46,15 @@ from vgg.suite.comparisons import SeedErrors, aggregate_row, comparison_rows, lo
 from vgg.suite.plan import Entry, EvalSpec, Experiment, FusionSpec, RunSpec, load_catalog, plan_runs, seeded_id
 from vgg.suite.results_csv import drop_other_seeds, upsert_rows
 from vgg.suite.slurm import submit
-from vgg.synthetic import COMPLETE_MARKER, SynthSpec, generate
+from vgg.synthetic import SynthSpec, generate
 from vgg.train import train
 
 
 CONSOLE_NAME = "console.log"
 """A run trained in a child process: what it printed (its train.log has the epochs)."""
+
+
+READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 class ExperimentRunner:
@@ -104,10 +108,20 @@ class ExperimentRunner:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """One runner per runs folder and profile: a second is refused, a killed one frees the lock."""
-        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        """One runner per runs folder and profile: a second is refused, a killed one frees the lock. A
+        read-only runs folder (an archive of finished runs) takes no lock: nothing can be written
+        there, so its finished runs and current score files can be reported into another --results."""
         path = self.profile_dir / ".lock"
-        handle = open(path, "a+")
+        try:
+            self.profile_dir.mkdir(parents=True, exist_ok=True)
+            handle = open(path, "a+")
+        except OSError as error:
+            if error.errno not in READ_ONLY_ERRNOS:
+                raise
+            self.log(f"{self.profile_dir} is read-only: its finished runs and score files are read; a run to train or an "
+                     "evaluation to compute there will fail")
+            yield
+            return
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -135,7 +149,7 @@ class ExperimentRunner:
         if self.data != self.profile.data or not self.profile.synthetic:
             return
 
-        if not (Path(self.data) / COMPLETE_MARKER).exists():
+        if not (Path(self.data) / SYNTHETIC_COMPLETE).exists():
             self.log(f"generating the synthetic dataset into {self.data}")
         generate(Path(self.data), SynthSpec(**self.profile.synthetic))
 
