@@ -31,7 +31,8 @@ from vgg.loaders import BadImageError, bad_image_error, read_image
 from vgg.nets import Net
 from vgg.normalization import PAPER_MEAN_RGB
 from vgg.profiles import get_profile
-from vgg.protocols import MAX_TEST_SCALE, check_test_scales, dense_memory_bytes
+from vgg.protocols import check_test_scales, dense_memory_bytes
+from vgg.transforms import MAX_SCALE
 from vgg.stop_signals import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_PREEMPTED, Preempted, StopRequests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -295,7 +296,7 @@ def test_max_scale_raises_the_training_scale_limit(ci_data, tmp_path, capsys):
 def test_the_paper_scales_pass_and_the_memory_estimate_is_the_first_block_at_full_resolution():
     net = Net(meta_model(config="D"), PAPER_MEAN_RGB, get_profile("paper"), Path("net.pt"), "net", "256:512", None)
     check_test_scales(net, [224, 256, 288, 352, 384, 416, 512])  # every Q of the paper (the runner's)
-    assert MAX_TEST_SCALE == 1024
+    assert MAX_SCALE == 1024
     # 512 x 682 px: 3 bytes of image + 2 maps x 2 (mirror) x 64 channels x 4 bytes per pixel
     assert dense_memory_bytes(net, 512) == 512 * 682 * (3 + 2 * 2 * 64 * 4) == 358_611_968
 

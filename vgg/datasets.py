@@ -165,7 +165,7 @@ def require_data_folder(data_dir: Path | str) -> Path:
     if not data_dir.is_dir():
         raise DatasetLayoutError(f"data folder {data_dir} does not exist: {missing_data_hint(data_dir)}", layouts=False)
     marks = [name for name in (SYNTHETIC_DESCRIPTION, SYNTHETIC_COMPLETE) if (data_dir / name).exists()]
-    profile = _synthetic_profile(data_dir)
+    profile = None if len(marks) == 2 else _synthetic_profile(data_dir)  # a complete set needs no lookup
     if len(marks) == 1 or (profile is not None and not marks):
         missing = " and ".join(name for name in (SYNTHETIC_DESCRIPTION, SYNTHETIC_COMPLETE) if name not in marks)
         how = _generate_command(profile, data_dir) if profile is not None else "`python -m vgg data synth --out ...`"

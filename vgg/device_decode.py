@@ -11,7 +11,6 @@ grey level from the CPU kernel's.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,9 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode
 
 from vgg.datasets import ImageList
-from vgg.loaders import BadImageError, Batch, Transform, check_before_decoding, decode_image_bytes, empty_batch, read_file_bytes
+from vgg.loaders import (
+    BadImageError, Batch, Transform, bytes_as_tensor, check_before_decoding, decode_image_bytes, empty_batch, read_file_bytes,
+)
 
 DECODE_CHOICES = ("cpu", "gpu", "auto")
 JPEG_MAGIC = b"\xff\xd8"
@@ -86,11 +87,6 @@ def collate_encoded(samples: list) -> EncodedBatch:
     return EncodedBatch(list(data), torch.tensor(labels), list(epochs), torch.tensor(indices), list(paths))
 
 
-def _as_tensor(data: bytearray | bytes) -> torch.Tensor:
-    """The file's bytes as a uint8 tensor: a view of a bytearray (the loader's), a copy of bytes."""
-    return torch.frombuffer(data if isinstance(data, bytearray) else bytearray(data), dtype=torch.uint8)
-
-
 def decode_batch(batch: EncodedBatch, device: torch.device) -> list[torch.Tensor | BadImageError]:
     """Every file of the batch as a uint8 RGB (3, H, W) tensor on `device` (JPEGs in one batched
     call), or the error that says why it cannot be decoded."""
@@ -105,7 +101,7 @@ def decode_batch(batch: EncodedBatch, device: torch.device) -> list[torch.Tensor
                 decoded[i] = error
     if jpegs:
         try:
-            images = torchvision.io.decode_jpeg([_as_tensor(batch.data[i]) for i in jpegs], mode=ImageReadMode.RGB, device=device)
+            images = torchvision.io.decode_jpeg([bytes_as_tensor(batch.data[i]) for i in jpegs], mode=ImageReadMode.RGB, device=device)
             for i, image in zip(jpegs, images):
                 decoded[i] = image
         except RuntimeError:

@@ -103,29 +103,29 @@ def read_file_bytes(path: Path | str) -> bytearray:
     return data if read == len(data) else data[:read]
 
 
+def bytes_as_tensor(data: bytearray | bytes) -> torch.Tensor:
+    """A file's bytes as a uint8 tensor: a view of a bytearray (`read_file_bytes`'), a copy of bytes."""
+    return torch.frombuffer(data if isinstance(data, bytearray) else bytearray(data), dtype=torch.uint8)
+
+
 def check_before_decoding(data: bytearray | bytes, path: Path | str, advice: str | None = None) -> None:
     """Refuse, as a bad image, a file that declares more than `max_image_pixels` (an image bomb: a
     633-byte JPEG declaring 30000 x 30000 pixels decoded in 18 s at a 3.3 GB peak), and a PNG that PIL cannot
     decode (libpng, under torchvision's decoder, crashed the process on one with too little image
     data). Files PIL does not know are left to torchvision's decoder."""
+    limit = max_image_pixels()
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
-            limit = max_image_pixels()
-            if width * height > limit:
-                raise bad_image_error(
-                    path,
-                    ValueError(f"it declares {width} x {height} pixels, above the limit of {limit:,} ({MAX_IMAGE_PIXELS_OPTION} N raises it)"),
-                    advice,
-                )
-            if image.format == "PNG":
+            if image.format == "PNG" and width * height <= limit:
                 image.load()
     except UnidentifiedImageError:
         return
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        if isinstance(error, BadImageError):
-            raise
         raise bad_image_error(path, error, advice) from None
+    if width * height > limit:
+        declared = f"it declares {width} x {height} pixels, above the limit of {limit:,} ({MAX_IMAGE_PIXELS_OPTION} N raises it)"
+        raise bad_image_error(path, ValueError(declared), advice)
 
 
 def decode_image_bytes(data: bytearray | bytes, path: Path | str, advice: str | None = None) -> torch.Tensor:
@@ -136,8 +136,7 @@ def decode_image_bytes(data: bytearray | bytes, path: Path | str, advice: str | 
     """
     check_before_decoding(data, path, advice)
     try:
-        image = torchvision.io.decode_image(torch.frombuffer(data if isinstance(data, bytearray) else bytearray(data), dtype=torch.uint8),
-                                            mode=ImageReadMode.RGB)
+        image = torchvision.io.decode_image(bytes_as_tensor(data), mode=ImageReadMode.RGB)
     except RuntimeError as error:
         raise bad_image_error(path, error, advice) from None
     if image.dtype != torch.uint8:

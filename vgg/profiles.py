@@ -12,10 +12,10 @@ from vgg.initialization import PAPER_STD
 from vgg.models import FEATURE_STRIDE
 from vgg.precision import CHOICES as PRECISION_CHOICES
 from vgg.schedule import MODES as SCHEDULES
+from vgg.transforms import PAPER_CROP
 from vgg.toml_tables import Key, check_table, count, fraction_key, number, numbers, positive_int, read_toml_file, text
 
 PROFILES_FILE = Path(__file__).resolve().parent.parent / "experiments" / "profiles.toml"
-PAPER_CROP = 224
 
 
 @dataclass(frozen=True)

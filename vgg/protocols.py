@@ -15,7 +15,7 @@ test scale Q (given in the paper's units, mapped by the net's profile).
   soft-max posteriors are averaged.
 - multi-crop+dense: the average of the two methods' posteriors (Table 5).
 - centre-crop: the central crop x crop crop only (the Sect. 4.1 B vs B-5x5 comparison).
-- several scales: posteriors averaged over them (Table 4), each at most `MAX_TEST_SCALE`
+- several scales: posteriors averaged over them (Table 4), each at most `vgg.transforms.MAX_SCALE`
   unless raised (`check_test_scales`: dense memory grows as the square of the scale).
 
 Over a dataset, `Batcher` batches the dense and centre-crop passes over images of the same
@@ -45,8 +45,6 @@ BATCH_PIXELS = 1 << 22
 """...and at most this many pixels per pass (e.g. 11 images at Q = 512): bounds the activations."""
 PENDING_IMAGES = 256
 """Rescaled images waiting for a batch at most; beyond, the oldest size's batch runs part-full."""
-MAX_TEST_SCALE = MAX_SCALE
-"""The largest test scale Q (paper units) evaluated without --max-scale."""
 
 
 def averaged_parts(method: str, scales: tuple[int, ...]) -> list[tuple[str, tuple[int, ...]]]:
@@ -91,8 +89,8 @@ def dense_memory_bytes(net: Net, scale: int) -> int:
 
 def check_test_scales(net: Net, scales: list[int], max_scale: int | None = None) -> None:
     """Refuse test scales that are not positive or above `max_scale` paper units (None: the
-    MAX_TEST_SCALE), before anything is allocated, naming what the largest would take."""
-    limit = MAX_TEST_SCALE if max_scale is None else max_scale
+    `MAX_SCALE`), before anything is allocated, naming what the largest would take."""
+    limit = MAX_SCALE if max_scale is None else max_scale
     for scale in scales:
         if scale <= 0:
             raise ValueError(f"test scale {scale} is not positive: give the shorter image side in paper units, e.g. 256,384,512")

@@ -220,8 +220,6 @@ def read_toml(path: Path) -> dict:
     return read_toml_file(path, "experiment file", f"; known: {', '.join(TABLES)} in {EXPERIMENTS_DIR}")
 
 
-
-
 def load_catalog(path: Path = RUNS_FILE) -> dict[str, RunSpec]:
     """The training runs of runs.toml, checked: known configurations, scales and parents, no cycles."""
     catalog = {}
