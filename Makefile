@@ -20,7 +20,7 @@ JOBS ?=
 # the experiments: one per file of experiments/ but the run catalogue, the profiles and the published weights (vgg.suite.plan.TABLES)
 EXPERIMENT_NAMES := $(sort $(filter-out runs profiles pretrained,$(basename $(notdir $(wildcard experiments/*.toml)))))
 RESULT_TABLES := $(filter table%,$(EXPERIMENT_NAMES)) $(filter-out table%,$(EXPERIMENT_NAMES))
-RUN_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA)) --runs $(RUNS) --gpus $(GPUS) --launch $(LAUNCH) --slurm-args='$(SLURM_ARGS)' --seeds $(SEEDS) $(if $(PRECISION),--precision $(PRECISION)) $(if $(JOBS),--jobs $(JOBS))
+RUN_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA)) --runs $(RUNS) --gpus $(GPUS) --launch $(LAUNCH) --slurm-args='$(SLURM_ARGS)' --seeds $(SEEDS) $(if $(PRECISION),--precision $(PRECISION)) $(if $(JOBS),--jobs $(JOBS)) $(if $(TB),--tensorboard)
 REPORT_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA))
 .PHONY: help venv test bench gpu-check data table1 table2 params clean-venv report all-ablations pretrained $(RESULT_TABLES)
 
@@ -32,6 +32,7 @@ help: ## list the targets
 	@echo "           SEEDS=N (train every run with seeds 0..N-1; reports show mean [95% interval] +- std; default 1)"
 	@echo "           PRECISION=fp32|bf16|auto (evaluation arithmetic; default: the profile's, fp32)"
 	@echo "           JOBS=N (runs trained at once; default 2 on a CPU of 2+ cores, 1 on GPUs)"
+	@echo "           TB=1 (each run also writes TensorBoard scalars under RUNS/<profile>/<run>/tensorboard/: tensorboard --logdir runs/)"
 	@echo "           PYTHON (the interpreter that creates .venv, default python3)"
 
 $(STAMP): requirements.txt
@@ -56,7 +57,7 @@ gpu-check: ## measure the cluster path on this machine's GPU into reports/gpu.md
 data: $(STAMP) ## generate the embedded synthetic dataset into data/synthetic (skipped when present)
 	$(PY) -m vgg data synth --out data/synthetic
 
-table1: $(STAMP) ## write reports/table1.md (the configurations, from vgg/configs.py)
+table1: $(STAMP) ## write reports/table1.md (the configurations, from vgg/nets/configs.py)
 	$(PY) -m vgg report table1 --out-dir $(REPORTS)
 
 table2: $(STAMP) ## write reports/table2.md (parameters and MACs per configuration)

@@ -9,7 +9,7 @@ import stat
 import pytest
 import torch
 
-from vgg.checkpoint import CHECKPOINT_NAME, checkpoint_file, commit_of, load_checkpoint, save_checkpoint
+from vgg.runtime.checkpoint import CHECKPOINT_NAME, checkpoint_file, commit_of, load_checkpoint, save_checkpoint
 
 
 def test_a_write_that_fails_half_way_leaves_the_previous_checkpoint_and_no_temporary_file(tmp_path, monkeypatch):
@@ -59,7 +59,7 @@ def _git(root, *args: str) -> None:
 
 
 def test_commit_of_ignores_rewritten_results_and_reports_but_not_code(tmp_path):
-    for name in ("vgg/train.py", "results/table3.csv", "reports/table3.md"):
+    for name in ("vgg/training/train.py", "results/table3.csv", "reports/table3.md"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("one\n")
     _git(tmp_path, "init", "-q")
@@ -70,7 +70,7 @@ def test_commit_of_ignores_rewritten_results_and_reports_but_not_code(tmp_path):
     (tmp_path / "results/table3.csv").write_text("a row the runner wrote\n")
     (tmp_path / "reports/table3.md").write_text("a report\n")
     assert commit_of(tmp_path) == head
-    (tmp_path / "vgg/train.py").write_text("changed code\n")
+    (tmp_path / "vgg/training/train.py").write_text("changed code\n")
     assert commit_of(tmp_path) == head + "+dirty"
 
 

@@ -39,10 +39,10 @@ def test_report_command_writes_files(tmp_path, capsys):
 
 def test_train_without_data_or_profile_trains_on_the_default_profiles_dataset(monkeypatch, tmp_path):
     """`vgg train` with neither --data nor --profile: the smoke profile and its embedded dataset (was "unknown profile None")."""
-    import vgg.train
+    import vgg.training.train
 
     given = []
-    monkeypatch.setattr(vgg.train, "train", lambda cfg, out: given.append((cfg, out)))
+    monkeypatch.setattr(vgg.training.train, "train", lambda cfg, out: given.append((cfg, out)))
     main(["train", "--config", "A", "--train-scale", "256", "--out", str(tmp_path / "run")])
     (cfg, out), = given
     assert (cfg.profile, cfg.data, out) == ("smoke", "data/synthetic", tmp_path / "run")

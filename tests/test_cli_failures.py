@@ -23,17 +23,17 @@ import torchvision
 
 from tests.conftest import meta_model
 from tests.helpers_processes import children_of, group_killed_at_the_end, processes_in_group, sigkill_leaves_no_process
-from vgg.checkpoint import CHECKPOINT_NAME, DAMAGED, load_checkpoint, read_done
+from vgg.runtime.checkpoint import CHECKPOINT_NAME, DAMAGED, load_checkpoint, read_done
 from vgg.cli import main
-from vgg.datasets import ImageList, Samples, missing_classes_warning
+from vgg.data.datasets import ImageList, Samples, missing_classes_warning
 from vgg.suite.kill_resume import wait_for
-from vgg.loaders import BadImageError, bad_image_error, read_image
-from vgg.nets import Net
-from vgg.normalization import PAPER_MEAN_RGB
-from vgg.profiles import get_profile
-from vgg.protocols import check_test_scales, dense_memory_bytes
-from vgg.transforms import MAX_SCALE
-from vgg.stop_signals import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_PREEMPTED, Preempted, StopRequests
+from vgg.data.loaders import BadImageError, bad_image_error, read_image
+from vgg.nets.trained import Net
+from vgg.data.normalization import PAPER_MEAN_RGB
+from vgg.recipe.profiles import get_profile
+from vgg.evaluation.protocols import check_test_scales, dense_memory_bytes
+from vgg.data.transforms import MAX_SCALE
+from vgg.runtime.stop_signals import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_PREEMPTED, Preempted, StopRequests
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -304,7 +304,7 @@ def test_the_paper_scales_pass_and_the_memory_estimate_is_the_first_block_at_ful
 # ----- 4. a full disk -----------------------------------------------------------------------------
 class FullDisk:
     """A file whose writes fail with ENOSPC once `room` bytes are written (the patched writer of
-    `vgg.checkpoint`'s atomic writes)."""
+    `vgg.runtime.checkpoint`'s atomic writes)."""
 
     def __init__(self, handle: int, room: int):
         self.file, self.room = os.fdopen(handle, "wb"), room
@@ -327,9 +327,9 @@ class FullDisk:
 
 def full_disk_for(monkeypatch, name: str, after: int = 0) -> None:
     """Writes of files called `name` find the disk full, after `after` of them succeeded."""
-    import vgg.checkpoint
+    import vgg.runtime.checkpoint
 
-    opened = vgg.checkpoint._open_for_writing
+    opened = vgg.runtime.checkpoint._open_for_writing
     calls = {"n": 0}
 
     def open_for_writing(handle: int):
@@ -339,7 +339,7 @@ def full_disk_for(monkeypatch, name: str, after: int = 0) -> None:
                 return FullDisk(handle, room=0)
         return opened(handle)
 
-    monkeypatch.setattr(vgg.checkpoint, "_open_for_writing", open_for_writing)
+    monkeypatch.setattr(vgg.runtime.checkpoint, "_open_for_writing", open_for_writing)
 
 
 NO_SPACE = r"no space left on the disk holding {folder} to write {name} \(about [\d,]+ [kM]B to write, [\d,]+ [kM]B free now\); free some space \(or write elsewhere\) and run the same command again: the previous {name}, if any, is kept"
@@ -347,7 +347,7 @@ NO_SPACE = r"no space left on the disk holding {folder} to write {name} \(about 
 
 def test_a_full_disk_error_gives_the_size_and_the_free_space_in_one_unit(tmp_path, monkeypatch):
     """'needed about 902 kB, 1 MB free' read as a contradiction."""
-    from vgg.checkpoint import disk_full_error
+    from vgg.runtime.checkpoint import disk_full_error
 
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1_045_000, 1_045_000))
     assert "(about 902 kB to write, 1,045 kB free now)" in str(disk_full_error(tmp_path / "metrics.csv", 902_000))
@@ -364,7 +364,7 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_previous_chec
 
 
 def test_a_full_disk_while_writing_results_and_reports_keeps_the_previous_files(tmp_path, monkeypatch):
-    from vgg.checkpoint import DiskFullError
+    from vgg.runtime.checkpoint import DiskFullError
     from vgg.suite.reports import write_report
     from vgg.suite.results_csv import upsert_rows
 
@@ -420,15 +420,15 @@ def test_a_second_ctrl_c_stops_at_once_and_other_signals_wait_for_the_checkpoint
 # ----- 6. preemption during start-up --------------------------------------------------------------
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
 def test_preemption_while_the_dataset_is_listed_exits_75_with_nothing_to_save(ci_data, tmp_path, monkeypatch, capsys, signum):
-    import vgg.train
+    import vgg.training.train
 
-    listed = vgg.train.load_split
+    listed = vgg.training.train.load_split
 
     def slow_listing(data, split):
         signal.raise_signal(signum)  # what SLURM sends while a large dataset is being listed
         return listed(data, split)
 
-    monkeypatch.setattr(vgg.train, "load_split", slow_listing)
+    monkeypatch.setattr(vgg.training.train, "load_split", slow_listing)
     run = tmp_path / "run"
     assert main(train_argv(ci_data, run, "--workers", "0")) == EXIT_PREEMPTED
     name = signal.Signals(signum).name
@@ -459,7 +459,7 @@ def test_preemption_while_a_checkpoint_loads_is_not_taken_for_a_damaged_file(tra
 
 def test_a_stop_asked_during_the_last_validation_stops_the_command_after_the_run_is_done(ci_data, tmp_path, monkeypatch, capsys):
     """Nothing is left to checkpoint, but the command (e.g. a runner with more runs to train) stops."""
-    from vgg.validation import Validation
+    from vgg.training.validation import Validation
 
     validate, validations = Validation.errors, []
 
@@ -690,7 +690,7 @@ def test_bad_image_error_keeps_its_default_advice():
 
 # ----- 10. surprises that were silent -------------------------------------------------------------
 def test_evaluating_an_unfinished_run_warns_and_the_results_row_says_so(trained_run, tmp_path, capsys):
-    from vgg.checkpoint import save_checkpoint
+    from vgg.runtime.checkpoint import save_checkpoint
 
     run = copy_run(trained_run, tmp_path)
     (run / "DONE").unlink()

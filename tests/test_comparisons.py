@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from vgg.suite.ablation_report import UNFINISHED_MARK, Finding, summary_table, unfinished_training
-from vgg.checkpoint import load_checkpoint
+from vgg.runtime.checkpoint import load_checkpoint
 from vgg.suite.comparisons import AGREES, INCONCLUSIVE, NO_PAPER, OPPOSITE, SeedErrors, pair_rows, verdict
-from vgg.metrics import per_image_errors
+from vgg.evaluation.metrics import per_image_errors
 from vgg.suite.plan import ComparisonPair, EvalSpec
 from vgg.suite.results_csv import read_rows
 from tests.helpers_images import assert_drawn_figure

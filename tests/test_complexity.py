@@ -1,7 +1,7 @@
 import pytest
 
-from vgg.complexity import format_summary, summarize
-from vgg.models import VGGSpec
+from vgg.nets.complexity import format_summary, summarize
+from vgg.nets.models import VGGSpec
 
 # torchvision's documented GFLOPS (= multiply-accumulates) for vgg11/13/16/19 at 224x224.
 TORCHVISION_GMACS = {"A": 7.61, "B": 11.31, "D": 15.47, "E": 19.63}

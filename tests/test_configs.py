@@ -1,6 +1,6 @@
 import pytest
 
-from vgg.configs import CONFIGS, TABLE1_CONFIGS, ConvSpec, LRNSpec, get_config, parse_token, parsed_blocks, weight_layers
+from vgg.nets.configs import CONFIGS, TABLE1_CONFIGS, ConvSpec, LRNSpec, get_config, parse_token, parsed_blocks, weight_layers
 
 
 def test_table1_has_the_six_configurations_in_order():

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vgg.datasets import load_split
-from vgg.fashion_mnist import CLASSES, IMAGES_MAGIC, LABELS_MAGIC, folder_name, write_fashion_mnist
-from vgg.holdout import write_holdout
+from vgg.data.datasets import load_split
+from vgg.data.fashion_mnist import CLASSES, IMAGES_MAGIC, LABELS_MAGIC, folder_name, write_fashion_mnist
+from vgg.data.holdout import write_holdout
 
 ROOT = Path(__file__).resolve().parent.parent
 

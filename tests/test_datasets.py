@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from tests.helpers_images import class_folder_tree, image_bytes, write_image
-from vgg.datasets import DatasetLayoutError, Samples, load_split
-from vgg.loaders import BadImageError, read_image
+from vgg.data.datasets import DatasetLayoutError, Samples, load_split
+from vgg.data.loaders import BadImageError, read_image
 
 WNIDS = ("n01440764", "n01443537", "n01484850")
 

@@ -7,11 +7,11 @@ import torch
 
 from tests.helpers_images import class_folder_tree, write_image
 from tests.test_train import assert_same_weights, config, weights
-from vgg.datasets import load_split
-from vgg.device_decode import DeviceAugmenter, EncodedDataset, collate_encoded, decode_path
-from vgg.loaders import BadImageError, EpochSampler, ImageDataset, collate
-from vgg.train import train
-from vgg.transforms import ScaleRange, TrainTransform
+from vgg.data.datasets import load_split
+from vgg.data.device_decode import DeviceAugmenter, EncodedDataset, collate_encoded, decode_path
+from vgg.data.loaders import BadImageError, EpochSampler, ImageDataset, collate
+from vgg.training.train import train
+from vgg.data.transforms import ScaleRange, TrainTransform
 
 
 class RecordingTransform(TrainTransform):
@@ -90,10 +90,10 @@ def test_a_resumed_run_keeps_the_decode_path_it_started_with(ci_data, tmp_path, 
     from its checkpoint instead of deciding (and probing) again."""
     import signal
 
-    import vgg.train
-    from vgg.checkpoint import load_checkpoint
-    from vgg.stop_signals import Preempted
-    from vgg.validation import Validation
+    import vgg.training.train
+    from vgg.runtime.checkpoint import load_checkpoint
+    from vgg.runtime.stop_signals import Preempted
+    from vgg.training.validation import Validation
 
     validate = Validation.errors
 
@@ -110,7 +110,7 @@ def test_a_resumed_run_keeps_the_decode_path_it_started_with(ci_data, tmp_path, 
     def no_second_decision(*args, **kwargs):
         raise AssertionError("a resumed run decided its decode path again")
 
-    monkeypatch.setattr(vgg.train, "decode_path", no_second_decision)
+    monkeypatch.setattr(vgg.training.train, "decode_path", no_second_decision)
     train(config(ci_data, decode="auto"), tmp_path / "run")  # the same run: --decode is not part of its identity
     assert load_checkpoint(tmp_path / "run")["decode"] == "gpu"
 

@@ -11,17 +11,17 @@ import torch.nn.functional as F
 
 from tests.conftest import small_net
 from tests.helpers_images import image_bytes
-from vgg.datasets import load_split
-from vgg.evaluate import average_results, evaluate
-from vgg.loaders import read_image
-from vgg.metrics import topk_correct
-from vgg.nets import Net, load_net
-from vgg.normalization import PAPER_MEAN_RGB
-from vgg.precision import FullFP32
-from vgg.protocols import Batcher, Protocol, grid_crops, grid_positions
+from vgg.data.datasets import load_split
+from vgg.evaluation.evaluate import average_results, evaluate
+from vgg.data.loaders import read_image
+from vgg.evaluation.metrics import topk_correct
+from vgg.nets.trained import Net, load_net
+from vgg.data.normalization import PAPER_MEAN_RGB
+from vgg.runtime.precision import FullFP32
+from vgg.evaluation.protocols import Batcher, Protocol, grid_crops, grid_positions
 from vgg.suite.results_csv import read_rows, upsert_rows
-from vgg.scores import load_scores
-from vgg.transforms import ScaleRange, rescale
+from vgg.evaluation.scores import load_scores
+from vgg.data.transforms import ScaleRange, rescale
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -311,9 +311,9 @@ def test_evaluate_runs_the_net_in_eval_mode_on_mean_subtracted_pixels(ci_data, t
     """Dropout left on, or the mean-RGB subtraction left out, used to be caught only because the
     reference helpers of other tests differed: here what evaluate feeds the net is recorded and
     computed independently, and dropout (0.5) would make two evaluations differ."""
-    from vgg.profiles import get_profile
-    from vgg.models import VGG
-    from vgg.transforms import centre_crop
+    from vgg.recipe.profiles import get_profile
+    from vgg.nets.models import VGG
+    from vgg.data.transforms import centre_crop
 
     class Recording(VGG):
         def forward(self, x):

@@ -5,13 +5,13 @@ import shutil
 
 import pytest
 
-import vgg.run_config
-import vgg.train
-from vgg.checkpoint import read_done, write_done
-from vgg.identity import dataset_fingerprint, digest, recipe
-from vgg.profiles import get_profile
-from vgg.run_config import TrainConfig
-from vgg.train import train
+import vgg.training.run_config
+import vgg.training.train
+from vgg.runtime.checkpoint import read_done, write_done
+from vgg.training.identity import dataset_fingerprint, digest, recipe
+from vgg.recipe.profiles import get_profile
+from vgg.training.run_config import TrainConfig
+from vgg.training.train import train
 
 
 def config(data, **overrides) -> TrainConfig:
@@ -22,7 +22,7 @@ def config(data, **overrides) -> TrainConfig:
 def with_profile_change(monkeypatch, **changes) -> None:
     """Make `TrainConfig` and `Trainer` see the ci profile with `changes`."""
     changed = dataclasses.replace(get_profile("ci"), **changes)
-    for module in (vgg.train, vgg.run_config):
+    for module in (vgg.training.train, vgg.training.run_config):
         monkeypatch.setattr(module, "get_profile", lambda name: changed if name == "ci" else get_profile(name))
 
 
@@ -78,13 +78,13 @@ def test_a_run_of_an_earlier_identity_version_is_another_run(ci_data, tmp_path):
 
 
 def test_a_run_lists_its_dataset_once_for_its_identity_and_its_training(ci_data, tmp_path, monkeypatch):
-    import vgg.datasets
-    import vgg.identity
+    import vgg.data.datasets
+    import vgg.training.identity
 
-    vgg.identity._fingerprint.cache_clear()  # nothing listed before this run
+    vgg.training.identity._fingerprint.cache_clear()  # nothing listed before this run
     listed = []
-    for module in (vgg.train, vgg.identity):
-        monkeypatch.setattr(module, "load_split", lambda data, split, list_=vgg.datasets.load_split: listed.append(split) or list_(data, split))
+    for module in (vgg.training.train, vgg.training.identity):
+        monkeypatch.setattr(module, "load_split", lambda data, split, list_=vgg.data.datasets.load_split: listed.append(split) or list_(data, split))
     done = train(config(ci_data), tmp_path / "run")
     assert listed == ["train", "val"]
     assert done["identity"]["data"] == dataset_fingerprint(str(ci_data))  # the same fingerprint as from the folder itself

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from vgg.initialization import init_from_a, initialize
-from vgg.models import VGG
+from vgg.nets.initialization import init_from_a, initialize
+from vgg.nets.models import VGG
 
 SMALL = {"width": 8, "crop": 64, "num_classes": 10}
 

@@ -1,13 +1,31 @@
-"""The package's two layers: the core (`vgg/*.py`: nets, data, training, evaluation) never imports
-the suite (`vgg/suite/`: experiment plans, runners, launchers, results, reports), which
-orchestrates it. Only the command line (`vgg/cli.py`, `vgg/__main__.py`) stands above both. And
-both stay readable: no module over 400 lines, no function over 60 (the argparse table aside)."""
+"""The package's layers. The core is the paper, one package per stage, in the order data flows:
+`vgg/recipe/` (the settings), `vgg/nets/`, `vgg/data/`, `vgg/training/`, `vgg/evaluation/`, on
+`vgg/runtime/` (files, processes, arithmetic, signals). It never imports the suite
+(`vgg/suite/`: experiment plans, runners, launchers, results, reports), which orchestrates it, and
+the nets never import training. Only the command line (`vgg/cli.py`, `vgg/__main__.py`) stands
+above all. And every module stays readable: none over 400 lines, no function over 60 (the
+argparse table aside)."""
 
 import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "vgg"
 COMMAND_LINE = {"cli.py", "__main__.py"}
+CORE_STAGES = ("recipe", "nets", "data", "training", "evaluation", "runtime")
+
+
+def modules_of(folder: str) -> list[Path]:
+    return sorted((PACKAGE / folder).glob("*.py"))
+
+
+def core_modules() -> list[Path]:
+    return [path for path in PACKAGE.glob("*.py") if path.name not in COMMAND_LINE] + [path for stage in CORE_STAGES for path in modules_of(stage)]
+
+
+def offenders(paths: list[Path], forbidden: str) -> list[str]:
+    """`path:line imports module` for every import of the package `vgg.<forbidden>` (or of a module in it)."""
+    return [f"{path.relative_to(PACKAGE.parent) if path.is_relative_to(PACKAGE.parent) else path}:{line} imports {module}" for path in paths for module, line in imported_modules(path.read_text())
+            if module == f"vgg.{forbidden}" or module.startswith(f"vgg.{forbidden}.")]
 
 
 def imported_modules(source: str) -> list[tuple[str, int]]:
@@ -22,24 +40,31 @@ def imported_modules(source: str) -> list[tuple[str, int]]:
     return found
 
 
-def is_suite(module: str) -> bool:
-    return module == "vgg.suite" or module.startswith("vgg.suite.")
-
-
 def test_the_core_never_imports_the_suite():
-    core = [path for path in PACKAGE.glob("*.py") if path.name not in COMMAND_LINE]
-    offenders = [f"vgg/{path.name}:{line} imports {module}" for path in core for module, line in imported_modules(path.read_text()) if is_suite(module)]
-    assert offenders == []
+    assert offenders(core_modules(), "suite") == []
 
 
-def test_the_rule_is_checked_on_both_layers():
-    """Not vacuous: both layers exist, the suite builds on the core, and the check sees local imports."""
-    suite = list((PACKAGE / "suite").glob("*.py"))
-    assert len(suite) >= 8 and len(list(PACKAGE.glob("*.py"))) >= 20
-    assert any(module.startswith("vgg.") and not is_suite(module) for path in suite for module, _ in imported_modules(path.read_text()))
-    source = "def f():\n    from vgg.suite.runner import ExperimentRunner\n"
-    assert [module for module, _ in imported_modules(source) if is_suite(module)] == ["vgg.suite.runner", "vgg.suite.runner.ExperimentRunner"]
+def test_the_nets_never_import_training():
+    assert offenders(modules_of("nets"), "training") == []
 
+
+def test_the_rules_are_checked_on_every_layer(tmp_path):
+    """Not vacuous: every stage and the suite exist, the suite builds on the core, training builds on
+    the nets, and the check catches a planted local import and `from vgg import <package>`."""
+    assert all(len(modules_of(stage)) >= 2 for stage in CORE_STAGES) and len(modules_of("suite")) >= 8
+    assert len(core_modules()) >= 35
+    assert any(module.startswith("vgg.") and not module.startswith("vgg.suite") for path in modules_of("suite") for module, _ in imported_modules(path.read_text()))
+    assert any(module.startswith("vgg.nets.") for path in modules_of("training") for module, _ in imported_modules(path.read_text()))
+    planted = tmp_path / "models.py"
+    planted.write_text("import torch\n\n\ndef f():\n    from vgg.suite.runner import ExperimentRunner\n    from vgg import training\n")
+    assert offenders([planted], "suite") == [f"{planted}:5 imports vgg.suite.runner", f"{planted}:5 imports vgg.suite.runner.ExperimentRunner"]
+    assert offenders([planted], "training") == [f"{planted}:6 imports vgg.training"]
+
+
+def test_no_module_is_left_outside_a_stage():
+    """The core's modules live in its stage packages: only the package's front (`__init__`) and the
+    command line stay at the top."""
+    assert sorted(path.name for path in PACKAGE.glob("*.py")) == ["__init__.py", "__main__.py", "cli.py"]
 
 
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
@@ -48,7 +73,7 @@ LONG_BY_NATURE = {("cli.py", "build_parser")}
 
 
 def test_modules_and_functions_stay_small():
-    modules = [*PACKAGE.glob("*.py"), *PACKAGE.glob("suite/*.py")]
+    modules = sorted(PACKAGE.rglob("*.py"))
     long_modules = [f"{path.name}: {n} lines" for path in modules if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES]
     long_functions = [
         f"{path.name}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines"

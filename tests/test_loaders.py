@@ -8,9 +8,9 @@ import torch
 
 from tests.helpers_images import class_folder_tree
 from tests.helpers_processes import children_of, group_killed_at_the_end, sigkill_leaves_no_process
-from vgg.datasets import load_split
-from vgg.loaders import BadImageError, EpochSampler, ImageDataset, collate, iterate_epoch, make_loader
-from vgg.transforms import ScaleRange, TestTransform, TrainTransform
+from vgg.data.datasets import load_split
+from vgg.data.loaders import BadImageError, EpochSampler, ImageDataset, collate, iterate_epoch, make_loader
+from vgg.data.transforms import ScaleRange, TestTransform, TrainTransform
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_the_loader_keeps_its_worker_processes_across_epochs():
 
 ENDS_WITH_A_LIVE_LOADER = """
 import gc, torch
-from vgg.loaders import EpochSampler, make_loader
+from vgg.data.loaders import EpochSampler, make_loader
 class Items(torch.utils.data.Dataset):
     def __len__(self): return 16
     def __getitem__(self, key): return 0
@@ -114,7 +114,7 @@ def test_a_process_ending_with_a_persistent_loader_alive_exits():
 
 LIVE_LOADER_THEN_WAIT = """
 import sys, time, torch
-from vgg.loaders import EpochSampler, make_loader
+from vgg.data.loaders import EpochSampler, make_loader
 class Items(torch.utils.data.Dataset):
     def __len__(self): return 16
     def __getitem__(self, key): return 0
@@ -168,14 +168,14 @@ def test_skip_bad_images_skips_counts_and_lists_them(train_images):
 
 
 def test_collate_of_only_skipped_samples_is_an_empty_batch():
-    from vgg.loaders import SkippedImage
+    from vgg.data.loaders import SkippedImage
 
     batch = collate([SkippedImage("a.JPEG")])
     assert len(batch) == 0 and batch.skipped == ["a.JPEG"]
 
 
 def test_cached_decoding_reads_each_image_once_and_gives_the_same_samples(ci_data, monkeypatch):
-    import vgg.loaders as loaders
+    import vgg.data.loaders as loaders
 
     images = load_split(ci_data, "train").subset(4)
     transform = TrainTransform(ScaleRange.parse("40"), 32)
@@ -200,7 +200,7 @@ def test_the_run_seed_changes_the_augmentation_of_the_same_image_and_epoch(train
 
 WORKER_HOOKS = """
 import sys
-from vgg.stop_signals import ignore_stop_signals
+from vgg.runtime.stop_signals import ignore_stop_signals
 ignore_stop_signals()  # what a loader worker runs first
 for error in (ConnectionResetError(104, "Connection reset by peer"), EOFError(), KeyError("a real bug")):
     try:

@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from tests.conftest import meta_model
-from vgg.configs import CONFIGS
-from vgg.models import LRN_ALPHA_ALEXNET, LRN_ALPHA_PER_N, VGG, LocalResponseNorm, pooled_region
+from vgg.nets.configs import CONFIGS
+from vgg.nets.models import LRN_ALPHA_ALEXNET, LRN_ALPHA_PER_N, VGG, LocalResponseNorm, pooled_region
 
 PAPER_COUNTS = {
     "A": 132_863_336,

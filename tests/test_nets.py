@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from vgg.nets import default_dataset, load_net
+from vgg.nets.trained import default_dataset, load_net
 
 
 @pytest.mark.slow

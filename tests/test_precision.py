@@ -9,12 +9,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-import vgg.precision
-from vgg.checkpoint import load_checkpoint, read_done
-from vgg.precision import BF16_SPEEDUP_NEEDED, autocast, cpu_bf16_speedup, resolve
-from vgg.run_config import TrainConfig
-from vgg.run_state import recorded_precision
-from vgg.train import train
+import vgg.runtime.precision
+from vgg.runtime.checkpoint import load_checkpoint, read_done
+from vgg.runtime.precision import BF16_SPEEDUP_NEEDED, autocast, cpu_bf16_speedup, resolve
+from vgg.training.run_config import TrainConfig
+from vgg.training.run_state import recorded_precision
+from vgg.training.train import train
 
 
 def config(ci_data, **overrides) -> TrainConfig:
@@ -25,9 +25,9 @@ def config(ci_data, **overrides) -> TrainConfig:
 def test_auto_is_bf16_on_cuda_and_on_a_cpu_where_bf16_measures_fast(monkeypatch):
     assert resolve("fp32", "cuda") == "fp32" and resolve("bf16", "cpu") == "bf16"
     assert resolve("auto", "cuda") == "bf16"
-    monkeypatch.setattr(vgg.precision, "cpu_bf16_speedup", lambda: BF16_SPEEDUP_NEEDED + 0.1)
+    monkeypatch.setattr(vgg.runtime.precision, "cpu_bf16_speedup", lambda: BF16_SPEEDUP_NEEDED + 0.1)
     assert resolve("auto", "cpu") == "bf16"
-    monkeypatch.setattr(vgg.precision, "cpu_bf16_speedup", lambda: BF16_SPEEDUP_NEEDED - 0.1)
+    monkeypatch.setattr(vgg.runtime.precision, "cpu_bf16_speedup", lambda: BF16_SPEEDUP_NEEDED - 0.1)
     assert resolve("auto", "cpu") == "fp32"
     with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16"):
         resolve("fp16", "cpu")
@@ -70,7 +70,7 @@ def test_a_runs_records_say_its_precision_and_settings_from_before_the_identity_
 
 
 def test_a_run_decides_once_records_bf16_and_trains_in_it(ci_data, tmp_path, monkeypatch):
-    monkeypatch.setattr(vgg.precision, "cpu_bf16_speedup", lambda: 2.0)
+    monkeypatch.setattr(vgg.runtime.precision, "cpu_bf16_speedup", lambda: 2.0)
     done = train(config(ci_data), tmp_path / "auto")
     assert done["identity"]["precision"] == "bf16"
     assert "--precision auto: bf16 autocast" in (tmp_path / "auto" / "train.log").read_text()
@@ -82,7 +82,7 @@ def test_a_run_decides_once_records_bf16_and_trains_in_it(ci_data, tmp_path, mon
     assert not torch.equal(first["features.0.weight"], second["features.0.weight"])  # other arithmetic, other weights
     torch.testing.assert_close(first["features.0.weight"], second["features.0.weight"], atol=0.02, rtol=0)  # but the same training
     # the machine now measures bf16 as slow: the finished run keeps its decision instead of becoming another run
-    monkeypatch.setattr(vgg.precision, "cpu_bf16_speedup", lambda: 1.0)
+    monkeypatch.setattr(vgg.runtime.precision, "cpu_bf16_speedup", lambda: 1.0)
     again = train(config(ci_data), tmp_path / "auto")
     assert again["run_hash"] == done["run_hash"] and read_done(tmp_path / "auto")["identity"]["precision"] == "bf16"
     assert "--precision auto: bf16, as decided when the run started" in (tmp_path / "auto" / "train.log").read_text()

@@ -1,4 +1,4 @@
-"""Top-k prediction for image files (`vgg.predict`): a net rigged to a known answer, our class names, the figure."""
+"""Top-k prediction for image files (`vgg.evaluation.predict`): a net rigged to a known answer, our class names, the figure."""
 
 import subprocess
 import sys
@@ -7,12 +7,12 @@ from pathlib import Path
 import torch
 
 from tests.helpers_images import assert_drawn_figure
-from vgg.datasets import load_split
-from vgg.models import VGG
-from vgg.nets import load_net
-from vgg.predict import predict, save_figure
-from vgg.run_config import TrainConfig
-from vgg.train import train
+from vgg.data.datasets import load_split
+from vgg.nets.models import VGG
+from vgg.nets.trained import load_net
+from vgg.evaluation.predict import predict, save_figure
+from vgg.training.run_config import TrainConfig
+from vgg.training.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 

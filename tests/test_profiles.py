@@ -1,7 +1,7 @@
 import pytest
 
-from vgg.profiles import PROFILES_FILE, get_profile, load_profiles
-from vgg.schedule import drop_deadline_epochs
+from vgg.recipe.profiles import PROFILES_FILE, get_profile, load_profiles
+from vgg.training.schedule import drop_deadline_epochs
 
 
 def test_profiles_map_paper_sizes():
@@ -37,7 +37,7 @@ BAD_PROFILES = {  # an edit of experiments/profiles.toml: the error it must give
     ("image_scale = \"2/7\"", "image_scale = \"1/0\""): r'profiles.toml \[smoke\]: image_scale = "1/0" is not a positive fraction, e.g. "2/7"$',
     ("max_epochs = 74 ", "max_epochs = -1 "): r"profiles.toml \[paper\]: max_epochs = -1 is not an integer of at least 0$",
     ("dropout = 0.0 ", "dropout = true "): r"profiles.toml \[smoke\]: dropout = true is not a number in \[0, 1\)$",
-    ("synthetic = { classes = 50,", "synthetic = { clases = 50,"): r"profiles.toml \[smoke\]: synthetic = \{.*\} is not a table of vgg.synthetic.SynthSpec's fields",
+    ("synthetic = { classes = 50,", "synthetic = { clases = 50,"): r"profiles.toml \[smoke\]: synthetic = \{.*\} is not a table of vgg.data.synthetic.SynthSpec's fields",
     ("[ci]\n", "[ci\n"): r"profiles.toml is not valid TOML: ",
 }
 

@@ -7,10 +7,10 @@ from dataclasses import fields, replace
 
 import pytest
 
-import vgg.identity
-import vgg.precision
+import vgg.training.identity
+import vgg.runtime.precision
 from vgg.cli import build_parser
-from vgg.run_config import HOW, IDENTITY, IDENTITY_WHEN_SET, RECIPE, TrainConfig, config_from_arguments, train_command
+from vgg.training.run_config import HOW, IDENTITY, IDENTITY_WHEN_SET, RECIPE, TrainConfig, config_from_arguments, train_command
 
 RUNS = {
     "a random-init run with the defaults": TrainConfig(config="A", train_scale="256", data="data/synthetic"),
@@ -51,9 +51,9 @@ def test_every_field_says_what_it_is_to_the_run():
 def fixed_content(monkeypatch):
     """The dataset and the parent by a fixed stand-in for their content, and a CPU without fast bf16
     (`--precision auto` trains in fp32 there), so that hashes depend on the settings alone."""
-    monkeypatch.setattr(vgg.identity, "dataset_fingerprint", lambda data: f"dataset:{data}")
-    monkeypatch.setattr(vgg.identity, "parent_run_hash", lambda init: f"parent:{init}")
-    monkeypatch.setattr(vgg.precision, "cpu_bf16_speedup", lambda: 1.0)
+    monkeypatch.setattr(vgg.training.identity, "dataset_fingerprint", lambda data: f"dataset:{data}")
+    monkeypatch.setattr(vgg.training.identity, "parent_run_hash", lambda init: f"parent:{init}")
+    monkeypatch.setattr(vgg.runtime.precision, "cpu_bf16_speedup", lambda: 1.0)
 
 
 @pytest.mark.parametrize(
@@ -78,7 +78,7 @@ def test_fp32_is_left_out_of_the_identity_and_bf16_recorded(fixed_content, monke
     assert cuda_fp32.run_hash() == "75462d8ebe3fc785"
     defaults = RUNS["a random-init run with the defaults"]
     assert "precision" not in defaults.settings()
-    monkeypatch.setattr(vgg.precision, "cpu_bf16_speedup", lambda: 2.0)
+    monkeypatch.setattr(vgg.runtime.precision, "cpu_bf16_speedup", lambda: 2.0)
     assert defaults.settings()["precision"] == "bf16"
     assert defaults.run_hash() == replace(defaults, precision="bf16").run_hash() != "baa9a13b0d6471ba"
     assert replace(defaults, precision="fp32").run_hash() == "baa9a13b0d6471ba"

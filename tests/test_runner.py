@@ -2,6 +2,7 @@
 skip and resume, the ci-profile chain end to end, from Python and from the make-style command line."""
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -10,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import vgg.precision
+import vgg.runtime.precision
 from tests.helpers_images import assert_drawn_figure
-from vgg.checkpoint import read_done
-from vgg.datasets import load_split
-from vgg.evaluate import evaluate
-from vgg.metrics import read_metrics
-from vgg.nets import load_net
-from vgg.scores import load_scores
+from vgg.runtime.checkpoint import read_done
+from vgg.data.datasets import load_split
+from vgg.evaluation.evaluate import evaluate
+from vgg.evaluation.metrics import read_metrics
+from vgg.nets.trained import load_net
+from vgg.evaluation.scores import load_scores
 from vgg.suite.plan import load_experiment
 from vgg.suite.results_csv import read_rows, upsert_rows
 from vgg.suite.runner import ExperimentRunner
@@ -165,6 +166,21 @@ def test_make_style_cli_run_and_report(ci_data, tmp_path):
     report = subprocess.run([sys.executable, "-m", "vgg", "report", "table5", "--profile", "ci", "--results", str(tmp_path / "results"), "--out-dir", str(tmp_path / "reports")], cwd=ROOT, capture_output=True, text=True)
     assert report.returncode == 0, report.stderr
     assert "multi-crop+dense" in (tmp_path / "reports" / "table5.md").read_text()
+    terminal = result.stdout + result.stderr + report.stdout + report.stderr
+    assert PYTHON_REPR.findall(terminal) == [], "no Python dict, list or dataclass repr on the terminal"
+    finished = [line for line in result.stdout.splitlines() if line.startswith("finished: ")]
+    assert finished and all(re.fullmatch(r"finished: VGG-\S+ at S=\S+: \d+ epochs?, \d+ rate drops?.*; val top-1 .*% \(best .*%\), top-5 .*%, "
+                                         r"train loss \S+; \d+\.\d min of training\. Full record: \S+/DONE", line) for line in finished)
+
+
+PYTHON_REPR = re.compile(r"\{'|\['|'\]|\{\}|\[\]|\b[A-Z]\w+\(\w+=")
+"""What a dict, list or dataclass repr looks like in text: {'key', ['item', [], {}, Spec(field=."""
+
+
+def test_the_repr_pattern_catches_what_it_looks_for():
+    assert [bool(PYTHON_REPR.search(text)) for text in (
+        "finished: {'config': 'A'}", "drops [14, 17] ['a']", "none: []", "SynthSpec(classes=4, seed=0)", "val top-1 28.2% [26.4, 30.0]", "(after epoch 14, 17)",
+    )] == [True, True, True, True, False, False]
 
 
 def test_killed_runner_resumes_without_retraining_or_duplicates(ci_data, tmp_path):
@@ -202,7 +218,7 @@ change them, or finished runs would be trained again."""
 
 
 def test_catalogue_runs_keep_their_run_hashes(catalog, monkeypatch):
-    monkeypatch.setattr(vgg.precision, "cpu_bf16_speedup", lambda: 1.0)  # a CPU without fast bf16: --precision auto trains in fp32
+    monkeypatch.setattr(vgg.runtime.precision, "cpu_bf16_speedup", lambda: 1.0)  # a CPU without fast bf16: --precision auto trains in fp32
     local = ExperimentRunner(profile="paper", data="/nonexistent-imagenet", runs_root=Path("/runs"), results_dir=Path("/results"), workers=0, progress=False)
     assert {run: local.train_config(catalog[run]).run_hash() for run in CATALOGUE_HASHES} == CATALOGUE_HASHES
 
@@ -210,12 +226,12 @@ def test_catalogue_runs_keep_their_run_hashes(catalog, monkeypatch):
 def test_concurrent_runs_get_the_runners_precision_unless_they_resume_a_checkpoint(ci_data, tmp_path, monkeypatch):
     # a started run must resume in the precision its checkpoint recorded, whatever the runner decides now
     import vgg.suite.runner as runner_module
-    from vgg.checkpoint import CHECKPOINT_NAME
+    from vgg.runtime.checkpoint import CHECKPOINT_NAME
     from vgg.suite.plan import plan_runs
 
     commands = {}
     monkeypatch.setattr(runner_module, "start_job", lambda spec, command, console, threads: commands.setdefault(spec.id, command) and None)
-    monkeypatch.setattr(vgg.precision, "resolve", lambda precision, device: "bf16")
+    monkeypatch.setattr(vgg.runtime.precision, "resolve", lambda precision, device: "bf16")
     local = runner(ci_data, tmp_path, jobs=2)
     runs = plan_runs(load_experiment("table3", local.catalog), local.catalog, 1)
     started = local.run_dir("B-256")
@@ -224,3 +240,15 @@ def test_concurrent_runs_get_the_runners_precision_unless_they_resume_a_checkpoi
     local.train_all(runs)
     assert len(commands) == 12
     assert all("--precision" not in command if run == "B-256" else "bf16" == command[command.index("--precision") + 1] for run, command in commands.items())
+
+
+def test_a_finished_run_is_one_human_line():
+    from vgg.training.run_state import describe_done
+
+    done = {"config": "D", "train_scale": "256", "epochs": 20, "drop_epochs": [14, 17], "stopped": "max_epochs", "val_top1_err": 21.2,
+            "best_val_top1_err": 20.9, "val_top5_err": 6.6, "train_loss": 0.7187, "train_wall_s": 504.0, "identity": {"seed": 0}}
+    assert describe_done(done, Path("runs/smoke/D-256")) == (
+        "VGG-D at S=256: 20 epochs, 2 rate drops (after epoch 14, 17), stopped at its epoch limit; val top-1 21.2% (best 20.9%), "
+        "top-5 6.6%, train loss 0.7187; 8.4 min of training. Full record: runs/smoke/D-256/DONE")
+    one = describe_done({**done, "epochs": 1, "drop_epochs": [], "stopped": "at chance"}, Path("r"))
+    assert one.startswith("VGG-D at S=256: 1 epoch, 0 rate drops, given up at chance;")

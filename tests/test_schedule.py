@@ -1,4 +1,4 @@
-from vgg.schedule import PlateauSchedule, drop_deadline_epochs, drop_earliest_epochs
+from vgg.training.schedule import PlateauSchedule, drop_deadline_epochs, drop_earliest_epochs
 
 
 def test_lr_drops_tenfold_on_each_plateau_and_stops_after_three():

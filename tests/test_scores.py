@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from tests.conftest import small_net
-from vgg.datasets import load_split
-from vgg.evaluate import evaluate
-from vgg.models import VGG
-from vgg.scores import computed_in_bf16, fuse, load_scores, save_scores
+from vgg.data.datasets import load_split
+from vgg.evaluation.evaluate import evaluate
+from vgg.nets.models import VGG
+from vgg.evaluation.scores import computed_in_bf16, fuse, load_scores, save_scores
 
 
 def test_fusion_is_the_mean_of_members_and_mismatches_are_refused(ci_data, tmp_path):

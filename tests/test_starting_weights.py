@@ -1,4 +1,4 @@
-"""Where a run's first weights come from (`vgg.starting_weights`): one vocabulary; the paper's init
+"""Where a run's first weights come from (`vgg.training.starting_weights`): one vocabulary; the paper's init
 chain (B-E from A, Sect. 3.1; the same configuration fine-tuned); and fine-tuning trained weights
 on new classes (`weights:SPEC`, the `finetune` command)."""
 
@@ -12,19 +12,19 @@ import torch
 
 from tests.helpers_images import assert_drawn_figure
 from tests.test_train import assert_same_weights, config
-from vgg.checkpoint import load_checkpoint, read_done
+from vgg.runtime.checkpoint import load_checkpoint, read_done
 from vgg.cli import main
-from vgg.datasets import load_split
-from vgg.evaluate import evaluate
-from vgg.models import VGG
-from vgg.nets import load_net
-from vgg.normalization import get_normalization
-from vgg.profiles import get_profile
-from vgg.run_config import TrainConfig
-from vgg.starting_weights import InitSource, NetOptions, first_weights, normalized_init
-from vgg.stop_signals import Preempted
-from vgg.synthetic import SynthSpec, generate
-from vgg.train import train
+from vgg.data.datasets import load_split
+from vgg.evaluation.evaluate import evaluate
+from vgg.nets.models import VGG
+from vgg.nets.trained import load_net
+from vgg.data.normalization import get_normalization
+from vgg.recipe.profiles import get_profile
+from vgg.training.run_config import TrainConfig
+from vgg.training.starting_weights import InitSource, NetOptions, first_weights, normalized_init
+from vgg.runtime.stop_signals import Preempted
+from vgg.data.synthetic import SynthSpec, generate
+from vgg.training.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 FAR_BELOW_CHANCE = 30.0  # % top-1 error on two classes, where chance is 50%: 4 standard errors below it on 100 val images
@@ -215,12 +215,12 @@ def test_finetune_resumes_after_preemption(two_classes, source_run, tmp_path, mo
     with pytest.raises(Preempted):
         train(finetune_config(two_classes, source_run, epochs=2), tmp_path / "preempted")
     monkeypatch.setattr(torch.optim.SGD, "step", original)
-    import vgg.starting_weights
+    import vgg.training.starting_weights
 
     def no_second_read(*args, **kwargs):
         raise AssertionError("a resumed run read its source weights again: its checkpoint holds them")
 
-    monkeypatch.setattr(vgg.starting_weights, "load_net", no_second_read)
+    monkeypatch.setattr(vgg.training.starting_weights, "load_net", no_second_read)
     train(finetune_config(two_classes, source_run, epochs=2), tmp_path / "preempted")
     ours, theirs = load_net(checkpoint=reference).model.state_dict(), load_net(checkpoint=tmp_path / "preempted").model.state_dict()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)

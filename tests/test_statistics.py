@@ -6,7 +6,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from vgg.statistics import (
+from vgg.evaluation.statistics import (
     CHUNK_BYTES,
     bootstrap_interval,
     bootstrap_intervals,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vgg.datasets import load_split
-from vgg.synthetic import MAX_CLASSES, SynthSpec, class_definition, generate, wnid
+from vgg.data.datasets import load_split
+from vgg.data.synthetic import MAX_CLASSES, SynthSpec, class_definition, generate, wnid
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = SynthSpec(classes=3, train_per_class=4, val_per_class=2, seed=0)
@@ -82,7 +82,7 @@ def test_cli_generates_the_dataset(tmp_path):
 
 
 def test_one_image_in_ten_holds_a_small_object(monkeypatch):
-    import vgg.synthetic as synthetic
+    import vgg.data.synthetic as synthetic
 
     fractions = []
     paste = synthetic._paste

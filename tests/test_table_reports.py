@@ -83,7 +83,7 @@ def test_reports_show_intervals_and_aggregate_seeds(tmp_path):
 
 
 def test_the_training_table_marks_the_drops_a_deadline_forced(tmp_path):
-    from vgg.checkpoint import write_done
+    from vgg.runtime.checkpoint import write_done
 
     runner = ExperimentRunner(profile="smoke", data=str(tmp_path), runs_root=tmp_path / "runs", results_dir=tmp_path / "results", workers=0, progress=False)
     run_dir = runner.run_dir("C-256")

@@ -2,9 +2,9 @@ import pytest
 import torch
 import torchvision
 
-from vgg.initialization import initialize
-from vgg.models import VGG
-from vgg.torchvision_compat import (
+from vgg.nets.initialization import initialize
+from vgg.nets.models import VGG
+from vgg.nets.torchvision_compat import (
     clean_state_dict,
     infer_spec,
     load_torchvision_state_dict,

@@ -13,14 +13,14 @@ import pytest
 import torch
 
 from tests.helpers_images import assert_drawn_figure
-from vgg.checkpoint import CHECKPOINT_NAME, load_checkpoint, read_done
+from vgg.runtime.checkpoint import CHECKPOINT_NAME, load_checkpoint, read_done
 from vgg.suite.kill_resume import kill_mid_epoch, wait_for
-from vgg.metrics import batch_sums
-from vgg.run_config import TrainConfig, train_command
-from vgg.nets import load_net
-from vgg.stop_signals import EXIT_PREEMPTED
-from vgg.train import train
-from vgg.train_loop import NonFiniteLossError, Steps
+from vgg.evaluation.metrics import batch_sums
+from vgg.training.run_config import TrainConfig, train_command
+from vgg.nets.trained import load_net
+from vgg.runtime.stop_signals import EXIT_PREEMPTED
+from vgg.training.train import train
+from vgg.training.train_loop import NonFiniteLossError, Steps
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -171,8 +171,8 @@ def test_lr_drops_on_plateaus_and_training_stops_after_three(ci_data, tmp_path):
 
 
 def test_a_drop_from_1e_2_to_1e_3_reaches_every_parameter_group(ci_data, tmp_path, monkeypatch):
-    import vgg.train as training
-    from vgg.profiles import get_profile
+    import vgg.training.train as training
+    from vgg.recipe.profiles import get_profile
 
     monkeypatch.setattr(training, "get_profile", lambda name: replace(get_profile("ci"), schedule="steps", drop_deadlines=(0.5,)))
     done = train(config(ci_data, epochs=2, lr=1e-2, head_lr_mult=10.0), tmp_path / "run")
@@ -216,8 +216,8 @@ SCHEDULE_GUARDS = {
 
 @pytest.mark.parametrize("guard", SCHEDULE_GUARDS)
 def test_the_profiles_schedule_guards_act_in_training(guard, ci_data, tmp_path, monkeypatch):
-    import vgg.train as training
-    from vgg.profiles import get_profile
+    import vgg.training.train as training
+    from vgg.recipe.profiles import get_profile
 
     changes, patience, expected_rates, (line, count), check_done = SCHEDULE_GUARDS[guard]
     monkeypatch.setattr(training, "get_profile", lambda name: replace(get_profile("ci"), **changes))
@@ -330,14 +330,14 @@ def test_nan_before_any_checkpoint_does_not_promise_one(ci_data, tmp_path):
 def test_the_per_epoch_validation_is_the_centre_crop_protocol_at_the_single_test_scale(ci_data, tmp_path):
     """Training's validation (rescale to Q, central crop, no flip, the run's normalisation) gives the
     errors of evaluate's centre-crop protocol, and feeds the net exactly what that protocol feeds it."""
-    from vgg.datasets import load_split
-    from vgg.distributed import DistributedContext
-    from vgg.evaluate import evaluate
-    from vgg.models import VGG
-    from vgg.nets import Net
-    from vgg.normalization import get_normalization
-    from vgg.profiles import get_profile
-    from vgg.validation import Validation
+    from vgg.data.datasets import load_split
+    from vgg.runtime.distributed import DistributedContext
+    from vgg.evaluation.evaluate import evaluate
+    from vgg.nets.models import VGG
+    from vgg.nets.trained import Net
+    from vgg.data.normalization import get_normalization
+    from vgg.recipe.profiles import get_profile
+    from vgg.training.validation import Validation
 
     done = train(config(ci_data, epochs=1, seed=3), tmp_path / "run")
     val_images = load_split(str(ci_data), "val")

@@ -1,13 +1,13 @@
-"""The training step (`vgg.train_step`): the probe of `--decode auto` and the SGD groups."""
+"""The training step (`vgg.training.train_step`): the probe of `--decode auto` and the SGD groups."""
 
 import torch
 
-from vgg.datasets import load_split
-from vgg.loaders import EpochSampler, ImageDataset, make_loader
-from vgg.models import VGG
-from vgg.normalization import get_normalization
-from vgg.train_step import probe_rates, sgd_optimizer
-from vgg.transforms import ScaleRange, TrainTransform
+from vgg.data.datasets import load_split
+from vgg.data.loaders import EpochSampler, ImageDataset, make_loader
+from vgg.nets.models import VGG
+from vgg.data.normalization import get_normalization
+from vgg.training.train_step import probe_rates, sgd_optimizer
+from vgg.data.transforms import ScaleRange, TrainTransform
 
 
 def test_the_auto_probe_measures_both_rates_and_leaves_the_run_as_it_was(ci_data):

@@ -3,9 +3,9 @@ import pytest
 import torch
 from torchvision import transforms as T
 
-from vgg.normalization import PAPER_MEAN_RGB, TORCHVISION, get_normalization
-from vgg.transforms import (
-    COLOUR_SHIFT_STD,
+from vgg.recipe.paper import PAPER
+from vgg.data.normalization import PAPER_MEAN_RGB, TORCHVISION, get_normalization
+from vgg.data.transforms import (
     IMAGENET_PCA_EIGENVALUES,
     IMAGENET_PCA_EIGENVECTORS,
     CentreCropTransform,
@@ -105,7 +105,7 @@ def test_colour_shift_is_one_rgb_offset_per_image():
     crop, offset = transform(image, np.random.default_rng(3))
     # the offset is sum_i alpha_i lambda_i p_i: its alphas, read back in the PCA basis, are draws of N(0, 0.1)
     alphas = np.linalg.solve(IMAGENET_PCA_EIGENVECTORS, offset.double().numpy()) / IMAGENET_PCA_EIGENVALUES
-    assert offset.shape == (3,) and np.all(np.abs(alphas) > 1e-6) and np.all(np.abs(alphas) < 5 * COLOUR_SHIFT_STD)
+    assert offset.shape == (3,) and np.all(np.abs(alphas) > 1e-6) and np.all(np.abs(alphas) < 5 * PAPER.colour_shift_std)
     shifted = PAPER_MEAN_RGB(crop[None], offset[None])
     plain = PAPER_MEAN_RGB(crop[None])
     difference = (shifted - plain)[0]
@@ -116,7 +116,7 @@ def test_colour_shift_is_one_rgb_offset_per_image():
 def test_colour_offsets_have_the_pca_covariance():
     rng = np.random.default_rng(0)
     offsets = np.stack([colour_offset(rng) for _ in range(20000)])
-    expected = IMAGENET_PCA_EIGENVECTORS @ np.diag((COLOUR_SHIFT_STD * IMAGENET_PCA_EIGENVALUES) ** 2) @ IMAGENET_PCA_EIGENVECTORS.T
+    expected = IMAGENET_PCA_EIGENVECTORS @ np.diag((PAPER.colour_shift_std * IMAGENET_PCA_EIGENVALUES) ** 2) @ IMAGENET_PCA_EIGENVECTORS.T
     empirical = np.cov(offsets.T)
     assert np.abs(offsets.mean(0)).max() < 0.1
     np.testing.assert_allclose(empirical, expected, atol=0.03 * np.abs(expected).max())

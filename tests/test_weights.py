@@ -1,4 +1,4 @@
-"""Weight specs (`vgg.weights`): torchvision:NAME from the hub cache (clear when offline), files, and bad specs as clear errors."""
+"""Weight specs (`vgg.nets.weights`): torchvision:NAME from the hub cache (clear when offline), files, and bad specs as clear errors."""
 
 from urllib.error import URLError
 
@@ -6,12 +6,12 @@ import pytest
 import torch
 import torchvision
 
-import vgg.weights as weights_module
-from vgg.datasets import load_split
-from vgg.evaluate import evaluate
-from vgg.models import VGG
-from vgg.nets import load_net
-from vgg.weights import cache_path, load_weights
+import vgg.nets.weights as weights_module
+from vgg.data.datasets import load_split
+from vgg.evaluation.evaluate import evaluate
+from vgg.nets.models import VGG
+from vgg.nets.trained import load_net
+from vgg.nets.weights import cache_path, load_weights
 
 
 def test_torchvision_spec_reads_the_hub_cache_and_explains_when_offline(tmp_path, monkeypatch):

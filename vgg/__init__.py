@@ -8,12 +8,12 @@ torch loads (`vgg/__main__.py`)."""
 from importlib import import_module
 
 _EXPORTS = {
-    "CONFIGS": "vgg.configs",
-    "TABLE1_CONFIGS": "vgg.configs",
-    "VGG": "vgg.models",
-    "VGGSpec": "vgg.models",
-    "init_from_a": "vgg.initialization",
-    "initialize": "vgg.initialization",
+    "CONFIGS": "vgg.nets.configs",
+    "TABLE1_CONFIGS": "vgg.nets.configs",
+    "VGG": "vgg.nets.models",
+    "VGGSpec": "vgg.nets.models",
+    "init_from_a": "vgg.nets.initialization",
+    "initialize": "vgg.nets.initialization",
 }
 __all__ = list(_EXPORTS)
 

@@ -3,7 +3,7 @@ preempted in its first seconds still exits 75 (requeue) rather than 143."""
 
 import sys
 
-from vgg.stop_signals import run_stoppable
+from vgg.runtime.stop_signals import run_stoppable
 
 
 def _main() -> int:

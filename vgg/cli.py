@@ -14,21 +14,21 @@ from pathlib import Path
 
 import torch
 
-from vgg.complexity import format_summary, summarize
-from vgg.configs import CONFIGS
-from vgg.datasets import load_split
-from vgg.models import FREEZE_CHOICES, VGGSpec
-from vgg.nets import load_net, profile_for_crop
-from vgg.precision import CHOICES as PRECISION_CHOICES
-from vgg.profiles import get_profile
+from vgg.nets.complexity import format_summary, summarize
+from vgg.nets.configs import CONFIGS
+from vgg.data.datasets import load_split
+from vgg.nets.models import FREEZE_CHOICES, VGGSpec
+from vgg.nets.trained import load_net, profile_for_crop
+from vgg.runtime.precision import CHOICES as PRECISION_CHOICES
+from vgg.recipe.profiles import get_profile
 from vgg.suite.plan import load_experiment
 from vgg.suite.reports import REPORTS, write_report
 from vgg.suite.results_csv import upsert_rows
-from vgg.run_config import DEFAULT_PROFILE, TrainConfig, add_train_arguments, config_from_arguments
-from vgg.scores import fusion_row
-from vgg.starting_weights import CHECKPOINT_PREFIX
-from vgg.stop_signals import EXIT_BAD_INPUT, run_stoppable
-from vgg.synthetic import SynthSpec, generate
+from vgg.training.run_config import DEFAULT_PROFILE, TrainConfig, add_train_arguments, config_from_arguments
+from vgg.evaluation.scores import fusion_row
+from vgg.training.starting_weights import CHECKPOINT_PREFIX
+from vgg.runtime.stop_signals import EXIT_BAD_INPUT, run_stoppable
+from vgg.data.synthetic import SynthSpec, generate
 
 # The commands import what only they need (training, evaluation, the runner, torchvision's decoders)
 # when they run, so that `python -m vgg params` and every command's --help start without them.
@@ -69,6 +69,10 @@ def cmd_describe(args: argparse.Namespace) -> None:
     print(format_summary(summarize(_spec(args, args.config))))
 
 
+def cmd_recipe(args: argparse.Namespace) -> None:
+    print(get_profile(args.profile).recipe_table())
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     for name in args.names:
         print(f"wrote {write_report(name, args.out_dir, args.profile, args.results, args.data)}")
@@ -78,18 +82,18 @@ def cmd_data_synth(args: argparse.Namespace) -> None:
     spec = SynthSpec(args.classes, args.train_per_class, args.val_per_class, args.seed)
     started = time.perf_counter()
     out = generate(args.out, spec, workers=args.workers)
-    print(f"synthetic dataset in {out} ({time.perf_counter() - started:.1f} s): {spec}")
+    print(f"synthetic dataset in {out} ({time.perf_counter() - started:.1f} s): {spec.describe()}")
 
 
 def cmd_data_holdout(args: argparse.Namespace) -> None:
-    from vgg.holdout import write_holdout  # on use (start-up: see the module's doc)
+    from vgg.data.holdout import write_holdout  # on use (start-up: see the module's doc)
 
     out = write_holdout(args.data, args.out, args.per_class, args.seed)
     print(f"held-out split in {out}: val/ holds {args.per_class} train images per class of {args.data}, train/ the rest (links)")
 
 
 def cmd_data_fashion_mnist(args: argparse.Namespace) -> None:
-    from vgg.fashion_mnist import write_fashion_mnist  # on use (start-up: see the module's doc)
+    from vgg.data.fashion_mnist import write_fashion_mnist  # on use (start-up: see the module's doc)
 
     out = write_fashion_mnist(args.source, args.out, args.train_per_class, args.val_per_class)
     print(f"Fashion-MNIST in {out}: {args.train_per_class} train and {args.val_per_class} val images per class, class-folder layout")
@@ -107,7 +111,7 @@ def cmd_data_inspect(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from vgg.train import train  # on use (start-up: see the module's doc)
+    from vgg.training.train import train  # on use (start-up: see the module's doc)
 
     profile = get_profile(args.profile or DEFAULT_PROFILE)
     data = args.data or profile.data
@@ -126,7 +130,7 @@ def _scales(text: str | None) -> list[int] | None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from vgg.evaluate import EvalRequest, run_evaluation  # on use (start-up: see the module's doc)
+    from vgg.evaluation.evaluate import EvalRequest, run_evaluation  # on use (start-up: see the module's doc)
 
     row = run_evaluation(EvalRequest(
         checkpoint=args.checkpoint, weights=args.weights, data=args.data, method=args.method, scales=args.scales, flip=not args.no_flip,
@@ -138,7 +142,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_fuse(args: argparse.Namespace) -> None:
-    from vgg.evaluate import errors_line  # on use (start-up: see the module's doc)
+    from vgg.evaluation.evaluate import errors_line  # on use (start-up: see the module's doc)
 
     row = fusion_row(args.scores)
     print(f"fusion of {len(args.scores)} nets ({row['config']}): {errors_line(row)} on {row['images']} images")
@@ -152,13 +156,13 @@ def cmd_run(args: argparse.Namespace) -> None:
     runner = ExperimentRunner(
         profile=args.profile, data=args.data, runs_root=args.runs, results_dir=args.results, gpus=args.gpus,
         launch=args.launch, workers=args.workers, device=args.device, slurm_args=args.slurm_args, progress=not args.no_progress,
-        seeds=args.seeds, precision=args.precision, jobs=args.jobs,
+        seeds=args.seeds, precision=args.precision, jobs=args.jobs, tensorboard=args.tensorboard,
     )
     runner.run_all([load_experiment(name, runner.catalog) for name in args.experiments])
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from vgg.predict import predict, save_figure  # on use (start-up: see the module's doc)
+    from vgg.evaluation.predict import predict, save_figure  # on use (start-up: see the module's doc)
 
     net = load_net(args.checkpoint, args.weights)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -170,7 +174,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from vgg.train import train  # on use (start-up: see the module's doc)
+    from vgg.training.train import train  # on use (start-up: see the module's doc)
 
     weights = f"{CHECKPOINT_PREFIX}{args.checkpoint}" if args.checkpoint else args.weights
     source = load_net(checkpoint=args.checkpoint) if args.checkpoint else load_net(weights=args.weights)
@@ -215,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_network_options(describe)
     describe.set_defaults(handler=cmd_describe)
 
+    recipe = commands.add_parser("recipe", help="the paper's training recipe beside a profile's (vgg/recipe/paper.py, experiments/profiles.toml)")
+    recipe.add_argument("--profile", default="smoke", help="paper, smoke or ci (default smoke)")
+    recipe.set_defaults(handler=cmd_recipe)
+
     report = commands.add_parser("report", help="write markdown reports under reports/")
     report.add_argument("names", nargs="+", choices=REPORTS, metavar="NAME", help=f"one or more of {', '.join(REPORTS)}")
     report.add_argument("--out-dir", type=Path, default=Path("reports"), help="where to write (default reports/)")
@@ -225,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train one net with the paper's recipe (resumes; skips if finished)")
     train.add_argument("--out", type=Path, required=True, help="run folder: checkpoint.pt, metrics.csv, curves.png, DONE")
-    add_train_arguments(train)  # one option per field of vgg.run_config.TrainConfig
+    add_train_arguments(train)  # one option per field of vgg.training.run_config.TrainConfig
     train.add_argument("--max-image-pixels", type=int, metavar="N", help=MAX_IMAGE_PIXELS_HELP)
     train.set_defaults(handler=cmd_train)
 
@@ -271,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: 2 on a CPU of 2 or more cores, 1 on GPUs)")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--tensorboard", action="store_true", help="each run's per-epoch scalars under RUN/tensorboard/ (tensorboard --logdir RUNS)")
     run.add_argument("--precision", choices=PRECISION_CHOICES, help=PRECISION_HELP)
     run.add_argument("--max-image-pixels", type=int, metavar="N", help=MAX_IMAGE_PIXELS_HELP)
     run.set_defaults(handler=cmd_run)
@@ -364,12 +373,12 @@ def _run_command(argv: Sequence[str] | None) -> int:
         if getattr(args, "max_image_pixels", None) is None:
             args.handler(args)
         else:
-            from vgg.loaders import image_pixel_limit  # on use (start-up: see the module's doc)
+            from vgg.data.loaders import image_pixel_limit  # on use (start-up: see the module's doc)
 
             with image_pixel_limit(args.max_image_pixels):
                 args.handler(args)
     except (ValueError, OSError) as error:  # OSError: a file the command cannot use (permissions, a read-only disk)
-        from vgg.loaders import worker_error_message  # on use (start-up: see the module's doc)
+        from vgg.data.loaders import worker_error_message  # on use (start-up: see the module's doc)
 
         print(f"error: {worker_error_message(error) or _os_error_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT

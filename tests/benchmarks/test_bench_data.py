@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 from torchvision import transforms as T
 
-from vgg.datasets import load_split
-from vgg.loaders import ImageDataset
-from vgg.synthetic import SynthSpec, generate
-from vgg.transforms import ScaleRange, TrainTransform
+from vgg.data.datasets import load_split
+from vgg.data.loaders import ImageDataset
+from vgg.data.synthetic import SynthSpec, generate
+from vgg.data.transforms import ScaleRange, TrainTransform
 
 IMAGES = 48
 CROP = 224

@@ -15,15 +15,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vgg.datasets import load_split
-from vgg.loaders import read_image
-from vgg.models import VGG
-from vgg.nets import Net
-from vgg.normalization import PAPER_MEAN_RGB
-from vgg.profiles import get_profile
-from vgg.protocols import Batcher, Protocol, grid_crops
-from vgg.synthetic import SynthSpec, generate
-from vgg.transforms import rescale
+from vgg.data.datasets import load_split
+from vgg.data.loaders import read_image
+from vgg.nets.models import VGG
+from vgg.nets.trained import Net
+from vgg.data.normalization import PAPER_MEAN_RGB
+from vgg.recipe.profiles import get_profile
+from vgg.evaluation.protocols import Batcher, Protocol, grid_crops
+from vgg.data.synthetic import SynthSpec, generate
+from vgg.data.transforms import rescale
 
 IMAGES = 8
 

@@ -15,8 +15,8 @@ from torch import nn
 from torchvision.models.vgg import VGG as TorchvisionVGG
 from torchvision.models.vgg import cfgs, make_layers
 
-from vgg.models import VGG
-from vgg.normalization import PAPER_MEAN_RGB
+from vgg.nets.models import VGG
+from vgg.data.normalization import PAPER_MEAN_RGB
 
 WIDTH, CROP, BATCH, CLASSES = 8, 64, 32, 10
 
@@ -76,8 +76,8 @@ SMOKE_BATCH, SMOKE_CLASSES = 64, 50
 
 def smoke_step(config: str, precision: str):
     """One SGD step of the trainer (`forward_backward`, then the optimizer) on a smoke-size batch."""
-    from vgg.loaders import Batch
-    from vgg.train_step import forward_backward, sgd_optimizer
+    from vgg.data.loaders import Batch
+    from vgg.training.train_step import forward_backward, sgd_optimizer
 
     torch.manual_seed(0)
     model = VGG(config, num_classes=SMOKE_CLASSES, width=WIDTH, crop=CROP, dropout=0.0, init="glorot").to(memory_format=torch.channels_last)
@@ -106,10 +106,10 @@ def test_smoke_step_bf16_vs_fp32(benchmark, config, precision):
 def smoke_epoch(tmp_path_factory):
     """A trainer of VGG-A on the smoke profile (its crop, widths, batch, cache, loader workers and
     precision), over a generated set of 1,280 train images, ready for its epochs."""
-    from vgg.run_config import TrainConfig
-    from vgg.stop_signals import StopRequests
-    from vgg.synthetic import SynthSpec, generate
-    from vgg.train import Trainer
+    from vgg.training.run_config import TrainConfig
+    from vgg.runtime.stop_signals import StopRequests
+    from vgg.data.synthetic import SynthSpec, generate
+    from vgg.training.train import Trainer
 
     root = tmp_path_factory.mktemp("smoke-epoch")
     data = generate(root / "data", SynthSpec(classes=SMOKE_CLASSES, train_per_class=1280 // SMOKE_CLASSES, val_per_class=2))
@@ -129,7 +129,7 @@ def test_smoke_epoch_reference_bare_step(benchmark, smoke_epoch):
 def test_smoke_epoch_end_to_end(benchmark, smoke_epoch):
     """The trainer's epoch: cached decoded images, crops and flips in the loader worker, the steps,
     the read-backs (the first epoch, which decodes, is the warm-up round)."""
-    from vgg.run_state import EpochTotals
+    from vgg.training.run_state import EpochTotals
 
     trainer, loop, stop = smoke_epoch
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
-from vgg.checkpoint import atomic_write_figure
+from vgg.runtime.checkpoint import atomic_write_figure
 from vgg.suite.comparisons import AGREES, COMPARISONS_FILE, INCONCLUSIVE, NO_PAPER, OPPOSITE, is_provisional, paper_differences, verdict
 from vgg.suite.plan import AblationSpec, ComparisonPair, Entry, Experiment, FusionSpec, RunSpec
 from vgg.suite.published import entry_paper_numbers, number

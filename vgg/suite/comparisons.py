@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from vgg.checkpoint import git_commit, utc_timestamp
-from vgg.metrics import per_image_errors
+from vgg.runtime.checkpoint import git_commit, utc_timestamp
+from vgg.evaluation.metrics import per_image_errors
 from vgg.suite.plan import AblationSpec, ComparisonPair, Entry, EvalSpec, Experiment, FusionSpec, RunSpec, entry_name
 from vgg.suite.published import NONE, entry_paper_numbers, paper_difference
 from vgg.suite.results_csv import MEAN_SEED, upsert_rows
-from vgg.scores import fuse, load_scores
-from vgg.statistics import error_interval_fields, paired_bootstrap_interval
+from vgg.evaluation.scores import fuse, load_scores
+from vgg.evaluation.statistics import error_interval_fields, paired_bootstrap_interval
 
 COMPARISONS_FILE = "comparisons.csv"
 COMPARISON_KEY = ("profile", "dataset", "comparison", "pair", "seed")
@@ -127,7 +127,7 @@ def load_errors(paths_by_seed: list[list[Path]]) -> SeedErrors:
 def aggregate_row(rows: list[dict], errors: SeedErrors) -> dict:
     """The seed = "mean" row of one evaluation or fusion from its seeds' rows (in seed order) and
     per-image errors: the mean errors, their standard deviation across seeds (ddof 1), and the
-    interval over the seeds and the images (`vgg.statistics`)."""
+    interval over the seeds and the images (`vgg.evaluation.statistics`)."""
     if len(rows) < 2 or errors.top1.shape[0] != len(rows):
         raise ValueError(f"an aggregate over seeds needs two or more seeds' rows and errors, got {len(rows)} and {errors.top1.shape[0]}")
     row = {**rows[0], "seed": MEAN_SEED, "seeds": len(rows), "date": utc_timestamp()}

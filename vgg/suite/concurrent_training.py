@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from vgg.loaders import available_cpus
+from vgg.data.loaders import available_cpus
 from vgg.suite.plan import RunSpec
-from vgg.stop_signals import die_with_parent
+from vgg.runtime.stop_signals import die_with_parent
 
 POLL_S = 0.2
 

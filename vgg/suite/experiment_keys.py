@@ -1,12 +1,12 @@
 """What each key of the experiment files may hold: a run of runs.toml, and an experiment file's
-keys, evaluations, fusions and ablations (checked by `vgg.toml_tables.check_table`)."""
+keys, evaluations, fusions and ablations (checked by `vgg.runtime.toml_tables.check_table`)."""
 
 from __future__ import annotations
 
-from vgg.models import FREEZE_CHOICES
-from vgg.protocols import METHODS
-from vgg.starting_weights import init_words
-from vgg.toml_tables import Key, number, positive_int, text
+from vgg.nets.models import FREEZE_CHOICES
+from vgg.evaluation.protocols import METHODS
+from vgg.training.starting_weights import init_words
+from vgg.runtime.toml_tables import Key, number, positive_int, text
 
 PAIRS = ("baseline", "successive", "all", "best-member")
 """How an ablation pairs its groups' entries (see experiments/ablations.toml)."""

@@ -28,24 +28,25 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from vgg.checkpoint import atomic_write_text, load_checkpoint
-from vgg.complexity import summarize
-from vgg.datasets import load_split
-from vgg.device_decode import DeviceAugmenter, EncodedDataset, collate_encoded
-from vgg.evaluate import evaluate
+from vgg.recipe.paper import PAPER
+from vgg.runtime.checkpoint import atomic_write_text, load_checkpoint
+from vgg.nets.complexity import summarize
+from vgg.data.datasets import load_split
+from vgg.data.device_decode import DeviceAugmenter, EncodedDataset, collate_encoded
+from vgg.evaluation.evaluate import evaluate
 from vgg.suite.kill_resume import kill_mid_epoch
-from vgg.loaders import Batch, EpochSampler, ImageDataset, available_cpus, iterate_epoch, make_loader
-from vgg.metrics import METRICS_NAME, read_metrics
-from vgg.models import VGG, VGGSpec
-from vgg.nets import Net
-from vgg.normalization import get_normalization
-from vgg.profiles import Profile, get_profile
-from vgg.precision import FullFP32
-from vgg.synthetic import SynthSpec, generate
-from vgg.run_config import TrainConfig, train_command
-from vgg.train import train
-from vgg.train_step import forward_backward, sgd_optimizer, synchronize, timed
-from vgg.transforms import ScaleRange, TrainTransform
+from vgg.data.loaders import Batch, EpochSampler, ImageDataset, available_cpus, iterate_epoch, make_loader
+from vgg.evaluation.metrics import METRICS_NAME, read_metrics
+from vgg.nets.models import VGG, VGGSpec
+from vgg.nets.trained import Net
+from vgg.data.normalization import get_normalization
+from vgg.recipe.profiles import Profile, get_profile
+from vgg.runtime.precision import FullFP32
+from vgg.data.synthetic import SynthSpec, generate
+from vgg.training.run_config import TrainConfig, train_command
+from vgg.training.train import train
+from vgg.training.train_step import forward_backward, sgd_optimizer, synchronize, timed
+from vgg.data.transforms import ScaleRange, TrainTransform
 
 DATASHEET_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0}
 """Dense bf16 tensor-core peak by NVIDIA's data sheets (SXM parts), for the MFU against it."""
@@ -116,12 +117,12 @@ def _resident_batch(batch: int, crop: int, classes: int, device: torch.device, s
 
 def suite_step_rate(config: str, batch: int, sizes: Sizes, device: torch.device, compile_: bool) -> dict:
     """images/s and peak memory of this suite's training step (normalisation, bf16 autocast on CUDA,
-    SGD with momentum, device-side sums: `vgg.train_step`'s forward_backward and sgd_optimizer, as in the trainer) on a resident batch."""
+    SGD with momentum, device-side sums: `vgg.training.train_step`'s forward_backward and sgd_optimizer, as in the trainer) on a resident batch."""
     profile = get_profile(sizes.profile)
     classes = 1000
     model = _model(config, profile, classes, device)
     network = torch.compile(model) if compile_ else model
-    optimizer = sgd_optimizer(model, 1e-2, momentum=0.9, weight_decay=5e-4)
+    optimizer = sgd_optimizer(model, PAPER.lr, momentum=PAPER.momentum, weight_decay=PAPER.weight_decay)
     normalization = get_normalization("mean-rgb")
     data = _resident_batch(batch, profile.crop, classes, device)
     pending = torch.zeros(5, dtype=torch.float64, device=device)
@@ -175,7 +176,7 @@ def torchvision_step_rate(batch: int, sizes: Sizes, device: torch.device, bf16: 
     profile = get_profile(sizes.profile)
     torch.manual_seed(0)
     model = torchvision.models.vgg16(num_classes=1000).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9, weight_decay=5e-4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=PAPER.lr, momentum=PAPER.momentum, weight_decay=PAPER.weight_decay)
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, profile.crop, profile.crop, generator=generator).to(device)
     labels = torch.randint(0, 1000, (batch,), generator=generator).to(device)
@@ -220,7 +221,7 @@ def loss_trajectories(sizes: Sizes, device: torch.device) -> tuple[list[float], 
     losses = {}
     for bf16 in (False, True):
         model = _model("D", profile, 1000, device)
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9, weight_decay=5e-4)
+        optimizer = torch.optim.SGD(model.parameters(), lr=PAPER.lr, momentum=PAPER.momentum, weight_decay=PAPER.weight_decay)
         normalization = get_normalization("mean-rgb")
         trajectory = []
         with FullFP32():

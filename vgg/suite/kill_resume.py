@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from vgg.checkpoint import CHECKPOINT_NAME, load_checkpoint, read_done
+from vgg.runtime.checkpoint import CHECKPOINT_NAME, load_checkpoint, read_done
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 120.0) -> None:

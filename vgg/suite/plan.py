@@ -20,16 +20,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Union
 
-from vgg.configs import get_config, has_lrn
-from vgg.models import FREEZE_CHOICES
-from vgg.profiles import PROFILES_FILE
-from vgg.protocols import METHODS
-from vgg.starting_weights import PARENT_PREFIX, InitSource, init_words
+from vgg.nets.configs import get_config, has_lrn
+from vgg.nets.models import FREEZE_CHOICES
+from vgg.recipe.profiles import PROFILES_FILE
+from vgg.evaluation.protocols import METHODS
+from vgg.training.starting_weights import PARENT_PREFIX, InitSource, init_words
 from vgg.suite.experiment_keys import (
     ABLATION_FUSION_KEYS, ABLATION_KEYS, EVALUATION_KEYS, EXPERIMENT_KEYS, FUSION_KEYS, HOW_EVALUATED, PAIRS, RUN_TABLE_KEYS,
 )
-from vgg.toml_tables import check_table, read_toml_file, toml_value
-from vgg.transforms import ScaleRange
+from vgg.runtime.toml_tables import check_table, read_toml_file, toml_value
+from vgg.data.transforms import ScaleRange
 
 EXPERIMENTS_DIR = PROFILES_FILE.parent
 RUNS_FILE = EXPERIMENTS_DIR / "runs.toml"
@@ -253,7 +253,7 @@ def load_catalog(path: Path = RUNS_FILE) -> dict[str, RunSpec]:
 
 
 def _check_init(path: Path, spec: RunSpec, run_ids: set[str]) -> None:
-    """A run's init is one of the words of `vgg.starting_weights` that a catalogue can use."""
+    """A run's init is one of the words of `vgg.training.starting_weights` that a catalogue can use."""
     words = init_words("<run id>")
     try:
         source = InitSource.parse(spec.init)

@@ -9,16 +9,16 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from vgg.datasets import load_split
-from vgg.evaluate import average_results, evaluate, provenance_row
-from vgg.nets import load_net
-from vgg.scores import EvalResult
+from vgg.data.datasets import load_split
+from vgg.evaluation.evaluate import average_results, evaluate, provenance_row
+from vgg.nets.trained import load_net
+from vgg.evaluation.scores import EvalResult
 from vgg.suite.plan import EXPERIMENTS_DIR, read_toml
-from vgg.protocols import averaged_parts
+from vgg.evaluation.protocols import averaged_parts
 from vgg.suite.results_csv import read_rows, upsert_rows
 from vgg.suite.published import PAPER_DIR, number, paper_numbers_for
 from vgg.suite.report_parts import delta, fmt, ours_cell
-from vgg.weights import load_weights
+from vgg.nets.weights import load_weights
 
 PROTOCOLS_FILE = EXPERIMENTS_DIR / "pretrained.toml"
 TORCHVISION_DOCS = PAPER_DIR / "torchvision_weights.csv"
@@ -49,7 +49,7 @@ def protocols() -> list[dict]:
 
 def run_pretrained(weights_dir: Path | str, data: str, results: Path, limit: int | None = None, workers: int | None = None, log=print) -> list[dict]:
     """Evaluate every weight file under every protocol; rows are upserted into `results`.
-    A protocol that is an average of others (`vgg.protocols.averaged_parts`: several scales,
+    A protocol that is an average of others (`vgg.evaluation.protocols.averaged_parts`: several scales,
     multi-crop+dense) averages their posteriors, each part evaluated once per weight file and kept
     in memory while a later protocol needs it: dense over {256, 384, 512} evaluates only Q = 512
     after dense at 256 and 384, and multi-crop+dense evaluates nothing."""

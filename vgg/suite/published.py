@@ -9,7 +9,7 @@ from functools import cache
 from pathlib import Path
 
 from vgg.suite.plan import EvalSpec, FusionSpec, RunSpec
-from vgg.starting_weights import RANDOM_SCHEMES
+from vgg.training.starting_weights import RANDOM_SCHEMES
 
 PAPER_DIR = Path(__file__).resolve().parent.parent / "paper"
 """vgg/paper: the paper's published numbers, and where each comes from (its README)."""

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from vgg.checkpoint import atomic_write_text
+from vgg.runtime.checkpoint import atomic_write_text
 
 RESULT_KEY = ("profile", "dataset", "run", "method", "test_scales", "flip", "seed")
 """What identifies a result: the same evaluation run again replaces its row."""

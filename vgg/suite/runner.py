@@ -25,29 +25,29 @@ from pathlib import Path
 
 import torch
 
-from vgg import precision as arithmetic
-from vgg.checkpoint import CHECKPOINT_NAME, read_done
-from vgg.complexity import summarize
-from vgg.datasets import SYNTHETIC_COMPLETE, load_split, require_data_folder
-from vgg.evaluate import EVALUATION_VERSION, average_results, evaluate, provenance_row
-from vgg.metrics import interval_fields
-from vgg.models import VGGSpec
-from vgg.nets import file_sha256, load_net
-from vgg.profiles import Profile, get_profile
-from vgg.protocols import averaged_parts
+from vgg.runtime import precision as arithmetic
+from vgg.runtime.checkpoint import CHECKPOINT_NAME, read_done
+from vgg.nets.complexity import summarize
+from vgg.data.datasets import SYNTHETIC_COMPLETE, load_split, require_data_folder
+from vgg.evaluation.evaluate import EVALUATION_VERSION, average_results, evaluate, provenance_row
+from vgg.evaluation.metrics import interval_fields
+from vgg.nets.models import VGGSpec
+from vgg.nets.trained import file_sha256, load_net
+from vgg.recipe.profiles import Profile, get_profile
+from vgg.evaluation.protocols import averaged_parts
 from vgg.suite.curves import curve_rows, write_curves
-from vgg.run_config import TrainConfig, train_command
-from vgg.run_state import recorded_precision
-from vgg.scores import EvalResult, computed_in_bf16, fusion_row, load_scores, save_scores, scores_result
-from vgg.starting_weights import PARENT_PREFIX
-from vgg.stop_signals import EXIT_BAD_INPUT
+from vgg.training.run_config import TrainConfig, train_command
+from vgg.training.run_state import recorded_precision
+from vgg.evaluation.scores import EvalResult, computed_in_bf16, fusion_row, load_scores, save_scores, scores_result
+from vgg.training.starting_weights import PARENT_PREFIX
+from vgg.runtime.stop_signals import EXIT_BAD_INPUT
 from vgg.suite.concurrent_training import Job, concurrent_jobs, console_tail, run_jobs, start_job, threads_per_job
 from vgg.suite.comparisons import SeedErrors, aggregate_row, comparison_rows, load_errors, upsert_comparisons
 from vgg.suite.plan import Entry, EvalSpec, Experiment, FusionSpec, RunSpec, load_catalog, plan_runs, seeded_id
 from vgg.suite.results_csv import drop_other_seeds, upsert_rows
 from vgg.suite.slurm import submit
-from vgg.synthetic import SynthSpec, generate
-from vgg.train import train
+from vgg.data.synthetic import SynthSpec, generate
+from vgg.training.train import train
 
 
 CONSOLE_NAME = "console.log"
@@ -76,6 +76,7 @@ class ExperimentRunner:
         seeds: int = 1,
         precision: str | None = None,
         jobs: int | None = 1,
+        tensorboard: bool = False,
     ):
         if launch not in ("local", "slurm"):
             raise ValueError(f"LAUNCH must be local or slurm, got {launch!r}")
@@ -87,7 +88,7 @@ class ExperimentRunner:
             raise ValueError(f"the {profile} profile has no default dataset: pass --data DIR (make ... DATA=DIR)")
         self.runs_root, self.results_dir = Path(runs_root), Path(results_dir)
         self.gpus, self.launch, self.workers, self.device = gpus, launch, workers, device
-        self.slurm_args, self.progress, self.log, self.seeds = slurm_args, progress, log, seeds
+        self.slurm_args, self.progress, self.log, self.seeds, self.tensorboard = slurm_args, progress, log, seeds, tensorboard
         self.precision = precision or self.profile.eval_precision  # the test protocols' arithmetic (auto: decided where they run)
         on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
         self.jobs = concurrent_jobs(jobs, on_cpu, gpus)  # runs training at once (None: 2 on a CPU, 1 on GPUs)
@@ -168,6 +169,7 @@ class ExperimentRunner:
             workers=self.workers,
             device=self.device,
             progress=self.progress,
+            tensorboard=self.tensorboard,
         )
 
     def is_done(self, spec: RunSpec) -> dict | None:

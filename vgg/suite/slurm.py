@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vgg.run_config import train_command
-from vgg.stop_signals import EXIT_PREEMPTED
+from vgg.training.run_config import train_command
+from vgg.runtime.stop_signals import EXIT_PREEMPTED
 from vgg.suite.plan import Experiment, RunSpec
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ it shows, and the chance errors of its classes; a toy-scale (smoke or ci) report
 first line that its numbers are not comparable with the paper's in absolute terms and
 compares the direction of each effect. Each of our errors carries its 95% bootstrap interval
 over the val images (`27.0 [26.6, 27.4]`); where several seeds were run, the mean over the
-seeds with its interval over seeds and images (`vgg.statistics`) and the standard deviation across seeds
+seeds with its interval over seeds and images (`vgg.evaluation.statistics`) and the standard deviation across seeds
 (`27.0 [26.4, 27.6] ± 0.3 (3 seeds)`).
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
-from vgg.checkpoint import atomic_write_figure, atomic_write_text
+from vgg.runtime.checkpoint import atomic_write_figure, atomic_write_text
 from vgg.suite.ablation_report import render_ablations
 from vgg.suite.curves import curves_section
 from vgg.suite.plan import Experiment, RunSpec, load_catalog, load_experiment
