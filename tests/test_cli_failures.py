@@ -23,17 +23,17 @@ import torchvision
 
 from tests.conftest import meta_model
 from tests.helpers_processes import children_of, group_killed_at_the_end, processes_in_group, sigkill_leaves_no_process
-from vgg.runtime.checkpoint import CHECKPOINT_NAME, DAMAGED, load_checkpoint, read_done
 from vgg.cli import main
 from vgg.data.datasets import ImageList, Samples, missing_classes_warning
-from vgg.suite.kill_resume import wait_for
 from vgg.data.loaders import BadImageError, bad_image_error, read_image
-from vgg.nets.trained import Net
 from vgg.data.normalization import PAPER_MEAN_RGB
-from vgg.recipe.profiles import get_profile
-from vgg.evaluation.protocols import check_test_scales, dense_memory_bytes
 from vgg.data.transforms import MAX_SCALE
+from vgg.evaluation.protocols import check_test_scales, dense_memory_bytes
+from vgg.nets.trained import Net
+from vgg.recipe.profiles import get_profile
+from vgg.runtime.checkpoint import CHECKPOINT_NAME, DAMAGED, load_checkpoint, read_done
 from vgg.runtime.stop_signals import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_PREEMPTED, Preempted, StopRequests
+from vgg.suite.kill_resume import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 

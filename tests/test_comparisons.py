@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from vgg.suite.ablation_report import UNFINISHED_MARK, Finding, summary_table, unfinished_training
-from vgg.runtime.checkpoint import load_checkpoint
-from vgg.suite.comparisons import AGREES, INCONCLUSIVE, NO_PAPER, OPPOSITE, SeedErrors, pair_rows, verdict
 from vgg.evaluation.metrics import per_image_errors
+from vgg.runtime.checkpoint import load_checkpoint
+from vgg.suite.ablation_report import UNFINISHED_MARK, Finding, summary_table, unfinished_training
+from vgg.suite.comparisons import AGREES, INCONCLUSIVE, NO_PAPER, OPPOSITE, SeedErrors, pair_rows, verdict
 from vgg.suite.plan import ComparisonPair, EvalSpec
 from vgg.suite.results_csv import read_rows
 from tests.helpers_images import assert_drawn_figure

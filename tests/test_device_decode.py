@@ -10,8 +10,8 @@ from tests.test_train import assert_same_weights, config, weights
 from vgg.data.datasets import load_split
 from vgg.data.device_decode import DeviceAugmenter, EncodedDataset, collate_encoded, decode_path
 from vgg.data.loaders import BadImageError, EpochSampler, ImageDataset, collate
-from vgg.training.train import train
 from vgg.data.transforms import ScaleRange, TrainTransform
+from vgg.training.train import train
 
 
 class RecordingTransform(TrainTransform):

@@ -12,16 +12,16 @@ import torch.nn.functional as F
 from tests.conftest import small_net
 from tests.helpers_images import image_bytes
 from vgg.data.datasets import load_split
-from vgg.evaluation.evaluate import average_results, evaluate
 from vgg.data.loaders import read_image
-from vgg.evaluation.metrics import topk_correct
-from vgg.nets.trained import Net, load_net
 from vgg.data.normalization import PAPER_MEAN_RGB
-from vgg.runtime.precision import FullFP32
-from vgg.evaluation.protocols import Batcher, Protocol, grid_crops, grid_positions
-from vgg.suite.results_csv import read_rows, upsert_rows
-from vgg.evaluation.scores import load_scores
 from vgg.data.transforms import ScaleRange, rescale
+from vgg.evaluation.evaluate import average_results, evaluate
+from vgg.evaluation.metrics import topk_correct
+from vgg.evaluation.protocols import Batcher, Protocol, grid_crops, grid_positions
+from vgg.evaluation.scores import load_scores
+from vgg.nets.trained import Net, load_net
+from vgg.runtime.precision import FullFP32
+from vgg.suite.results_csv import read_rows, upsert_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 

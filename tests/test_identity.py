@@ -5,12 +5,12 @@ import shutil
 
 import pytest
 
-import vgg.training.run_config
-import vgg.training.train
+from vgg.recipe.profiles import get_profile
 from vgg.runtime.checkpoint import read_done, write_done
 from vgg.training.identity import dataset_fingerprint, digest, recipe
-from vgg.recipe.profiles import get_profile
+import vgg.training.run_config
 from vgg.training.run_config import TrainConfig
+import vgg.training.train
 from vgg.training.train import train
 
 

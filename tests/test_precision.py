@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-import vgg.runtime.precision
 from vgg.runtime.checkpoint import load_checkpoint, read_done
+import vgg.runtime.precision
 from vgg.runtime.precision import BF16_SPEEDUP_NEEDED, autocast, cpu_bf16_speedup, resolve
 from vgg.training.run_config import TrainConfig
 from vgg.training.run_state import recorded_precision

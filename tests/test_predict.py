@@ -8,9 +8,9 @@ import torch
 
 from tests.helpers_images import assert_drawn_figure
 from vgg.data.datasets import load_split
+from vgg.evaluation.predict import predict, save_figure
 from vgg.nets.models import VGG
 from vgg.nets.trained import load_net
-from vgg.evaluation.predict import predict, save_figure
 from vgg.training.run_config import TrainConfig
 from vgg.training.train import train
 

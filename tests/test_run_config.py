@@ -7,9 +7,9 @@ from dataclasses import fields, replace
 
 import pytest
 
-import vgg.training.identity
-import vgg.runtime.precision
 from vgg.cli import build_parser
+import vgg.runtime.precision
+import vgg.training.identity
 from vgg.training.run_config import HOW, IDENTITY, IDENTITY_WHEN_SET, RECIPE, TrainConfig, config_from_arguments, train_command
 
 RUNS = {

@@ -13,12 +13,12 @@ import torch
 
 import vgg.runtime.precision
 from tests.helpers_images import assert_drawn_figure
-from vgg.runtime.checkpoint import read_done
 from vgg.data.datasets import load_split
 from vgg.evaluation.evaluate import evaluate
 from vgg.evaluation.metrics import read_metrics
-from vgg.nets.trained import load_net
 from vgg.evaluation.scores import load_scores
+from vgg.nets.trained import load_net
+from vgg.runtime.checkpoint import read_done
 from vgg.suite.plan import load_experiment
 from vgg.suite.results_csv import read_rows, upsert_rows
 from vgg.suite.runner import ExperimentRunner

@@ -6,8 +6,8 @@ import torch
 from tests.conftest import small_net
 from vgg.data.datasets import load_split
 from vgg.evaluation.evaluate import evaluate
-from vgg.nets.models import VGG
 from vgg.evaluation.scores import computed_in_bf16, fuse, load_scores, save_scores
+from vgg.nets.models import VGG
 
 
 def test_fusion_is_the_mean_of_members_and_mismatches_are_refused(ci_data, tmp_path):

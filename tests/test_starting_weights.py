@@ -12,18 +12,18 @@ import torch
 
 from tests.helpers_images import assert_drawn_figure
 from tests.test_train import assert_same_weights, config
-from vgg.runtime.checkpoint import load_checkpoint, read_done
 from vgg.cli import main
 from vgg.data.datasets import load_split
+from vgg.data.normalization import get_normalization
+from vgg.data.synthetic import SynthSpec, generate
 from vgg.evaluation.evaluate import evaluate
 from vgg.nets.models import VGG
 from vgg.nets.trained import load_net
-from vgg.data.normalization import get_normalization
 from vgg.recipe.profiles import get_profile
+from vgg.runtime.checkpoint import load_checkpoint, read_done
+from vgg.runtime.stop_signals import Preempted
 from vgg.training.run_config import TrainConfig
 from vgg.training.starting_weights import InitSource, NetOptions, first_weights, normalized_init
-from vgg.runtime.stop_signals import Preempted
-from vgg.data.synthetic import SynthSpec, generate
 from vgg.training.train import train
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from tests.helpers_images import assert_drawn_figure
-from vgg.runtime.checkpoint import CHECKPOINT_NAME, load_checkpoint, read_done
-from vgg.suite.kill_resume import kill_mid_epoch, wait_for
 from vgg.evaluation.metrics import batch_sums
-from vgg.training.run_config import TrainConfig, train_command
 from vgg.nets.trained import load_net
+from vgg.runtime.checkpoint import CHECKPOINT_NAME, load_checkpoint, read_done
 from vgg.runtime.stop_signals import EXIT_PREEMPTED
+from vgg.suite.kill_resume import kill_mid_epoch, wait_for
+from vgg.training.run_config import TrainConfig, train_command
 from vgg.training.train import train
 from vgg.training.train_loop import NonFiniteLossError, Steps
 

@@ -4,10 +4,10 @@ import torch
 
 from vgg.data.datasets import load_split
 from vgg.data.loaders import EpochSampler, ImageDataset, make_loader
-from vgg.nets.models import VGG
 from vgg.data.normalization import get_normalization
-from vgg.training.train_step import probe_rates, sgd_optimizer
 from vgg.data.transforms import ScaleRange, TrainTransform
+from vgg.nets.models import VGG
+from vgg.training.train_step import probe_rates, sgd_optimizer
 
 
 def test_the_auto_probe_measures_both_rates_and_leaves_the_run_as_it_was(ci_data):

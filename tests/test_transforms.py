@@ -3,8 +3,8 @@ import pytest
 import torch
 from torchvision import transforms as T
 
-from vgg.recipe.paper import PAPER
 from vgg.data.normalization import PAPER_MEAN_RGB, TORCHVISION, get_normalization
+from vgg.recipe.paper import PAPER
 from vgg.data.transforms import (
     IMAGENET_PCA_EIGENVALUES,
     IMAGENET_PCA_EIGENVECTORS,

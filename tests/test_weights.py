@@ -6,11 +6,11 @@ import pytest
 import torch
 import torchvision
 
-import vgg.nets.weights as weights_module
 from vgg.data.datasets import load_split
 from vgg.evaluation.evaluate import evaluate
 from vgg.nets.models import VGG
 from vgg.nets.trained import load_net
+import vgg.nets.weights as weights_module
 from vgg.nets.weights import cache_path, load_weights
 
 

@@ -14,21 +14,21 @@ from pathlib import Path
 
 import torch
 
+from vgg.data.datasets import load_split
+from vgg.data.synthetic import SynthSpec, generate
+from vgg.evaluation.scores import fusion_row
 from vgg.nets.complexity import format_summary, summarize
 from vgg.nets.configs import CONFIGS
-from vgg.data.datasets import load_split
 from vgg.nets.models import FREEZE_CHOICES, VGGSpec
 from vgg.nets.trained import load_net, profile_for_crop
-from vgg.runtime.precision import CHOICES as PRECISION_CHOICES
 from vgg.recipe.profiles import get_profile
+from vgg.runtime.precision import CHOICES as PRECISION_CHOICES
+from vgg.runtime.stop_signals import EXIT_BAD_INPUT, run_stoppable
 from vgg.suite.plan import load_experiment
 from vgg.suite.reports import REPORTS, write_report
 from vgg.suite.results_csv import upsert_rows
 from vgg.training.run_config import DEFAULT_PROFILE, TrainConfig, add_train_arguments, config_from_arguments
-from vgg.evaluation.scores import fusion_row
 from vgg.training.starting_weights import CHECKPOINT_PREFIX
-from vgg.runtime.stop_signals import EXIT_BAD_INPUT, run_stoppable
-from vgg.data.synthetic import SynthSpec, generate
 
 # The commands import what only they need (training, evaluation, the runner, torchvision's decoders)
 # when they run, so that `python -m vgg params` and every command's --help start without them.

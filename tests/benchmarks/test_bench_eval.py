@@ -17,13 +17,13 @@ import torch.nn.functional as F
 
 from vgg.data.datasets import load_split
 from vgg.data.loaders import read_image
-from vgg.nets.models import VGG
-from vgg.nets.trained import Net
 from vgg.data.normalization import PAPER_MEAN_RGB
-from vgg.recipe.profiles import get_profile
-from vgg.evaluation.protocols import Batcher, Protocol, grid_crops
 from vgg.data.synthetic import SynthSpec, generate
 from vgg.data.transforms import rescale
+from vgg.evaluation.protocols import Batcher, Protocol, grid_crops
+from vgg.nets.models import VGG
+from vgg.nets.trained import Net
+from vgg.recipe.profiles import get_profile
 
 IMAGES = 8
 

@@ -15,8 +15,8 @@ from torch import nn
 from torchvision.models.vgg import VGG as TorchvisionVGG
 from torchvision.models.vgg import cfgs, make_layers
 
-from vgg.nets.models import VGG
 from vgg.data.normalization import PAPER_MEAN_RGB
+from vgg.nets.models import VGG
 
 WIDTH, CROP, BATCH, CLASSES = 8, 64, 32, 10
 

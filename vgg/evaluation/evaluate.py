@@ -16,16 +16,16 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
-from vgg.runtime import distributed
-from vgg.runtime.checkpoint import git_commit, utc_timestamp
 from vgg.data.datasets import ImageList, load_split, missing_classes_warning
 from vgg.data.loaders import BadImageError, EpochSampler, default_workers, read_image
+from vgg.data.transforms import ScaleRange, rescale
 from vgg.evaluation.metrics import error_percent, interval_fields, topk_correct
-from vgg.nets.trained import Net, default_dataset, load_net, unfinished_warning
 from vgg.evaluation.protocols import Batcher, Protocol, check_test_scales
 from vgg.evaluation.scores import EvalResult, save_scores
+from vgg.nets.trained import Net, default_dataset, load_net, unfinished_warning
+from vgg.runtime import distributed
+from vgg.runtime.checkpoint import git_commit, utc_timestamp
 from vgg.runtime.stop_signals import ignore_stop_signals
-from vgg.data.transforms import ScaleRange, rescale
 
 EVALUATION_VERSION = 2
 """Raised when the same protocol on the same checkpoint comes to compute other posteriors: score

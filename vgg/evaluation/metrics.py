@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vgg.runtime.checkpoint import atomic_write_figure, atomic_write_text
 from vgg.evaluation.statistics import error_interval_fields
+from vgg.runtime.checkpoint import atomic_write_figure, atomic_write_text
 
 METRICS_NAME = "metrics.csv"
 CURVE_NAME = "curves.png"

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 
-from vgg.runtime.checkpoint import atomic_write_figure
 from vgg.data.loaders import read_image
-from vgg.nets.trained import Net
-from vgg.evaluation.protocols import Protocol, check_test_scales
 from vgg.data.transforms import ScaleRange, rescale
+from vgg.evaluation.protocols import Protocol, check_test_scales
+from vgg.nets.trained import Net
 from vgg.nets.weights import imagenet_categories
+from vgg.runtime.checkpoint import atomic_write_figure
 
 DEFAULT_WEIGHTS_SCALE = 256
 """Test scale for torchvision weights, which carry no training scale: the paper's Q for S = 256."""

@@ -28,12 +28,12 @@ from collections.abc import Hashable
 import torch
 import torch.nn.functional as F
 
-from vgg.recipe.paper import PAPER
+from vgg.data.normalization import Normalization
+from vgg.data.transforms import MAX_SCALE, centre_crop
 from vgg.nets.models import VGG
 from vgg.nets.trained import Net
-from vgg.data.normalization import Normalization
+from vgg.recipe.paper import PAPER
 from vgg.runtime.precision import autocast, resolve
-from vgg.data.transforms import MAX_SCALE, centre_crop
 
 METHODS = ("dense", "multi-crop", "multi-crop+dense", "centre-crop")
 COMBINED_METHODS = {"multi-crop+dense": ("dense", "multi-crop")}

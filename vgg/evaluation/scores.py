@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import torch
 
-from vgg.runtime.checkpoint import DAMAGED, git_commit, load_checkpoint, save_checkpoint, utc_timestamp
 from vgg.data.datasets import ImageList
 from vgg.evaluation.metrics import error_percent, interval_fields, topk_correct
+from vgg.runtime.checkpoint import DAMAGED, git_commit, load_checkpoint, save_checkpoint, utc_timestamp
 
 SCORES_FORMAT = 1
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from vgg.recipe.paper import PAPER
 from vgg.nets.configs import A_CONFIGS
+from vgg.recipe.paper import PAPER
 
 if TYPE_CHECKING:
     from vgg.nets.models import VGG

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vgg.recipe.paper import PAPER
 from vgg.nets.configs import FC_WIDTH, ConvSpec, LRNSpec, get_config, parsed_blocks
 from vgg.nets.initialization import initialize
+from vgg.recipe.paper import PAPER
 
 LRN_SIZE = 5
 LRN_BETA = 0.75

@@ -9,12 +9,12 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from vgg.runtime.checkpoint import DAMAGED, checkpoint_file, load_run_checkpoint, read_done
-from vgg.nets.models import VGG, VGGSpec
 from vgg.data.normalization import TORCHVISION, Normalization
-from vgg.recipe.profiles import Profile, load_profiles
+from vgg.nets.models import VGG, VGGSpec
 from vgg.nets.torchvision_compat import vgg_from_torchvision_state_dict
 from vgg.nets.weights import load_weights
+from vgg.recipe.profiles import Profile, load_profiles
+from vgg.runtime.checkpoint import DAMAGED, checkpoint_file, load_run_checkpoint, read_done
 
 
 @dataclass

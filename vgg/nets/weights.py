@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from vgg.runtime.checkpoint import load_tensors
 from vgg.nets.torchvision_compat import clean_state_dict, infer_spec
+from vgg.runtime.checkpoint import load_tensors
 
 TORCHVISION_PREFIX = "torchvision:"
 TORCHVISION_MODELS = ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn")

@@ -8,11 +8,11 @@ from dataclasses import fields as dataclass_fields
 from fractions import Fraction
 from pathlib import Path
 
-from vgg.recipe.paper import PAPER
 from vgg.nets.models import FEATURE_STRIDE
+from vgg.recipe.paper import PAPER
 from vgg.runtime.precision import CHOICES as PRECISION_CHOICES
-from vgg.training.schedule import MODES as SCHEDULES
 from vgg.runtime.toml_tables import Key, check_table, count, fraction_key, number, numbers, positive_int, read_toml_file, text
+from vgg.training.schedule import MODES as SCHEDULES
 
 PROFILES_FILE = Path(__file__).resolve().parents[2] / "experiments" / "profiles.toml"
 

@@ -20,8 +20,8 @@ from vgg.runtime.checkpoint import atomic_write_figure
 from vgg.suite.comparisons import AGREES, COMPARISONS_FILE, INCONCLUSIVE, NO_PAPER, OPPOSITE, is_provisional, paper_differences, verdict
 from vgg.suite.plan import AblationSpec, ComparisonPair, Entry, Experiment, FusionSpec, RunSpec
 from vgg.suite.published import entry_paper_numbers, number
-from vgg.suite.results_csv import read_rows, shown_row
 from vgg.suite.report_parts import METRICS, ResultsView, fmt, ours_cell, training_section
+from vgg.suite.results_csv import read_rows, shown_row
 
 NOT_RUN = "not run yet"
 PROVISIONAL = "provisional"

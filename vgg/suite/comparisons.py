@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from vgg.runtime.checkpoint import git_commit, utc_timestamp
 from vgg.evaluation.metrics import per_image_errors
+from vgg.evaluation.scores import fuse, load_scores
+from vgg.evaluation.statistics import error_interval_fields, paired_bootstrap_interval
+from vgg.runtime.checkpoint import git_commit, utc_timestamp
 from vgg.suite.plan import AblationSpec, ComparisonPair, Entry, EvalSpec, Experiment, FusionSpec, RunSpec, entry_name
 from vgg.suite.published import NONE, entry_paper_numbers, paper_difference
 from vgg.suite.results_csv import MEAN_SEED, upsert_rows
-from vgg.evaluation.scores import fuse, load_scores
-from vgg.evaluation.statistics import error_interval_fields, paired_bootstrap_interval
 
 COMPARISONS_FILE = "comparisons.csv"
 COMPARISON_KEY = ("profile", "dataset", "comparison", "pair", "seed")

@@ -18,8 +18,8 @@ from functools import cache
 from pathlib import Path
 
 from vgg.data.loaders import available_cpus
-from vgg.suite.plan import RunSpec
 from vgg.runtime.stop_signals import die_with_parent
+from vgg.suite.plan import RunSpec
 
 POLL_S = 0.2
 

@@ -11,8 +11,8 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from vgg.runtime.checkpoint import atomic_write_figure
 from vgg.evaluation.metrics import METRICS_NAME, read_metrics
+from vgg.runtime.checkpoint import atomic_write_figure
 from vgg.suite.plan import RunSpec
 from vgg.suite.results_csv import read_rows, replace_groups
 

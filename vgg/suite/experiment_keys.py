@@ -3,10 +3,10 @@ keys, evaluations, fusions and ablations (checked by `vgg.runtime.toml_tables.ch
 
 from __future__ import annotations
 
-from vgg.nets.models import FREEZE_CHOICES
 from vgg.evaluation.protocols import METHODS
-from vgg.training.starting_weights import init_words
+from vgg.nets.models import FREEZE_CHOICES
 from vgg.runtime.toml_tables import Key, number, positive_int, text
+from vgg.training.starting_weights import init_words
 
 PAIRS = ("baseline", "successive", "all", "best-member")
 """How an ablation pairs its groups' entries (see experiments/ablations.toml)."""

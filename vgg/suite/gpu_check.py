@@ -28,25 +28,25 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from vgg.recipe.paper import PAPER
-from vgg.runtime.checkpoint import atomic_write_text, load_checkpoint
-from vgg.nets.complexity import summarize
 from vgg.data.datasets import load_split
 from vgg.data.device_decode import DeviceAugmenter, EncodedDataset, collate_encoded
-from vgg.evaluation.evaluate import evaluate
-from vgg.suite.kill_resume import kill_mid_epoch
 from vgg.data.loaders import Batch, EpochSampler, ImageDataset, available_cpus, iterate_epoch, make_loader
+from vgg.data.normalization import get_normalization
+from vgg.data.synthetic import SynthSpec, generate
+from vgg.data.transforms import ScaleRange, TrainTransform
+from vgg.evaluation.evaluate import evaluate
 from vgg.evaluation.metrics import METRICS_NAME, read_metrics
+from vgg.nets.complexity import summarize
 from vgg.nets.models import VGG, VGGSpec
 from vgg.nets.trained import Net
-from vgg.data.normalization import get_normalization
+from vgg.recipe.paper import PAPER
 from vgg.recipe.profiles import Profile, get_profile
+from vgg.runtime.checkpoint import atomic_write_text, load_checkpoint
 from vgg.runtime.precision import FullFP32
-from vgg.data.synthetic import SynthSpec, generate
+from vgg.suite.kill_resume import kill_mid_epoch
 from vgg.training.run_config import TrainConfig, train_command
 from vgg.training.train import train
 from vgg.training.train_step import forward_backward, sgd_optimizer, synchronize, timed
-from vgg.data.transforms import ScaleRange, TrainTransform
 
 DATASHEET_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0}
 """Dense bf16 tensor-core peak by NVIDIA's data sheets (SXM parts), for the MFU against it."""

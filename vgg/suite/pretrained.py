@@ -11,14 +11,14 @@ from tabulate import tabulate
 
 from vgg.data.datasets import load_split
 from vgg.evaluation.evaluate import average_results, evaluate, provenance_row
-from vgg.nets.trained import load_net
-from vgg.evaluation.scores import EvalResult
-from vgg.suite.plan import EXPERIMENTS_DIR, read_toml
 from vgg.evaluation.protocols import averaged_parts
-from vgg.suite.results_csv import read_rows, upsert_rows
+from vgg.evaluation.scores import EvalResult
+from vgg.nets.trained import load_net
+from vgg.nets.weights import load_weights
+from vgg.suite.plan import EXPERIMENTS_DIR, read_toml
 from vgg.suite.published import PAPER_DIR, number, paper_numbers_for
 from vgg.suite.report_parts import delta, fmt, ours_cell
-from vgg.nets.weights import load_weights
+from vgg.suite.results_csv import read_rows, upsert_rows
 
 PROTOCOLS_FILE = EXPERIMENTS_DIR / "pretrained.toml"
 TORCHVISION_DOCS = PAPER_DIR / "torchvision_weights.csv"

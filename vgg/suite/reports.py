@@ -10,10 +10,10 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from vgg.runtime.checkpoint import atomic_write_text
 from vgg.nets.complexity import summarize
 from vgg.nets.configs import FC_WIDTH, TABLE1_CONFIGS, get_config, weight_layers
 from vgg.nets.models import VGGSpec
+from vgg.runtime.checkpoint import atomic_write_text
 from vgg.suite.plan import TABLES
 from vgg.suite.published import PAPER_DIR
 from vgg.suite.table_reports import write_results_report

@@ -25,28 +25,28 @@ from pathlib import Path
 
 import torch
 
-from vgg.runtime import precision as arithmetic
-from vgg.runtime.checkpoint import CHECKPOINT_NAME, read_done
-from vgg.nets.complexity import summarize
 from vgg.data.datasets import SYNTHETIC_COMPLETE, load_split, require_data_folder
+from vgg.data.synthetic import SynthSpec, generate
 from vgg.evaluation.evaluate import EVALUATION_VERSION, average_results, evaluate, provenance_row
 from vgg.evaluation.metrics import interval_fields
+from vgg.evaluation.protocols import averaged_parts
+from vgg.evaluation.scores import EvalResult, computed_in_bf16, fusion_row, load_scores, save_scores, scores_result
+from vgg.nets.complexity import summarize
 from vgg.nets.models import VGGSpec
 from vgg.nets.trained import file_sha256, load_net
 from vgg.recipe.profiles import Profile, get_profile
-from vgg.evaluation.protocols import averaged_parts
-from vgg.suite.curves import curve_rows, write_curves
-from vgg.training.run_config import TrainConfig, train_command
-from vgg.training.run_state import recorded_precision
-from vgg.evaluation.scores import EvalResult, computed_in_bf16, fusion_row, load_scores, save_scores, scores_result
-from vgg.training.starting_weights import PARENT_PREFIX
+from vgg.runtime import precision as arithmetic
+from vgg.runtime.checkpoint import CHECKPOINT_NAME, read_done
 from vgg.runtime.stop_signals import EXIT_BAD_INPUT
-from vgg.suite.concurrent_training import Job, concurrent_jobs, console_tail, run_jobs, start_job, threads_per_job
 from vgg.suite.comparisons import SeedErrors, aggregate_row, comparison_rows, load_errors, upsert_comparisons
+from vgg.suite.concurrent_training import Job, concurrent_jobs, console_tail, run_jobs, start_job, threads_per_job
+from vgg.suite.curves import curve_rows, write_curves
 from vgg.suite.plan import Entry, EvalSpec, Experiment, FusionSpec, RunSpec, load_catalog, plan_runs, seeded_id
 from vgg.suite.results_csv import drop_other_seeds, upsert_rows
 from vgg.suite.slurm import submit
-from vgg.data.synthetic import SynthSpec, generate
+from vgg.training.run_config import TrainConfig, train_command
+from vgg.training.run_state import recorded_precision
+from vgg.training.starting_weights import PARENT_PREFIX
 from vgg.training.train import train
 
 

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vgg.training.run_config import train_command
 from vgg.runtime.stop_signals import EXIT_PREEMPTED
 from vgg.suite.plan import Experiment, RunSpec
+from vgg.training.run_config import train_command
 
 if TYPE_CHECKING:
     from vgg.suite.runner import ExperimentRunner

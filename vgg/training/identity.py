@@ -26,11 +26,11 @@ from dataclasses import fields as dataclass_fields
 from functools import lru_cache
 from pathlib import Path
 
-from vgg.runtime.checkpoint import checkpoint_file, read_done
-from vgg.nets.configs import has_lrn
 from vgg.data.datasets import DatasetLayoutError, ImageList, load_split
+from vgg.nets.configs import has_lrn
 from vgg.nets.models import VGGSpec
 from vgg.recipe.profiles import Profile
+from vgg.runtime.checkpoint import checkpoint_file, read_done
 
 IDENTITY_VERSION = 3
 NOT_RECIPE = ("name", "description", "data", "synthetic", "cache_decoded", "eval_precision")

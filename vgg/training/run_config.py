@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
-from vgg.recipe.paper import PAPER
 from vgg.data.datasets import ImageList
-from vgg.training.identity import digest, run_identity
 from vgg.nets.models import FREEZE_CHOICES
-from vgg.runtime import precision as arithmetic
+from vgg.recipe.paper import PAPER
 from vgg.recipe.profiles import get_profile
+from vgg.runtime import precision as arithmetic
+from vgg.training.identity import digest, run_identity
 from vgg.training.starting_weights import normalized_init
 
 IDENTITY, IDENTITY_WHEN_SET, RECIPE, HOW = "identity", "identity when set", "recipe", "how"

@@ -25,14 +25,14 @@ from pathlib import Path
 
 import torch
 
-from vgg.recipe.paper import PAPER
-from vgg.runtime.checkpoint import DAMAGED, checkpoint_file, load_run_checkpoint, read_done
+from vgg.data.normalization import Normalization
 from vgg.nets.configs import A_CONFIGS, has_lrn
 from vgg.nets.initialization import init_from_a
 from vgg.nets.models import FREEZE_CHOICES, VGG, VGGSpec, is_head
 from vgg.nets.trained import Net, load_net
-from vgg.data.normalization import Normalization
+from vgg.recipe.paper import PAPER
 from vgg.recipe.profiles import Profile
+from vgg.runtime.checkpoint import DAMAGED, checkpoint_file, load_run_checkpoint, read_done
 
 RANDOM, PARENT_PREFIX, WEIGHTS_PREFIX, CHECKPOINT_PREFIX = "random", "from:", "weights:", "checkpoint:"
 RANDOM_SCHEMES = ("paper", "glorot")

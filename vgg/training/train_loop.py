@@ -19,17 +19,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vgg.data.device_decode import DeviceAugmenter
+from vgg.data.loaders import EpochSampler, iterate_epoch
+from vgg.data.normalization import Normalization
+from vgg.nets.models import VGG
 from vgg.runtime import distributed
 from vgg.runtime.checkpoint import CHECKPOINT_NAME
-from vgg.data.device_decode import DeviceAugmenter
 from vgg.runtime.distributed import DistributedContext
-from vgg.data.loaders import EpochSampler, iterate_epoch
-from vgg.nets.models import VGG
-from vgg.data.normalization import Normalization
+from vgg.runtime.stop_signals import Preempted, StopRequests, describe
 from vgg.training.run_config import TrainConfig
 from vgg.training.run_state import EpochTotals
 from vgg.training.schedule import PlateauSchedule
-from vgg.runtime.stop_signals import Preempted, StopRequests, describe
 from vgg.training.train_step import forward_backward
 from vgg.training.validation import Validation
 

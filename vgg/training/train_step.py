@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from vgg.data.loaders import Batch, iterate_epoch
+from vgg.data.normalization import Normalization
 from vgg.evaluation.metrics import batch_sums
 from vgg.nets.models import VGG, is_head
-from vgg.data.normalization import Normalization
 from vgg.runtime.precision import autocast
 
 MEMORY_FORMAT = torch.channels_last

@@ -10,15 +10,15 @@ from collections.abc import Callable
 
 import torch
 
-from vgg.runtime import distributed
 from vgg.data.datasets import ImageList
-from vgg.runtime.distributed import DistributedContext
 from vgg.data.loaders import EpochSampler, ImageDataset, iterate_epoch, make_loader
-from vgg.evaluation.metrics import batch_sums, error_percent
-from vgg.nets.models import VGG
 from vgg.data.normalization import Normalization
-from vgg.evaluation.protocols import Protocol
 from vgg.data.transforms import CentreCropTransform
+from vgg.evaluation.metrics import batch_sums, error_percent
+from vgg.evaluation.protocols import Protocol
+from vgg.nets.models import VGG
+from vgg.runtime import distributed
+from vgg.runtime.distributed import DistributedContext
 
 
 class Validation:
