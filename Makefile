@@ -22,7 +22,7 @@ EXPERIMENT_NAMES := $(sort $(filter-out runs profiles pretrained,$(basename $(no
 RESULT_TABLES := $(filter table%,$(EXPERIMENT_NAMES)) $(filter-out table%,$(EXPERIMENT_NAMES))
 RUN_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA)) --runs $(RUNS) --gpus $(GPUS) --launch $(LAUNCH) --slurm-args='$(SLURM_ARGS)' --seeds $(SEEDS) $(if $(PRECISION),--precision $(PRECISION)) $(if $(JOBS),--jobs $(JOBS)) $(if $(TB),--tensorboard)
 REPORT_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA))
-.PHONY: help venv test bench gpu-check data table1 table2 params clean-venv report all-ablations pretrained $(RESULT_TABLES)
+.PHONY: help venv test bench gpu-check data table1 table2 params clean-venv report status all-ablations pretrained $(RESULT_TABLES)
 
 help: ## list the targets
 	@echo "vgg-repro make targets:"
@@ -87,6 +87,10 @@ pretrained: $(STAMP) ## torchvision's VGG weights in WEIGHTS_DIR under the paper
 	@test -n "$(WEIGHTS_DIR)" || { echo "make pretrained needs WEIGHTS_DIR=folder of vgg*.pth files (and DATA=...)"; exit 2; }
 	$(PY) -m vgg pretrained --weights-dir $(WEIGHTS_DIR) --data $(if $(DATA),$(DATA),data/synthetic) $(if $(LIMIT),--limit $(LIMIT))
 	$(PY) -m vgg report pretrained $(if $(DATA),--data $(DATA))
+
+TABLES ?=
+status: $(STAMP) ## where a suite run stands: each run's state, epoch n of N, best val error, time left (TABLES=table3 ...; default every table)
+	$(PY) -m vgg status $(TABLES) --profile $(PROFILE) $(if $(DATA),--data $(DATA)) --runs $(RUNS) --seeds $(SEEDS) $(if $(JOBS),--jobs $(JOBS))
 
 report: $(STAMP) ## re-render every report from results/ (PROFILE's rows)
 	$(PY) -m vgg report table1 table2 $(RESULT_TABLES) $(REPORT_ARGS)

@@ -24,7 +24,7 @@ from vgg.nets.trained import load_net, profile_for_crop
 from vgg.recipe.profiles import get_profile
 from vgg.runtime.precision import CHOICES as PRECISION_CHOICES
 from vgg.runtime.stop_signals import EXIT_BAD_INPUT, run_stoppable
-from vgg.suite.plan import load_experiment
+from vgg.suite.plan import TABLES, load_experiment
 from vgg.suite.reports import REPORTS, write_report
 from vgg.suite.results_csv import upsert_rows
 from vgg.training.run_config import DEFAULT_PROFILE, TrainConfig, add_train_arguments, config_from_arguments
@@ -33,10 +33,7 @@ from vgg.training.starting_weights import CHECKPOINT_PREFIX
 # The commands import what only they need (training, evaluation, the runner, torchvision's decoders)
 # when they run, so that `python -m vgg params` and every command's --help start without them.
 
-PRECISION_HELP = (
-    "test protocols' arithmetic: fp32 (TF32 off; the paper's numbers are fp32), bf16 autocast, or auto (bf16 on CUDA and on CPUs "
-    "where it measures fast; default: the profile's eval_precision)"
-)
+PRECISION_HELP = "test protocols' arithmetic: fp32 (TF32 off; the paper's), bf16 autocast, or auto (bf16 on CUDA and fast-bf16 CPUs)"
 MAX_IMAGE_PIXELS_HELP = (
     "decode image files that declare up to N pixels (default 89,478,485, PIL's limit; ImageNet's are far below it): "
     "a file declaring more is a bad image, refused before it is decoded"
@@ -161,6 +158,26 @@ def cmd_run(args: argparse.Namespace) -> None:
     runner.run_all([load_experiment(name, runner.catalog) for name in args.experiments])
 
 
+def cmd_status(args: argparse.Namespace) -> None:
+    from vgg.suite.runner import ExperimentRunner  # on use (start-up: see the module's doc)
+    from vgg.suite.status import SuiteStatus
+
+    runner = ExperimentRunner(profile=args.profile, data=args.data, runs_root=args.runs, results_dir=args.results, seeds=args.seeds, jobs=args.jobs)
+    print(SuiteStatus(runner, [load_experiment(name, runner.catalog) for name in args.experiments or TABLES], args.reports).format())
+
+
+def _add_suite_options(parser: argparse.ArgumentParser) -> None:
+    """The options that name a suite's folders and seeds: `run` and `status` share them."""
+    parser.add_argument("--profile", default="smoke", help="paper | smoke | ci (default smoke)")
+    parser.add_argument("--data", help="dataset folder (default: the profile's; smoke: data/synthetic, generated when absent)")
+    parser.add_argument("--runs", type=Path, default=Path("runs"), help="runs folder (default runs/)")
+    parser.add_argument("--results", type=Path, default=Path("results"), help="results folder (default results/)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="train every run with seeds 0..N-1 (seed k >= 1 into RUNS/<profile>/<run>-seed<k>) and add mean rows (default 1)")
+    parser.add_argument("--jobs", type=int, default=None, help="runs trained at once, each in a process with its share of the CPU threads "
+                        "(default: 2 on a CPU of 2 or more cores, 1 on GPUs)")
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
     from vgg.evaluation.predict import predict, save_figure  # on use (start-up: see the module's doc)
 
@@ -180,22 +197,9 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     source = load_net(checkpoint=args.checkpoint) if args.checkpoint else load_net(weights=args.weights)
     profile = args.profile or profile_for_crop(source.model.spec.crop).name
     cfg = TrainConfig(
-        config=source.model.config,
-        train_scale=args.train_scale,
-        data=str(args.data),
-        profile=profile,
-        weights=weights,
-        freeze=args.freeze,
-        head_lr_mult=args.head_lr_mult,
-        normalization=source.normalization.name,
-        batch_norm=source.model.spec.batch_norm,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        workers=args.workers,
-        device=args.device,
-        progress=not args.no_progress,
+        config=source.model.config, train_scale=args.train_scale, data=str(args.data), profile=profile, weights=weights, freeze=args.freeze,
+        head_lr_mult=args.head_lr_mult, normalization=source.normalization.name, batch_norm=source.model.spec.batch_norm, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, seed=args.seed, workers=args.workers, device=args.device, progress=not args.no_progress,
     )
     train(cfg, args.out)
 
@@ -265,24 +269,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run experiments (tables): train what is missing, evaluate, write results/<table>.csv")
     run.add_argument("experiments", nargs="+", help="table3 ... table7, ablations, or paths to experiment files")
-    run.add_argument("--profile", default="smoke", help="paper | smoke | ci (default smoke)")
-    run.add_argument("--data", help="dataset folder (default: the profile's; smoke: data/synthetic, generated when absent)")
-    run.add_argument("--runs", type=Path, default=Path("runs"), help="runs folder (default runs/)")
-    run.add_argument("--results", type=Path, default=Path("results"), help="results folder (default results/)")
+    _add_suite_options(run)
     run.add_argument("--gpus", type=int, default=0, help="train and evaluate under torchrun with this many processes")
-    run.add_argument("--seeds", type=int, default=1,
-                     help="train every run with seeds 0..N-1 (seed k >= 1 into RUNS/<profile>/<run>-seed<k>) and add mean rows (default 1)")
     run.add_argument("--launch", default="local", choices=("local", "slurm"), help="slurm: submit each run as an sbatch job")
     run.add_argument("--slurm-args", default="", help="extra #SBATCH options, e.g. '--partition=gpu --time=72:00:00'")
     run.add_argument("--workers", type=int, help="loader processes (default: from the CPU count)")
-    run.add_argument("--jobs", type=int, default=None, help="runs trained at once, each in a process with its share of the CPU threads "
-                     "(default: 2 on a CPU of 2 or more cores, 1 on GPUs)")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--tensorboard", action="store_true", help="each run's per-epoch scalars under RUN/tensorboard/ (tensorboard --logdir RUNS)")
     run.add_argument("--precision", choices=PRECISION_CHOICES, help=PRECISION_HELP)
     run.add_argument("--max-image-pixels", type=int, metavar="N", help=MAX_IMAGE_PIXELS_HELP)
     run.set_defaults(handler=cmd_run)
+
+    status = commands.add_parser("status", help="where a suite run stands: each run's state, epoch, best val error, time left (reads files only)")
+    status.add_argument("experiments", nargs="*", help="table3 ... table7, ablations, or experiment files (default: every table)")
+    _add_suite_options(status)
+    status.add_argument("--reports", type=Path, default=Path("reports"), help="reports folder (default reports/)")
+    status.set_defaults(handler=cmd_status)
 
     predict = commands.add_parser("predict", help="top-k classes of images under a test protocol")
     predict.add_argument("images", nargs="+", type=Path, help="image files (JPEG or PNG)")

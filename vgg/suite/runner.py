@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import os
 import subprocess
 import sys
@@ -44,6 +45,7 @@ from vgg.suite.curves import curve_rows, write_curves
 from vgg.suite.plan import Entry, EvalSpec, Experiment, FusionSpec, RunSpec, load_catalog, plan_runs, seeded_id
 from vgg.suite.results_csv import drop_other_seeds, upsert_rows
 from vgg.suite.slurm import submit
+from vgg.suite.status import SuiteStatus
 from vgg.training.run_config import TrainConfig, train_command
 from vgg.training.run_state import recorded_precision
 from vgg.training.starting_weights import PARENT_PREFIX
@@ -198,8 +200,10 @@ class ExperimentRunner:
     def train_all(self, runs: list[RunSpec]) -> None:
         """Train (or resume, or skip) `runs`, parents first: in this process one at a time, or with
         `jobs` > 1 up to that many at once in child processes (`vgg.suite.concurrent_training`)."""
+        reached = itertools.count(1)  # "run k of n": in the order runs are reached, done ones too
         if self.jobs <= 1:
             for spec in runs:
+                self.announce(spec, runs, next(reached))
                 self.train(spec)
             return
         threads = threads_per_job(self.jobs)
@@ -208,6 +212,7 @@ class ExperimentRunner:
         precision = arithmetic.resolve("auto", "cpu")
 
         def start(spec: RunSpec) -> Job | None:
+            self.announce(spec, runs, next(reached))
             done = self.is_done(spec)
             if done is not None:
                 self.log(f"[{spec.id}] finished already: val top-1 {done['val_top1_err']}%, top-5 {done['val_top5_err']}%")
@@ -229,6 +234,12 @@ class ExperimentRunner:
             self.log(f"[{job.spec.id}] finished in {time.monotonic() - job.started:.0f} s: val top-1 {done['val_top1_err']}%, top-5 {done['val_top5_err']}%")
 
         run_jobs(runs, self.jobs, start, finished, cost=self.training_cost)
+
+    def announce(self, spec: RunSpec, runs: list[RunSpec], number: int) -> None:
+        """The 'run k of n' line before a run that is not finished, with its estimated time
+        (`vgg.suite.status`: from the runs measured so far) and the training left in all."""
+        if read_done(self.run_dir(spec.id)) is None:
+            self.log(SuiteStatus(self, [], runs=runs).header(spec, number))
 
     def training_cost(self, spec: RunSpec) -> float:
         """A run's relative training time: its net's multiply-adds per image times its length

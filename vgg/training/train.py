@@ -1,9 +1,8 @@
 """One training run with the paper's recipe (Sect. 3.1), resumable at the exact step.
 
-SGD with momentum 0.9, weight decay 5e-4, dropout 0.5 on FC1/FC2, a global batch (256 in
-the paper) split over the ranks (and `accum` micro-batches), learning rate 1e-2 divided by
-10 whenever the validation accuracy stops improving (`vgg.training.schedule`). Sizes are given in
-the paper's units and mapped by the profile.
+The recipe (`vgg.recipe.paper`, as the profile overrides it): SGD with momentum and weight decay,
+dropout on FC1/FC2, a global batch split over the ranks (and `accum` micro-batches), a learning
+rate divided by 10 as `vgg.training.schedule` says. Sizes in paper units, mapped by the profile.
 
 Per-epoch validation (what drives the learning-rate drops): the central crop x crop crop
 of each val image rescaled to the paper's single test scale for this training scale
@@ -35,7 +34,7 @@ from vgg.recipe.paper import PAPER
 from vgg.recipe.profiles import Profile, get_profile
 from vgg.runtime import distributed
 from vgg.runtime import precision as arithmetic
-from vgg.runtime.checkpoint import CHECKPOINT_NAME, DONE_NAME, append_text, git_commit, read_done, save_checkpoint, write_done
+from vgg.runtime.checkpoint import CHECKPOINT_NAME, DONE_NAME, git_commit, read_done, save_checkpoint, write_done
 from vgg.training.identity import differences, digest, format_differences
 from vgg.training.run_config import TrainConfig
 from vgg.training.run_state import (
@@ -47,7 +46,8 @@ from vgg.nets.torchvision_compat import clean_state_dict
 from vgg.runtime.stop_signals import Preempted, StopRequests, describe
 from vgg.training.schedule import profile_schedule
 from vgg.training.starting_weights import InitSource, NetOptions, check_net_options, first_weights
-from vgg.training.tensorboard_scalars import EpochScalars, require_tensorboard
+from vgg.training.run_progress import RunProgress, error_line, run_logger
+from vgg.training.tensorboard_scalars import require_tensorboard
 from vgg.training.train_loop import Loop, Steps
 from vgg.training.train_step import MEMORY_FORMAT, probe_rates, sgd_optimizer
 from vgg.training.validation import Validation
@@ -55,21 +55,11 @@ from vgg.training.validation import Validation
 PLOT_EVERY_EPOCH_AFTER_S = 30.0
 
 
-def _log_to(run_dir: Path, enabled: bool):
-    def log(message: str) -> None:
-        if not enabled:
-            return
-        print(message, flush=True)
-        append_text(run_dir / "train.log", message + "\n")
-
-    return log
-
-
 class Trainer:
     """Holds everything of one run; `run()` trains to the end (or raises Preempted)."""
 
     def __init__(self, cfg: TrainConfig, out: Path):
-        self.cfg, self.out = cfg, Path(out)
+        self.cfg, self.out, self.started = cfg, Path(out), time.time()
         if cfg.tensorboard:
             require_tensorboard()  # before the run folder exists
         self.scale = ScaleRange.parse(cfg.train_scale)
@@ -77,7 +67,7 @@ class Trainer:
         self.context = distributed.setup(cfg.device)
         if self.context.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-        self.log = _log_to(self.out, self.context.is_main)
+        self.log = run_logger(self.out, self.context.is_main)
         self.profile: Profile = get_profile(cfg.profile)
         self.pixel_scale = self.scale.scaled(self.profile.size)
         self.val_scale = self.profile.size(self.scale.single_test_scale)
@@ -104,7 +94,8 @@ class Trainer:
             loop = self.begin()
             if isinstance(loop, dict):
                 return loop
-            self.scalars = EpochScalars(self.out, loop.epoch) if self.cfg.tensorboard and self.context.is_main else None
+            if self.context.is_main:
+                self.progress = RunProgress(self.out, loop.epoch, self.epochs, len(loop.validation.dataset), self.cfg.tensorboard, self.started)
             if self.context.distributed:  # every rank stops here, or none does
                 self.steps.agree_on_stop(stop, torch.zeros(0, dtype=torch.float64))
                 if stop.raised:
@@ -119,10 +110,18 @@ class Trainer:
                 raise Preempted(stop.signum)
             return final
         except Preempted as stopped:
+            self._progress_ended("stopped")
             if not stopped.reported:
                 self._log_unsaved_stop(stopped, stop.in_loop)
                 stopped.reported = True
             raise
+        except Exception as error:
+            self._progress_ended("failed", error_line(error))
+            raise
+
+    def _progress_ended(self, state: str, error: str = "") -> None:
+        if getattr(self, "progress", None) is not None:
+            self.progress.ended(state, error)
 
     def begin(self) -> Loop | dict:
         """The run's loop, at its start or at its checkpoint's position; the DONE of a finished run."""
@@ -172,8 +171,7 @@ class Trainer:
         row = self._epoch_row(loop, len(skipped))
         if self.context.is_main:  # the row first: a kill before the checkpoint leaves a row that resume truncates
             append_metrics(self.out, row)
-            if self.scalars:
-                self.scalars.add(row, len(loop.validation.dataset))
+            self.progress.epoch_closed(row)
             if row["wall_s"] > PLOT_EVERY_EPOCH_AFTER_S:  # long epochs: keep the curve current
                 plot_curves(self.out, self._curve_title(loop.model))
         loop.epoch, loop.step_in_epoch, loop.totals = loop.epoch + 1, 0, EpochTotals()
@@ -220,8 +218,7 @@ class Trainer:
         }
         plot_curves(self.out, self._curve_title(loop.model))
         write_done(self.out, final)
-        if self.scalars:
-            self.scalars.close()
+        self.progress.ended("finished")
         self.log(f"finished: {describe_done(final, self.out)}")
         return final
 
