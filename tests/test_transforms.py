@@ -4,7 +4,6 @@ import torch
 from torchvision import transforms as T
 
 from vgg.data.normalization import PAPER_MEAN_RGB, TORCHVISION, get_normalization
-from vgg.recipe.paper import PAPER
 from vgg.data.transforms import (
     IMAGENET_PCA_EIGENVALUES,
     IMAGENET_PCA_EIGENVECTORS,
@@ -16,6 +15,7 @@ from vgg.data.transforms import (
     colour_offset,
     rescale,
 )
+from vgg.recipe.paper import PAPER
 
 
 def ramp_image(height: int, width: int) -> torch.Tensor:

@@ -20,16 +20,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Union
 
+from vgg.data.transforms import ScaleRange
 from vgg.evaluation.protocols import METHODS
 from vgg.nets.configs import get_config, has_lrn
 from vgg.nets.models import FREEZE_CHOICES
 from vgg.recipe.profiles import PROFILES_FILE
-from vgg.training.starting_weights import PARENT_PREFIX, InitSource, init_words
+from vgg.runtime.toml_tables import check_table, read_toml_file, toml_value
 from vgg.suite.experiment_keys import (
     ABLATION_FUSION_KEYS, ABLATION_KEYS, EVALUATION_KEYS, EXPERIMENT_KEYS, FUSION_KEYS, HOW_EVALUATED, PAIRS, RUN_TABLE_KEYS,
 )
-from vgg.data.transforms import ScaleRange
-from vgg.runtime.toml_tables import check_table, read_toml_file, toml_value
+from vgg.training.starting_weights import PARENT_PREFIX, InitSource, init_words
 
 EXPERIMENTS_DIR = PROFILES_FILE.parent
 RUNS_FILE = EXPERIMENTS_DIR / "runs.toml"

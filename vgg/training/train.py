@@ -28,25 +28,25 @@ from vgg.data.datasets import ImageList, load_split, missing_classes_warning, re
 from vgg.data.device_decode import DeviceAugmenter, EncodedDataset, collate_encoded, decode_path
 from vgg.data.loaders import EpochSampler, ImageDataset, default_workers, make_loader, skipped_listing
 from vgg.data.normalization import Normalization, get_normalization
+from vgg.data.transforms import ScaleRange, TrainTransform
 from vgg.evaluation.metrics import append_metrics, curve_summary, error_percent, plot_curves, set_aside_metrics, truncate_metrics
 from vgg.nets.models import VGG, VGGSpec
+from vgg.nets.torchvision_compat import clean_state_dict
 from vgg.recipe.paper import PAPER
 from vgg.recipe.profiles import Profile, get_profile
 from vgg.runtime import distributed
 from vgg.runtime import precision as arithmetic
 from vgg.runtime.checkpoint import CHECKPOINT_NAME, DONE_NAME, git_commit, read_done, save_checkpoint, write_done
+from vgg.runtime.stop_signals import Preempted, StopRequests, describe
 from vgg.training.identity import differences, digest, format_differences
 from vgg.training.run_config import TrainConfig
+from vgg.training.run_progress import RunProgress, error_line, run_logger
 from vgg.training.run_state import (
     CHECKPOINT_FORMAT, EpochTotals, OtherRunError, checkpoint_to_resume, describe_done, own_checkpoint, recorded_precision, restore_rng,
     rng_state,
 )
-from vgg.data.transforms import ScaleRange, TrainTransform
-from vgg.nets.torchvision_compat import clean_state_dict
-from vgg.runtime.stop_signals import Preempted, StopRequests, describe
 from vgg.training.schedule import profile_schedule
 from vgg.training.starting_weights import InitSource, NetOptions, check_net_options, first_weights
-from vgg.training.run_progress import RunProgress, error_line, run_logger
 from vgg.training.tensorboard_scalars import require_tensorboard
 from vgg.training.train_loop import Loop, Steps
 from vgg.training.train_step import MEMORY_FORMAT, probe_rates, sgd_optimizer
