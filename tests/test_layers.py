@@ -7,6 +7,8 @@ above all. And every module stays readable: none over 400 lines, no function ove
 argparse table aside)."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "vgg"
@@ -46,6 +48,23 @@ def test_the_core_never_imports_the_suite():
 
 def test_the_nets_never_import_training():
     assert offenders(modules_of("nets"), "training") == []
+
+
+LOADED = "import importlib, sys\nfor name in sys.argv[1:]: importlib.import_module(name)\nprint(' '.join(m for m in sys.modules if m.startswith('vgg.')))"
+"""Import the modules named on the command line; print every vgg module loaded, directly or not."""
+
+
+def loaded_by(paths: list[Path]) -> list[str]:
+    names = [".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts) for path in paths]
+    result = subprocess.run([sys.executable, "-c", LOADED, *names], cwd=PACKAGE.parent, capture_output=True, text=True, check=True)
+    return result.stdout.split()
+
+
+def test_what_loads_keeps_the_layers_too():
+    """The rules hold for what an import loads in the end, not only for the import lines: loading
+    every nets module loads no training module, loading the whole core no suite module."""
+    assert [name for name in loaded_by(modules_of("nets")) if name.startswith("vgg.training")] == []
+    assert [name for name in loaded_by(core_modules()) if name.startswith("vgg.suite")] == []
 
 
 def test_the_rules_are_checked_on_every_layer(tmp_path):

@@ -30,7 +30,7 @@ def test_the_paper_numbers_are_the_papers():
     assert (PAPER.batch_size, PAPER.momentum, PAPER.weight_decay, PAPER.dropout) == (256, 0.9, 5e-4, 0.5)
     assert (PAPER.lr, PAPER.lr_drop_factor, PAPER.lr_drops, PAPER.finetune_lr) == (1e-2, 0.1, 3, 1e-3)
     assert (PAPER.iterations, PAPER.epochs, PAPER.init_std, PAPER.crop) == (370_000, 74, 0.01, 224)
-    assert (PAPER.jitter_range, PAPER.single_test_scale_of_jitter, PAPER.multi_test_scale_offset, PAPER.multi_crop_grid) == ((256, 512), 384, 32, 5)
+    assert (PAPER.jitter_range, PAPER.multi_test_scale_offset, PAPER.multi_crop_grid) == ((256, 512), 32, 5)
 
 
 def test_every_stage_takes_its_defaults_from_the_recipe():
@@ -43,7 +43,7 @@ def test_every_stage_takes_its_defaults_from_the_recipe():
     assert (schedule.factor, schedule.max_drops) == (PAPER.lr_drop_factor, PAPER.lr_drops)
     assert default_of(colour_offset, "std") == PAPER.colour_shift_std == TrainTransform(ScaleRange(256, 256), 224).colour_shift_std
     assert GRID == PAPER.multi_crop_grid
-    assert ScaleRange(256, 256).multi_test_scales == (224, 256, 288) and ScaleRange(256, 512).single_test_scale == PAPER.single_test_scale_of_jitter
+    assert ScaleRange(256, 256).multi_test_scales == (224, 256, 288) and ScaleRange(*PAPER.jitter_range).single_test_scale == 384
     assert np.all(np.abs(colour_offset(np.random.default_rng(0))) < 100)
 
 

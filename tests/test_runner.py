@@ -171,7 +171,9 @@ def test_make_style_cli_run_and_report(ci_data, tmp_path):
     headers = [line for line in result.stdout.splitlines() if line.startswith("run ")]
     trained = [line for line in result.stdout.splitlines() if "] training VGG" in line]
     assert len(headers) == len(trained) > 0 and re.fullmatch(r"run 1 of \d+: \S+, about \? \(from the runs measured so far\); \? of training .*", headers[0])
-    assert all(re.fullmatch(rf"run {k} of \d+: \S+, about \d+ s .*; \d+ s of training left in all at 1 run\(s\) at once", line) for k, line in enumerate(headers[1:], 2))
+    duration = r"(\d+ s|\d+ min|\d+\.\d h)"
+    assert all(re.fullmatch(rf"run {k} of \d+: \S+, about {duration} .*; {duration} of training left in all at 1 run\(s\) at once", line)
+               for k, line in enumerate(headers[1:], 2))
     finished = [line for line in result.stdout.splitlines() if line.startswith("finished: ")]
     assert finished and all(re.fullmatch(r"finished: VGG-\S+ at S=\S+: \d+ epochs?, \d+ rate drops?.*; val top-1 .*% \(best .*%\), top-5 .*%, "
                                          r"train loss \S+; \d+\.\d min of training\. Full record: \S+/DONE", line) for line in finished)

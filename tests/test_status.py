@@ -111,3 +111,33 @@ def test_the_status_command(tmp_path):
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "A-256" in result.stdout and "runs: 1 of 12 done" in result.stdout and "{" not in result.stdout
+
+
+def test_the_progress_file_across_a_run(tmp_path):
+    """Written at start and each epoch; a resumed run carries its earlier time and pace; a finished
+    run stays finished when a stop signal ends the command after it; a failure before the loop is recorded."""
+    from vgg.training.run_progress import RunProgress, read_progress, record_failure
+
+    progress = RunProgress(tmp_path, 0, 3, 100, tensorboard=False, started=time.time() - 30)
+    assert read_progress(tmp_path)["state"] == "running" and read_progress(tmp_path)["epoch"] == 0
+    progress.epoch_closed({"epoch": 0, "images_per_s": 12.5, "val_top1_err": 50.0})
+    first = read_progress(tmp_path)
+    assert (first["epoch"], first["images_per_s"], len(first["epoch_seconds"])) == (1, 12.5, 1)
+    resumed = RunProgress(tmp_path, 1, 3, 100, tensorboard=False, started=time.time())
+    record = read_progress(tmp_path)
+    assert record["epoch_seconds"] == first["epoch_seconds"] and record["earlier_s"] == pytest.approx(first["updated"] - first["started"], abs=0.01)
+    resumed.ended("finished")
+    resumed.ended("stopped")
+    assert read_progress(tmp_path)["state"] == "finished"
+    record_failure(tmp_path / "absent", "ValueError: x")
+    assert not (tmp_path / "absent").exists()
+    record_failure(tmp_path, "ValueError: no data")
+    assert (read_progress(tmp_path)["state"], read_progress(tmp_path)["error"]) == ("failed", "ValueError: no data")
+
+
+def test_a_first_epoch_on_another_host_is_not_called_stale():
+    from vgg.suite.status import running_state
+
+    assert running_state({"host": "another-node", "updated": NOW - 3600, "epoch_seconds": []}, NOW) == "running, in its first epoch (60 min without news)"
+    assert running_state({"host": "another-node", "updated": NOW - 3600, "epoch_seconds": [1500.0]}, NOW) == "running"  # within 3 epochs of 25 min
+    assert running_state({"host": "another-node", "updated": NOW - 3600, "epoch_seconds": [60.0]}, NOW) == "stale: no news for 60 min"

@@ -99,3 +99,13 @@ def test_one_image_in_ten_holds_a_small_object(monkeypatch):
     small = [f for f in fractions if f < synthetic.OBJECT_SIZE[0]]
     assert 15 <= len(small) <= 45  # 10% of 300 (binomial sd 5.2)
     assert all(synthetic.SMALL_OBJECT_SIZE[0] <= f for f in small) and max(fractions) <= synthetic.OBJECT_SIZE[1]
+
+
+@pytest.mark.parametrize("sides", [(8, 64), (64, 48)])
+def test_image_sides_are_checked(sides):
+    with pytest.raises(ValueError, match="32 <= min_side <= max_side"):
+        SynthSpec(min_side=sides[0], max_side=sides[1])
+
+
+def test_a_spec_in_words():
+    assert SynthSpec(classes=4, train_per_class=24, val_per_class=6).describe() == "4 classes, 24 train and 6 val images a class, sides 64-192 px, seed 0"

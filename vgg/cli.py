@@ -162,7 +162,8 @@ def cmd_status(args: argparse.Namespace) -> None:
     from vgg.suite.runner import ExperimentRunner  # on use (start-up: see the module's doc)
     from vgg.suite.status import SuiteStatus
 
-    runner = ExperimentRunner(profile=args.profile, data=args.data, runs_root=args.runs, results_dir=args.results, seeds=args.seeds, jobs=args.jobs)
+    data = args.data or get_profile(args.profile).data or "(no dataset: status reads none)"
+    runner = ExperimentRunner(profile=args.profile, data=data, runs_root=args.runs, results_dir=args.results, seeds=args.seeds, jobs=args.jobs)
     print(SuiteStatus(runner, [load_experiment(name, runner.catalog) for name in args.experiments or TABLES], args.reports).format())
 
 

@@ -78,13 +78,13 @@ class SynthSpec:
             raise ValueError(f"--classes must be between 2 and {MAX_CLASSES} (shapes x textures), got {self.classes}")
         if self.train_per_class < 1 or self.val_per_class < 1:
             raise ValueError("--train-per-class and --val-per-class must be at least 1")
+        if not 32 <= self.min_side <= self.max_side:
+            raise ValueError(f"image sides must satisfy 32 <= min_side <= max_side, got {self.min_side}, {self.max_side}")
 
     def describe(self) -> str:
         """The set in words, for the terminal."""
         return (f"{self.classes} classes, {self.train_per_class} train and {self.val_per_class} val images a class, "
                 f"sides {self.min_side}-{self.max_side} px, seed {self.seed}")
-        if not 32 <= self.min_side <= self.max_side:
-            raise ValueError(f"image sides must satisfy 32 <= min_side <= max_side, got {self.min_side}, {self.max_side}")
 
     def per_class(self, split: str) -> int:
         return self.train_per_class if split == "train" else self.val_per_class

@@ -1,7 +1,7 @@
 """The paper's recipe on one screen (Sects. 3.1, 3.2; shared/paper/PAPER_FACTS.md): every number the
 suite takes from the paper, read from here by the modules that apply it. A profile
 (experiments/profiles.toml, `vgg.recipe.profiles`) overrides what its scale needs: batch, length,
-dropout, schedule, init; `paper_recipe_overrides` lists what a profile changes.
+dropout, schedule, init; `Profile.recipe_rows` (`python -m vgg recipe`) shows the two side by side.
 
 This module imports nothing from the suite's packages, so every stage can read it."""
 
@@ -32,8 +32,7 @@ class PaperRecipe:
     colour_shift_std: float = 0.1  # ... and the AlexNet RGB colour shift: alpha_i ~ N(0, 0.1) along the RGB PCA
     train_scales: tuple[int, ...] = (256, 384)  # single-scale training S ...
     jitter_range: tuple[int, int] = (256, 512)  # ... or S jittered in [Smin, Smax]
-    # Sect. 3.2, testing
-    single_test_scale_of_jitter: int = 384  # Q = S for fixed S; Q = (Smin + Smax) / 2 for jittered S
+    # Sect. 3.2, testing (single scale: Q = S, or (Smin + Smax) / 2 when jittered: `ScaleRange.single_test_scale`)
     multi_test_scale_offset: int = 32  # multi-scale: Q = {S - 32, S, S + 32}; {Smin, (Smin + Smax) / 2, Smax} for jittered S
     multi_crop_grid: int = 5  # 5 x 5 crops x 2 flips = 50 crops a scale, 150 over 3 scales
 

@@ -12,8 +12,9 @@ from vgg.nets.models import FEATURE_STRIDE
 from vgg.recipe.paper import PAPER
 from vgg.runtime.precision import CHOICES as PRECISION_CHOICES
 from vgg.runtime.toml_tables import Key, check_table, count, fraction_key, number, numbers, positive_int, read_toml_file, text
-from vgg.training.schedule import MODES as SCHEDULES
 
+SCHEDULES = ("plateau", "steps")
+"""plateau: the rate drops when val top-1 stops improving (Sect. 3.1); steps: exactly at a profile's drop_deadlines."""
 PROFILES_FILE = Path(__file__).resolve().parents[2] / "experiments" / "profiles.toml"
 
 
@@ -98,16 +99,24 @@ class Profile:
     def recipe_rows(self) -> list[tuple[str, str, str]]:
         """The whole recipe on one screen: (setting, the paper's value, this profile's), the paper's
         from `vgg.recipe.paper.PAPER`, a profile's where it overrides it (else the paper's)."""
-        length = f"{self.max_epochs} epochs" if self.max_epochs else f"{self.train_images:,} images seen"
-        finetune = f"{self.finetune_max_epochs} epochs" if self.finetune_max_epochs else f"{self.finetune_train_images:,} images seen"
-        schedule = "plateau: /10 when val top-1 stops improving" if self.schedule == "plateau" else (
-            "steps: /10 after " + ", ".join(f"{f:.0%}" for f in self.drop_deadlines) + " of the length")
+        epochs = lambda n: f"{n} epoch{'s' if n != 1 else ''}"  # noqa: E731
+        length = epochs(self.max_epochs) if self.max_epochs else f"{self.train_images:,} images seen"
+        finetune = epochs(self.finetune_max_epochs) if self.finetune_max_epochs else f"{self.finetune_train_images:,} images seen"
+        drop, deadlines = f"/{1 / PAPER.lr_drop_factor:g}", ", ".join(f"{f:.0%}" for f in self.drop_deadlines)
+        if self.schedule == "plateau":
+            schedule = (f"plateau: {drop} after {self.plateau_patience} epochs without a val top-1 gain over {self.plateau_threshold:g} points, "
+                        f"at most {PAPER.lr_drops} times" + (f"; at least {self.plateau_min_epochs} epochs a rate" if self.plateau_min_epochs > 1 else "")
+                        + (f"; none before val top-1 is {self.near_chance:.0%} of the way from chance" if self.near_chance else "")
+                        + (f"; forced by {deadlines} of the length" if deadlines else ""))
+        else:
+            schedule = f"steps: {drop} after {deadlines} of the length"
         init = f"N(0, {PAPER.init_std}^2)" if self.random_init == "paper" else self.random_init
         return [
             ("batch (global)", str(PAPER.batch_size), str(self.batch_size)),
             ("SGD momentum / weight decay", f"{PAPER.momentum} / {PAPER.weight_decay:g}", f"{PAPER.momentum} / {PAPER.weight_decay:g}"),
             ("learning rate (fine-tunes)", f"{PAPER.lr:g} ({PAPER.finetune_lr:g})", f"{PAPER.lr:g} ({self.finetune_lr:g})"),
             ("rate schedule", f"plateau: /{1 / PAPER.lr_drop_factor:g} when val accuracy stops improving, {PAPER.lr_drops} times", schedule),
+            ("fine-tunes' schedule", "not given", self.finetune_schedule or "the same"),
             ("length (fine-tunes)", f"{PAPER.epochs} epochs, {PAPER.iterations:,} iterations (not given)", f"{length} ({finetune})"),
             ("dropout on FC1, FC2", str(PAPER.dropout), str(self.dropout)),
             ("random init", f"N(0, {PAPER.init_std}^2)", init),

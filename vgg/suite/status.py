@@ -10,7 +10,6 @@ reports still missing, and the total training time left at the runner's concurre
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 import socket
@@ -18,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vgg.evaluation.metrics import METRICS_NAME, read_metrics
 from vgg.evaluation.statistics import binomial_interval
 from vgg.runtime.checkpoint import CHECKPOINT_NAME, read_done
 from vgg.suite.plan import Experiment, RunSpec, plan_runs
@@ -59,8 +59,7 @@ def _mean(values: list[float]) -> float | None:
 def metrics_rows(run_dir: Path) -> list[dict]:
     """A run's metrics.csv rows so far ([] before its first epoch, or while unreadable)."""
     try:
-        with open(run_dir / "metrics.csv", newline="") as file:
-            return list(csv.DictReader(file))
+        return read_metrics(run_dir / METRICS_NAME)
     except OSError:
         return []
 
@@ -99,8 +98,10 @@ def running_state(progress: dict, now: float) -> str:
     """running, killed (its process is gone: same host) or stale (no news: another host)."""
     if progress.get("host") == socket.gethostname():
         return "running" if _alive(int(progress.get("pid", 0))) else "killed (the same command resumes it)"
-    epoch_s = _mean(progress.get("epoch_seconds", [])) or 0.0
+    epoch_s = _mean(progress.get("epoch_seconds", []))
     silent = now - float(progress.get("updated", now))
+    if epoch_s is None:  # news comes at each epoch's end: before the first, silence says nothing
+        return "running" if silent < STALE_AFTER_S else f"running, in its first epoch ({silent / 60:.0f} min without news)"
     return "running" if silent < max(STALE_AFTER_S, 3 * epoch_s) else f"stale: no news for {silent / 60:.0f} min"
 
 
@@ -158,7 +159,7 @@ class SuiteStatus:
         if done is None:
             return None
         if progress and progress.get("state") == "finished":
-            return float(progress["updated"]) - float(progress["started"])
+            return float(progress.get("earlier_s", 0.0)) + float(progress["updated"]) - float(progress["started"])
         return float(done["train_wall_s"]) if "train_wall_s" in done else None
 
     def _estimate_unstarted(self) -> None:

@@ -50,9 +50,12 @@ class RunProgress:
         self.path = Path(run_dir) / PROGRESS_NAME
         self.val_images = val_images
         self.scalars = EpochScalars(run_dir, first_epoch) if tensorboard else None
+        earlier = read_progress(run_dir) if first_epoch > 0 else None  # a resumed run: its earlier sessions' time and pace carry over
+        earlier_s = float(earlier.get("earlier_s", 0.0)) + float(earlier["updated"]) - float(earlier["started"]) if earlier and "updated" in earlier else 0.0
         self.record = {
-            "state": "running", "pid": os.getpid(), "host": socket.gethostname(), "started": started, "epoch": first_epoch, "epochs": epochs,
-            "epoch_seconds": [], "images_per_s": None, "val_images": val_images, "error": "",
+            "state": "running", "pid": os.getpid(), "host": socket.gethostname(), "started": started, "earlier_s": round(earlier_s, 2),
+            "epoch": first_epoch, "epochs": epochs, "epoch_seconds": list((earlier or {}).get("epoch_seconds", [])),
+            "images_per_s": (earlier or {}).get("images_per_s"), "val_images": val_images, "error": "",
         }
         self._epoch_started = time.time()
         self._write()
@@ -70,7 +73,10 @@ class RunProgress:
         self._write()
 
     def ended(self, state: str, error: str = "") -> None:
-        """finished, stopped or failed (with the error's line)."""
+        """finished, stopped or failed (with the error's line); a finished run stays finished (a stop
+        signal that came during its last epoch ends the command, not the run)."""
+        if self.record["state"] == "finished":
+            return
         self.record.update(state=state, error=error)
         if self.scalars:
             self.scalars.close()
@@ -79,7 +85,22 @@ class RunProgress:
 
     def _write(self) -> None:
         self.record["updated"] = time.time()
-        atomic_write_text(self.path, json.dumps(self.record, indent=1) + "\n")
+        write_progress(self.path.parent, self.record)
+
+
+def write_progress(run_dir: Path, record: dict) -> None:
+    """PROGRESS.json, atomically; advisory, so a failed write (a full disk) never stops a run: the
+    checkpoint that follows reports the disk."""
+    try:
+        atomic_write_text(Path(run_dir) / PROGRESS_NAME, json.dumps(record, indent=1) + "\n")
+    except OSError:
+        pass
+
+
+def record_failure(run_dir: Path, error: str) -> None:
+    """A run that failed before its loop started (no RunProgress yet): a failed record for `status`."""
+    if Path(run_dir).is_dir():
+        write_progress(run_dir, {"state": "failed", "error": error, "pid": os.getpid(), "host": socket.gethostname(), "updated": time.time()})
 
 
 def read_progress(run_dir: Path) -> dict | None:

@@ -43,7 +43,6 @@ if TYPE_CHECKING:  # vgg.recipe.profiles imports this module
 
 STUCK_FRACTION = 0.05
 """Below this fraction of the way from chance to 100%, a net has not started to learn."""
-MODES = ("plateau", "steps")
 
 
 def drop_earliest_epochs(fractions: tuple[float, ...], max_epochs: int) -> list[int]:

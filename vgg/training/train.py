@@ -40,7 +40,7 @@ from vgg.runtime.checkpoint import CHECKPOINT_NAME, DONE_NAME, git_commit, read_
 from vgg.runtime.stop_signals import Preempted, StopRequests, describe
 from vgg.training.identity import differences, digest, format_differences
 from vgg.training.run_config import TrainConfig
-from vgg.training.run_progress import RunProgress, error_line, run_logger
+from vgg.training.run_progress import RunProgress, error_line, record_failure, run_logger
 from vgg.training.run_state import (
     CHECKPOINT_FORMAT, EpochTotals, OtherRunError, checkpoint_to_resume, describe_done, own_checkpoint, recorded_precision, restore_rng,
     rng_state,
@@ -122,6 +122,8 @@ class Trainer:
     def _progress_ended(self, state: str, error: str = "") -> None:
         if getattr(self, "progress", None) is not None:
             self.progress.ended(state, error)
+        elif state == "failed" and self.context.is_main:
+            record_failure(self.out, error)
 
     def begin(self) -> Loop | dict:
         """The run's loop, at its start or at its checkpoint's position; the DONE of a finished run."""
