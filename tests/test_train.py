@@ -1,6 +1,7 @@
 """Training on the ci profile (CPU): determinism, exact resume, preemption, DDP, schedule, init chains, errors."""
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -70,6 +71,9 @@ def test_a_run_is_deterministic_and_writes_its_records(ci_data, tmp_path):
     assert checkpoint["normalization"]["name"] == "mean-rgb" and checkpoint["profile"]["name"] == "ci"
     assert checkpoint["epoch"] == 2 and checkpoint["step_in_epoch"] == 0 and checkpoint["git_commit"]
     assert not any(key.startswith("module.") for key in checkpoint["model"])
+    progress = json.loads((tmp_path / "one" / "PROGRESS.json").read_text())
+    assert (progress["state"], progress["epoch"], progress["epochs"], len(progress["epoch_seconds"])) == ("finished", 2, 2, 2)
+    assert not (tmp_path / "one" / "tensorboard").exists()  # TensorBoard only when asked for
 
 
 def test_finished_run_is_skipped(ci_data, tmp_path):
