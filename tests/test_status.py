@@ -54,6 +54,9 @@ def status(tmp_path) -> SuiteStatus:
     write_run(runs, "D-256", {"host": "another-node", "updated": NOW - 5000, "epoch_seconds": [30.0]})
     write_run(runs, "E-256", {"host": "another-node", "updated": NOW - 10, "epoch": 2, "epoch_seconds": [30.0]})
     write_run(runs, "D-384", checkpoint=True, val_errors=(50.0, 45.0))
+    write_run(runs, "D-256-512", checkpoint=True)  # an older suite's run: no PROGRESS.json, its log written a minute ago
+    (runs / "ci" / "D-256-512" / "train.log").write_text("epoch 0: ...\n")
+    os.utime(runs / "ci" / "D-256-512" / "train.log", (NOW - 60, NOW - 60))
     runner = ExperimentRunner(profile="ci", data=str(tmp_path / "data"), runs_root=runs, results_dir=tmp_path / "results", jobs=1)
     return SuiteStatus(runner, [load_experiment("table3", runner.catalog)], tmp_path / "reports", now=NOW)
 
@@ -71,6 +74,7 @@ def test_every_state_of_a_run(status):
     assert rows["C-256"].state == "failed: ValueError: boom"
     assert rows["D-256"].state == "stale: no news for 83 min" and rows["E-256"].state == "running"
     assert rows["D-384"].state == "stopped (the same command resumes it)" and rows["D-384"].best_top1 == "45.0%"
+    assert rows["D-256-512"].state == "running (by its train.log)"
     assert rows["C-384"].state == "waiting on C-256" and rows["E-384"].state == "waiting on E-256"
 
 

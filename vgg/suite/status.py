@@ -128,7 +128,9 @@ class SuiteStatus:
         if done is not None:
             epochs = done.get("epochs", "?")
             return RunRow(spec.id, "done", f"{epochs} of {epochs}", best, rate)
-        if progress is None:
+        if progress is None:  # not started, or trained by a version of the suite without PROGRESS.json
+            if self._log_moved_lately(run_dir):
+                return RunRow(spec.id, "running (by its train.log)", f"{len(rows)} of ?", best, rate)
             if (run_dir / CHECKPOINT_NAME).exists():
                 return RunRow(spec.id, "stopped (the same command resumes it)", f"{len(rows)} of ?", best, rate)
             parent = spec.parent
@@ -149,6 +151,12 @@ class SuiteStatus:
             if state == "running":
                 row.ends = time.strftime("%H:%M", time.localtime(self.now + row.left_s))
         return row
+
+    def _log_moved_lately(self, run_dir: Path) -> bool:
+        try:
+            return self.now - (run_dir / "train.log").stat().st_mtime < STALE_AFTER_S
+        except OSError:
+            return False
 
     def _measured_seconds(self, spec: RunSpec) -> float | None:
         """A finished run's whole time, start-up included (PROGRESS.json: from its process's start to
