@@ -112,8 +112,9 @@ def test_ci_table3_end_to_end_then_skip_and_resume(ci_data, tmp_path):
     messages = []
     again = ExperimentRunner(profile="ci", data=str(ci_data), runs_root=tmp_path / "runs", results_dir=tmp_path / "results", workers=0, progress=False, log=messages.append)
     again.run(experiment)
-    trained = [m for m in messages if "training" in m]
+    trained = [m for m in messages if "] training" in m]
     assert trained == ["[E-256-512] training VGG-E at S=256:512 (init: from:E-384)"]
+    assert [m.split(",")[0] for m in messages if m.startswith("run ")] == ["run 12 of 12: E-256-512"]  # no header for the 11 finished runs
     # every other score file matches its checkpoint's hash and the evaluation version: none is redone
     assert [m.split(":")[0] for m in messages if "evaluating" in m] == ["[A-256] evaluating"]
     assert {p: (tmp_path / "runs" / "ci" / p / "checkpoint.pt").stat().st_mtime_ns for p in stamps} == stamps
