@@ -3,8 +3,6 @@ the paper profile keeps them, and `python -m vgg recipe` shows them beside a pro
 
 import inspect
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -72,12 +70,16 @@ def test_no_stage_keeps_its_own_copy_of_a_paper_number():
     assert [name for line in planted.splitlines() for name, pattern in PAPER_LITERALS.items() if pattern.search(line)] == ["momentum 0.9", "lr 1e-2"]
 
 
-def test_the_recipe_command_shows_the_paper_beside_a_profile():
-    out = subprocess.run([sys.executable, "-m", "vgg", "recipe", "--profile", "smoke"], capture_output=True, text=True, check=True).stdout
+def test_the_recipe_command_shows_the_paper_beside_a_profile(capsys):
+    from vgg.cli import main
+
+    assert main(["recipe", "--profile", "smoke"]) == 0
+    out = capsys.readouterr().out
     lines = {line.split("  ")[0]: line for line in out.splitlines()}
     assert "profile smoke" in out.splitlines()[0]
     assert re.search(r"batch \(global\)\s+256\s+64$", lines["batch (global)"])
     assert re.search(r"dropout on FC1, FC2\s+0\.5\s+0\.0$", lines["dropout on FC1, FC2"])
     assert "steps: /10 after 75%, 90% of the length" in lines["rate schedule"] and "glorot" in lines["random init"]
-    refused = subprocess.run([sys.executable, "-m", "vgg", "recipe", "--profile", "nope"], capture_output=True, text=True)
-    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [refused.stderr.strip()] and "unknown profile 'nope'" in refused.stderr
+    assert main(["recipe", "--profile", "nope"]) == 2
+    error = capsys.readouterr().err
+    assert error.strip().splitlines() == [error.strip()] and "unknown profile 'nope'" in error

@@ -19,7 +19,6 @@ from vgg.suite.status import SuiteStatus
 from vgg.training.run_progress import PROGRESS_NAME
 
 NOW = 1_800_000_000.0
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_run(runs: Path, run: str, progress: dict | None = None, done: dict | None = None, val_errors: tuple = (), checkpoint: bool = False) -> None:
@@ -108,13 +107,14 @@ def test_status_writes_nothing(status, tmp_path):
     assert sorted(str(path) for path in tmp_path.rglob("*")) == before
 
 
-def test_the_status_command(tmp_path):
+def test_the_status_command(tmp_path, capsys):
+    from vgg.cli import main
+
     write_run(tmp_path / "runs", "A-256", {"state": "finished", "epoch": 2, "epochs": 2}, {"epochs": 2}, (30.0, 25.0))
-    result = subprocess.run([sys.executable, "-m", "vgg", "status", "table3", "--profile", "ci", "--runs", str(tmp_path / "runs"),
-                             "--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports"), "--data", str(tmp_path / "data")],
-                            cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert "A-256" in result.stdout and "runs: 1 of 12 done" in result.stdout and "{" not in result.stdout
+    code = main(["status", "table3", "--profile", "ci", "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results"),
+                 "--reports", str(tmp_path / "reports"), "--data", str(tmp_path / "data")])
+    out = capsys.readouterr().out
+    assert code == 0 and "A-256" in out and "runs: 1 of 12 done" in out and "{" not in out
 
 
 def test_the_progress_file_across_a_run(tmp_path):
