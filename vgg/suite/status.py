@@ -118,12 +118,20 @@ class SuiteStatus:
             for spec in plan_runs(experiment, runner.catalog, runner.seeds):
                 planned.setdefault(spec.id, spec)
         self.runs = list(planned.values()) if runs is None else runs
+        self._records: dict[str, tuple[dict | None, dict | None]] = {}
         self.rows = [self._row(spec) for spec in self.runs]
         self._estimate_unstarted()
 
+    def _record(self, run_id: str) -> tuple[dict | None, dict | None]:
+        """A run's DONE and PROGRESS.json, each read once per status."""
+        if run_id not in self._records:
+            run_dir = self.runner.run_dir(run_id)
+            self._records[run_id] = read_done(run_dir), read_progress(run_dir)
+        return self._records[run_id]
+
     def _row(self, spec: RunSpec) -> RunRow:
         run_dir = self.runner.run_dir(spec.id)
-        done, progress, rows = read_done(run_dir), read_progress(run_dir), metrics_rows(run_dir)
+        (done, progress), rows = self._record(spec.id), metrics_rows(run_dir)
         best, rate = best_val_top1(rows, val_images_of(run_dir, progress)), last_rate(rows)
         if done is not None:
             epochs = done.get("epochs", "?")
@@ -134,7 +142,7 @@ class SuiteStatus:
             if (run_dir / CHECKPOINT_NAME).exists():
                 return RunRow(spec.id, "stopped (the same command resumes it)", f"{len(rows)} of ?", best, rate)
             parent = spec.parent
-            if parent is not None and read_done(self.runner.run_dir(parent)) is None:
+            if parent is not None and self._record(parent)[0] is None:
                 return RunRow(spec.id, f"waiting on {parent}")
             return RunRow(spec.id, "not started")
         state = progress.get("state", "running")
@@ -160,10 +168,9 @@ class SuiteStatus:
 
     def _measured_seconds(self, spec: RunSpec) -> float | None:
         """A finished run's whole time, start-up included (PROGRESS.json: from its process's start to
-        its end; its last session's, if it was resumed), or else its DONE's training time (older runs:
-        without validation or start-up). None for a run not finished."""
-        run_dir = self.runner.run_dir(spec.id)
-        progress, done = read_progress(run_dir), read_done(run_dir)
+        its end, plus its earlier sessions' if it was resumed), or else its DONE's training time (older
+        runs: without validation or start-up). None for a run not finished."""
+        done, progress = self._record(spec.id)
         if done is None:
             return None
         if progress and progress.get("state") == "finished":
