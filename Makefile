@@ -18,7 +18,7 @@ SEEDS ?= 1
 PRECISION ?=
 JOBS ?=
 # the experiments: one per file of experiments/ but the run catalogue, the profiles and the published weights (vgg.suite.plan.TABLES)
-EXPERIMENT_NAMES := $(sort $(filter-out runs profiles pretrained,$(basename $(notdir $(wildcard experiments/*.toml)))))
+EXPERIMENT_NAMES := $(shell ls experiments | sed -n 's/\.toml$$//p' | grep -vxE 'runs|profiles|pretrained' | sort -V)
 RESULT_TABLES := $(filter table%,$(EXPERIMENT_NAMES)) $(filter-out table%,$(EXPERIMENT_NAMES))
 RUN_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA)) --runs $(RUNS) --gpus $(GPUS) --launch $(LAUNCH) --slurm-args='$(SLURM_ARGS)' --seeds $(SEEDS) $(if $(PRECISION),--precision $(PRECISION)) $(if $(JOBS),--jobs $(JOBS)) $(if $(TB),--tensorboard)
 REPORT_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA))
@@ -75,6 +75,9 @@ table4: ## Table 4: multi-scale dense evaluation
 table5: ## Table 5: dense vs multi-crop vs both (D, E at S in [256, 512])
 table6: ## Table 6: ConvNet fusion
 table7: ## Table 7: comparison with the state of the art, with our best results
+table8: ## Table 8 (Appendix A): localisation error of the box regressors (SCR, PCR; FC-only or all layers), one centre crop
+table9: ## Table 9 (Appendix A): localisation error under the dense protocol with the greedy merge, and the fusion
+table10: ## Table 10 (Appendix A): our best localisation beside the published ones
 ablations: ## ablations: every paired comparison of the paper, with intervals and verdicts (results/comparisons.csv)
 
 all-ablations: $(STAMP) ## every table and ablation, then every report

@@ -49,7 +49,7 @@ def test_table6_fusions_and_their_members(catalog):
 
 def test_the_makefile_has_a_target_for_each_experiment_file():
     made = subprocess.run(["make", "--no-print-directory", "--eval", "tables: ; @echo $(RESULT_TABLES)", "tables"], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert tuple(made.stdout.split()) == TABLES == ("table3", "table4", "table5", "table6", "table7", "ablations")
+    assert tuple(made.stdout.split()) == TABLES == ("table3", "table4", "table5", "table6", "table7", "table8", "table9", "table10", "ablations")
 
 
 def test_init_chains_and_training_order(catalog):
@@ -127,8 +127,8 @@ def test_bad_experiment_files_are_clear_errors(tmp_path, catalog):
         bad.write_text(text)
         with pytest.raises(ValueError, match=message):
             load_experiment(bad, catalog)
-    with pytest.raises(ValueError, match="experiment file .*table9.toml does not exist"):
-        load_experiment("table9", catalog)
+    with pytest.raises(ValueError, match="experiment file .*table99.toml does not exist"):
+        load_experiment("table99", catalog)
     runs = tmp_path / "runs.toml"
     run_x = '[X]\nconfig = "A"\ntrain_scale = "256"\n'
     catalog_cases = [
@@ -143,7 +143,7 @@ def test_bad_experiment_files_are_clear_errors(tmp_path, catalog):
         ('X = 3\n', "runs.toml \\[X\\] must be a table of keys, got 3"),
         (run_x + 'init = "from:Y"\n', "run X starts from 'from:Y', but 'Y' is not a run of runs.toml"),
         (run_x + 'init = "weights:torchvision:vgg16"\n', "run X has init = 'weights:torchvision:vgg16'; a catalogue run's init is random"),
-        (run_x + 'freez = "features"\n', "runs.toml \\[X\\]: unknown key freez \\(did you mean freeze\\?\\); known keys: config, train_scale, init, freeze, lrn_alpha$"),
+        (run_x + 'freez = "features"\n', "runs.toml \\[X\\]: unknown key freez \\(did you mean freeze\\?\\); known keys: config, train_scale, init, freeze, lrn_alpha, regression$"),
         (run_x + 'freeze = "conv"\n', "run X has freeze = 'conv'; choose one of none, features"),
         ('[A]\nconfig = "A"\ntrain_scale = "256"\n[X]\nconfig = "B"\ntrain_scale = "256"\ninit = "from:A"\nfreeze = "features"\n',
          "run X has freeze = 'features', which fine-tunes a trained net: its init must be a run of configuration B"),

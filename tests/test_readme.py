@@ -222,7 +222,7 @@ PLANTED = """
 python -m vgg run table3 --profil smoke
 python -m vgg trian --config A --train-scale 256 --out runs/smoke/A-256
 python -m vgg evaluate --checkpoint runs/smoke/A-256 --method densest
-python -m vgg report table9
+python -m vgg report table99
 python -m vgg data synthesize --out data/synthetic
 make tabel3
 make table3 PROFIL=paper
@@ -238,7 +238,7 @@ def test_the_checker_finds_each_planted_mistake(readme):
         "unknown option --profil",
         "unknown command 'trian'",
         "--method densest is not one of",
-        "'table9' is not one of",
+        "'table99' is not one of",
         "unknown command 'synthesize'",
         "no make target 'tabel3'",
         "no variable PROFIL",

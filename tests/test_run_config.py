@@ -26,6 +26,7 @@ RUNS = {
     "a fine-tune of one of our runs": TrainConfig(config="A", train_scale="384", data="d", profile="ci", weights="checkpoint:runs/ci/A-256", lr=1e-3),
     "A-LRN with the alpha/n reading of the LRN constant": TrainConfig(config="A-LRN", train_scale="256", data="d", profile="smoke", lrn_alpha=1e-4),
     "sync at each epoch's end only": TrainConfig(config="B", train_scale="256", data="d", sync_every=0),
+    "a per-class box regressor from its parent, FC layers only": TrainConfig(config="D", train_scale="384", data="d", init="from:runs/smoke/D-384", regression="pcr", freeze="features"),
 }
 
 
@@ -43,7 +44,7 @@ def test_the_job_command_line_parses_back_into_the_same_run(name):
 def test_every_field_says_what_it_is_to_the_run():
     roles = {item.name: item.metadata["role"] for item in fields(TrainConfig)}
     assert set(roles.values()) == {IDENTITY, IDENTITY_WHEN_SET, RECIPE, HOW}
-    assert [name for name, role in roles.items() if role == IDENTITY_WHEN_SET] == ["weights", "freeze", "head_lr_mult", "precision"]
+    assert [name for name, role in roles.items() if role == IDENTITY_WHEN_SET] == ["weights", "freeze", "head_lr_mult", "regression", "precision"]
     assert [name for name, role in roles.items() if role == RECIPE] == ["lrn_alpha"]
 
 

@@ -358,7 +358,7 @@ def test_the_per_epoch_validation_is_the_centre_crop_protocol_at_the_single_test
 
     model = Recording("A", num_classes=4, width=profile.width, crop=profile.crop, init="glorot")
     model.inputs = []
-    validation = Validation(val_images, profile.size(256), profile.crop, normalization, DistributedContext(), batch=8, workers=0)
+    validation = Validation(val_images, None, profile.size(256), profile.crop, normalization, DistributedContext(), batch=8, workers=0)
     errors = validation.errors(model, torch.device("cpu"))
     fed_in_training, model.inputs = torch.cat(model.inputs), []
     net = Net(model, normalization, profile, tmp_path / "untrained.pt", "untrained", "256", val_images.classes)

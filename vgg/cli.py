@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from vgg.data.datasets import load_split
-from vgg.data.synthetic import SynthSpec, generate
+from vgg.data.synthetic import SynthSpec, ensure_synthetic_boxes, generate
 from vgg.evaluation.scores import fusion_row
 from vgg.nets.complexity import format_summary, summarize
 from vgg.nets.configs import CONFIGS
@@ -34,10 +34,7 @@ from vgg.training.starting_weights import CHECKPOINT_PREFIX
 # when they run, so that `python -m vgg params` and every command's --help start without them.
 
 PRECISION_HELP = "test protocols' arithmetic: fp32 (TF32 off; the paper's), bf16 autocast, or auto (bf16 on CUDA and fast-bf16 CPUs)"
-MAX_IMAGE_PIXELS_HELP = (
-    "decode image files that declare up to N pixels (default 89,478,485, PIL's limit; ImageNet's are far below it): "
-    "a file declaring more is a bad image, refused before it is decoded"
-)
+MAX_IMAGE_PIXELS_HELP = "decode image files that declare up to N pixels (default 89,478,485, PIL's limit; ImageNet's are far below it): a file declaring more is a bad image, refused before it is decoded"
 MAX_SCALE_HELP = "refuse test scales above N paper units (default 1024, twice the paper's largest): memory grows as the square of the scale"
 
 
@@ -80,6 +77,10 @@ def cmd_data_synth(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     out = generate(args.out, spec, workers=args.workers)
     print(f"synthetic dataset in {out} ({time.perf_counter() - started:.1f} s): {spec.describe()}")
+
+
+def cmd_data_synth_boxes(args: argparse.Namespace) -> None:
+    print(f"box annotations of {ensure_synthetic_boxes(args.data, workers=args.workers)}: LOC_train_solution.csv and LOC_val_solution.csv")
 
 
 def cmd_data_holdout(args: argparse.Namespace) -> None:
@@ -347,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=defaults.seed, help="same seed, byte-identical files (default 0)")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU)")
     synth.set_defaults(handler=cmd_data_synth)
+    synth_boxes = data_commands.add_parser("synth-boxes", help="write the box annotations of a synthetic set generated before it wrote them (images unchanged)")
+    synth_boxes.add_argument("--data", type=Path, required=True, help="the synthetic set's folder")
+    synth_boxes.set_defaults(handler=cmd_data_synth_boxes, workers=None)
     holdout = data_commands.add_parser("holdout", help="hold out train images as a val split, to choose settings without the val images")
     holdout.add_argument("--data", type=Path, required=True, help="the dataset whose train images are split")
     holdout.add_argument("--out", type=Path, required=True, help="folder to create (class folders of links)")
@@ -392,8 +396,5 @@ def _run_command(argv: Sequence[str] | None) -> int:
 def _os_error_line(error: Exception) -> str:
     """An error's line; a file the command may not write (a read-only disk or folder) says what to do."""
     if isinstance(error, OSError) and error.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and error.filename:
-        return (
-            f"cannot write or open {error.filename}: {error.strerror}; make its folder writable, or point the command at "
-            "one that is (--runs, --results, --out, --out-dir)"
-        )
+        return f"cannot write or open {error.filename}: {error.strerror}; make its folder writable, or point the command at one that is (--runs, --results, --out, --out-dir)"
     return str(error)

@@ -151,24 +151,30 @@ def read_image(path: Path | str, advice: str | None = None) -> torch.Tensor:
 
 @dataclass
 class Batch:
-    """A collated batch: uint8 images, labels, colour offsets, dataset indices, skipped files."""
+    """A collated batch: uint8 images, labels, colour offsets, dataset indices, skipped files, and for
+    box regression (Appendix A) each crop's target box (`vgg.localisation.box_data`; None otherwise)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     offsets: torch.Tensor
     indices: torch.Tensor
     skipped: list[str] = field(default_factory=list)
+    targets: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def pin_memory(self) -> Batch:
-        return Batch(self.images.pin_memory(), self.labels.pin_memory(), self.offsets.pin_memory(), self.indices, self.skipped)
+        targets = None if self.targets is None else self.targets.pin_memory()
+        return Batch(self.images.pin_memory(), self.labels.pin_memory(), self.offsets.pin_memory(), self.indices, self.skipped, targets)
 
     def to(self, device: torch.device | str, memory_format: torch.memory_format = torch.preserve_format) -> Batch:
         """The batch on `device` (non-blocking from pinned memory), images in `memory_format`."""
         images = self.images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        return Batch(images, self.labels.to(device, non_blocking=True), self.offsets.to(device, non_blocking=True), self.indices, self.skipped)
+        targets = None if self.targets is None else self.targets.to(device, non_blocking=True)
+        return Batch(
+            images, self.labels.to(device, non_blocking=True), self.offsets.to(device, non_blocking=True), self.indices, self.skipped, targets
+        )
 
 
 def empty_batch(skipped: list[str]) -> Batch:
@@ -214,7 +220,10 @@ class ImageDataset(Dataset):
             if self.skip_bad_images:
                 return SkippedImage(display_path(path))
             raise
-        rng = np.random.default_rng([self.seed, epoch, index])
+        return self._sample(image, label, index, np.random.default_rng([self.seed, epoch, index]))
+
+    def _sample(self, image: torch.Tensor, label: int, index: int, rng: np.random.Generator) -> tuple:
+        """A prepared image's sample: its augmented pixels, label, colour offset and index."""
         pixels, offset = self.transform.augment(image, rng)
         return pixels, label, offset, index
 
@@ -225,8 +234,9 @@ def collate(samples: list) -> Batch:
     kept = [s for s in samples if not isinstance(s, SkippedImage)]
     if not kept:
         return empty_batch(skipped)
-    pixels, labels, offsets, indices = zip(*kept)
-    return Batch(torch.stack(pixels), torch.tensor(labels), torch.stack(offsets), torch.tensor(indices), skipped)
+    pixels, labels, offsets, indices, *targets = zip(*kept)  # a box dataset's samples carry a fifth item, the target
+    stacked_targets = torch.stack(targets[0]) if targets else None
+    return Batch(torch.stack(pixels), torch.tensor(labels), torch.stack(offsets), torch.tensor(indices), skipped, stacked_targets)
 
 
 class EpochSampler(Sampler):

@@ -14,17 +14,21 @@ training and test scales matter as on ImageNet.
 
 Every image is drawn from its own random stream, seeded by (seed, split, class, index), and
 saved as JPEG with fixed settings: the same seed gives byte-identical files, whatever the
-number of worker processes.
+number of worker processes. The object's box (the tight box of its mask's pixels above 0.5) is
+written beside the images in Kaggle's format, `LOC_{train,val}_solution.csv`, for Appendix A's
+localisation; `ensure_synthetic_boxes` adds them to a set generated before they were.
 """
 
 from __future__ import annotations
 
 import colorsys
 import io
+import json
 import math
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +36,7 @@ from PIL import Image, ImageDraw
 
 from vgg.data.dataset_folder import write_once
 from vgg.data.datasets import SYNTHETIC_COMPLETE, SYNTHETIC_DESCRIPTION, require_data_folder
+from vgg.localisation.annotations import BoxAnnotationsError, ObjectBox, solution_name, write_kaggle_solution
 from vgg.runtime.stop_signals import die_with_parent, ignore_stop_signals
 
 SHAPES = ("disc", "square", "triangle", "cross", "star", "hexagon", "crescent", "arrow", "ring", "bowtie")
@@ -60,6 +65,9 @@ tail that keeps top-5 error off its floor. With objects of 0.3-0.85 only, nets m
 top-5 error on their smallest objects (toy-scale C and E: 8-17% top-5 error at 0.24-0.35, 0-1%
 above 0.3), and the best nets ended at 0.3% top-5 error."""
 _SUPERSAMPLE = 2
+
+InclusiveBox = tuple[int, int, int, int]
+"""(xmin, ymin, xmax, ymax): the first and last pixel columns and rows, as box files hold them."""
 
 
 @dataclass(frozen=True)
@@ -102,8 +110,37 @@ def wnid(index: int) -> str:
     return f"n9{index:07d}"
 
 
+def image_id(class_index: int, image_index: int) -> str:
+    """An image's file stem, `<wnid>_<nnnnn>`: its id in the box CSVs."""
+    return f"{wnid(class_index)}_{image_index:05d}"
+
+
 def render_image(spec: SynthSpec, split: str, class_index: int, image_index: int) -> bytes:
     """The JPEG bytes of one image, a pure function of its arguments."""
+    return render(spec, split, class_index, image_index)[0]
+
+
+def render(spec: SynthSpec, split: str, class_index: int, image_index: int) -> tuple[bytes, InclusiveBox]:
+    """The JPEG bytes of one image and its object's box (inclusive pixel indices), a pure function of its arguments."""
+    canvas, box = _draw(spec, split, class_index, image_index)
+    image = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=JPEG_QUALITY, optimize=False, progressive=False)
+    return buffer.getvalue(), box
+
+
+def object_box(spec: SynthSpec, split: str, class_index: int, image_index: int) -> ObjectBox:
+    """The box of one image's object in continuous pixel coordinates (x1 = last column + 1), without encoding it."""
+    return _object_box(class_index, _draw(spec, split, class_index, image_index)[1])
+
+
+def _object_box(class_index: int, box: InclusiveBox) -> ObjectBox:
+    xmin, ymin, xmax, ymax = box
+    return ObjectBox(wnid(class_index), (float(xmin), float(ymin), float(xmax + 1), float(ymax + 1)))
+
+
+def _draw(spec: SynthSpec, split: str, class_index: int, image_index: int) -> tuple[np.ndarray, InclusiveBox]:
+    """The image as float pixels (before clipping) and its object's box."""
     rng = np.random.default_rng([spec.seed, SPLITS.index(split), class_index, image_index])
     short = int(rng.integers(spec.min_side, spec.max_side + 1))
     aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
@@ -114,13 +151,9 @@ def render_image(spec: SynthSpec, split: str, class_index: int, image_index: int
         _paste(canvas, rng, "blob", "solid", rng.uniform(0.1, 0.25) * short)
     shape, texture = class_definition(class_index)
     sizes = SMALL_OBJECT_SIZE if rng.uniform() < SMALL_OBJECT_SHARE else OBJECT_SIZE
-    _paste(canvas, rng, shape, texture, math.exp(rng.uniform(*np.log(sizes))) * short)
+    box = _paste(canvas, rng, shape, texture, math.exp(rng.uniform(*np.log(sizes))) * short)
     canvas += rng.normal(0, NOISE_STD, size=canvas.shape).astype(np.float32)  # sensor noise, over the object too
-
-    image = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=JPEG_QUALITY, optimize=False, progressive=False)
-    return buffer.getvalue()
+    return canvas, box
 
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -221,20 +254,69 @@ def _texture(rng: np.random.Generator, texture: str, size: int) -> np.ndarray:
     return np.where(pattern[..., None], first, second).astype(np.float32)
 
 
-def _paste(canvas: np.ndarray, rng: np.random.Generator, shape: str, texture: str, size: float) -> None:
+def _place(canvas: np.ndarray, rng: np.random.Generator, shape: str, size: float) -> tuple[int, int, np.ndarray]:
+    """Where a pasted object goes: its square's top row and left column, and its size x size mask."""
     height, width = canvas.shape[:2]
     size = max(8, min(int(size), height, width))
     angle = rng.uniform(-math.pi / 9, math.pi / 9)
     top = int(rng.integers(0, height - size + 1))
     left = int(rng.integers(0, width - size + 1))
-    mask = _shape_mask(shape, size, angle, rng)[..., None]
-    region = canvas[top : top + size, left : left + size]
-    region[:] = region * (1 - mask) + _texture(rng, texture, size) * mask
+    return top, left, _shape_mask(shape, size, angle, rng)
 
 
-def _render_job(job: tuple[SynthSpec, str, int, int, str]) -> None:
+def _paste(canvas: np.ndarray, rng: np.random.Generator, shape: str, texture: str, size: float) -> InclusiveBox:
+    """Blend an object into `canvas` in place; returns the box of its mask's pixels above 0.5."""
+    top, left, mask = _place(canvas, rng, shape, size)
+    region = canvas[top : top + mask.shape[0], left : left + mask.shape[1]]
+    region[:] = region * (1 - mask[..., None]) + _texture(rng, texture, mask.shape[0]) * mask[..., None]
+    rows, columns = np.nonzero(mask > 0.5)
+    if not len(rows):  # never seen (objects are at least 8 px); the whole square then
+        return left, top, left + mask.shape[1] - 1, top + mask.shape[0] - 1
+    return left + int(columns.min()), top + int(rows.min()), left + int(columns.max()), top + int(rows.max())
+
+
+Job = tuple[SynthSpec, str, int, int, str]
+"""One image to draw: spec, split, class index, image index, and the path of its JPEG."""
+
+
+def _jobs(spec: SynthSpec, root: Path, splits: Sequence[str] = SPLITS) -> list[Job]:
+    return [
+        (spec, split, index, number, str(root / split / wnid(index) / f"{image_id(index, number)}.JPEG"))
+        for split in splits
+        for index in range(spec.classes)
+        for number in range(spec.per_class(split))
+    ]
+
+
+def _render_job(job: Job) -> ObjectBox:
     spec, split, class_index, image_index, path = job
-    Path(path).write_bytes(render_image(spec, split, class_index, image_index))
+    jpeg, box = render(spec, split, class_index, image_index)
+    Path(path).write_bytes(jpeg)
+    return _object_box(class_index, box)
+
+
+def _box_job(job: Job) -> ObjectBox:
+    spec, split, class_index, image_index, _ = job
+    return object_box(spec, split, class_index, image_index)
+
+
+def _run_jobs(function: Callable[[Job], ObjectBox], jobs: list[Job], workers: int | None) -> list[ObjectBox]:
+    """`function` of each job, in order, in `workers` processes (default: one a core)."""
+    count = workers or min(len(jobs), os.cpu_count() or 1)
+    if count <= 1:
+        return [function(job) for job in jobs]
+    pool = ProcessPoolExecutor(count, initializer=_render_worker_init, initargs=(os.getpid(),))
+    try:
+        return list(pool.map(function, jobs, chunksize=32))
+    finally:  # on a stop signal too: the images not begun are not waited for
+        pool.shutdown(cancel_futures=True)
+
+
+def _write_boxes(root: Path, jobs: list[Job], boxes: list[ObjectBox], splits: Sequence[str]) -> None:
+    """`LOC_<split>_solution.csv` in `root` for each of `splits`: one box per image, keyed by its file stem."""
+    for split in splits:
+        chosen = {image_id(job[2], job[3]): (box,) for job, box in zip(jobs, boxes) if job[1] == split}
+        write_kaggle_solution(root / solution_name(split), chosen)
 
 
 def _description(spec: SynthSpec) -> dict:
@@ -243,37 +325,64 @@ def _description(spec: SynthSpec) -> dict:
 
 
 def generate(out_dir: Path, spec: SynthSpec = SynthSpec(), workers: int | None = None) -> Path:
-    """Write the dataset in the class-folder layout (`out_dir/{train,val}/<wnid>/*.JPEG`), once and
-    atomically (`vgg.data.dataset_folder.write_once`): an existing complete dataset with the same
-    parameters is kept as it is; one with other parameters, from another version of the generator,
-    or whose generation did not finish, is an error."""
+    """Write the dataset in the class-folder layout (`out_dir/{train,val}/<wnid>/*.JPEG`) with its boxes
+    (`out_dir/LOC_{train,val}_solution.csv`), once and atomically (`vgg.data.dataset_folder.write_once`):
+    an existing complete dataset with the same parameters is kept as it is; one with other parameters,
+    from another version of the generator, or whose generation did not finish, is an error."""
     if Path(out_dir).is_dir():
         require_data_folder(out_dir)
 
     def fill(staging: Path) -> None:
-        jobs = []
+        jobs = _jobs(spec, staging)
         for split in SPLITS:
             for class_index in range(spec.classes):
-                folder = staging / split / wnid(class_index)
-                folder.mkdir(parents=True)
-                for image_index in range(spec.per_class(split)):
-                    name = f"{wnid(class_index)}_{image_index:05d}.JPEG"
-                    jobs.append((spec, split, class_index, image_index, str(folder / name)))
-        count = workers or min(len(jobs), os.cpu_count() or 1)
-        if count > 1:
-            pool = ProcessPoolExecutor(count, initializer=_render_worker_init, initargs=(os.getpid(),))
-            try:
-                list(pool.map(_render_job, jobs, chunksize=32))
-            finally:  # on a stop signal too: the images not begun are not waited for
-                pool.shutdown(cancel_futures=True)
-        else:
-            for job in jobs:
-                _render_job(job)
+                (staging / split / wnid(class_index)).mkdir(parents=True)
+        _write_boxes(staging, jobs, _run_jobs(_render_job, jobs, workers), SPLITS)
         descriptions = [f"{wnid(i)}\t{' with '.join(class_definition(i))}" for i in range(spec.classes)]
         (staging / "classes.txt").write_text("\n".join(descriptions) + "\n")
         (staging / SYNTHETIC_COMPLETE).write_text("")
 
     return write_once(Path(out_dir), SYNTHETIC_DESCRIPTION, _description(spec), fill, "a synthetic dataset")
+
+
+def _generated_spec(data_dir: Path) -> SynthSpec:
+    """The spec of the complete synthetic set in `data_dir`, drawn by this version of the generator."""
+    description_file = data_dir / SYNTHETIC_DESCRIPTION
+    if not (description_file.is_file() and (data_dir / SYNTHETIC_COMPLETE).exists()):
+        raise BoxAnnotationsError(
+            f"{data_dir} is not a complete synthetic set (no {SYNTHETIC_DESCRIPTION} and {SYNTHETIC_COMPLETE}): "
+            "only the synthetic set's boxes can be computed; generate one with `python -m vgg data synth --out DIR`"
+        )
+    try:
+        description = json.loads(description_file.read_text())
+        spec = SynthSpec(**{field.name: description[field.name] for field in fields(SynthSpec)})
+    except (ValueError, KeyError, TypeError) as error:
+        raise BoxAnnotationsError(f"{description_file} is not a synthetic set's description ({error!r})") from None
+    if description.get("generator") != GENERATOR_VERSION:
+        raise BoxAnnotationsError(
+            f"{data_dir} was drawn by version {description.get('generator')} of the synthetic generator, not "
+            f"{GENERATOR_VERSION}: its objects are not where this one draws them; remove it and generate it again"
+        )
+    return spec
+
+
+def ensure_synthetic_boxes(data_dir: Path, workers: int | None = None) -> Path:
+    """Write the box CSVs (`LOC_{train,val}_solution.csv`) that a synthetic set generated before they
+    existed lacks, computing each image's box by drawing it again (its files are not read or touched),
+    in `workers` processes; a set that has them is left as it is. Returns `data_dir`. A folder that is
+    not a complete synthetic set of this generator version is a `BoxAnnotationsError`."""
+    data_dir = Path(data_dir)
+    spec = _generated_spec(data_dir)
+    missing = [split for split in SPLITS if not (data_dir / solution_name(split)).is_file()]
+    if missing:
+        jobs = _jobs(spec, data_dir, missing)
+        absent = next((job[4] for job in jobs if not Path(job[4]).is_file()), None)
+        if absent is not None:
+            raise BoxAnnotationsError(
+                f"{data_dir} lacks {absent}: it is not the synthetic set its {SYNTHETIC_DESCRIPTION} describes"
+            )
+        _write_boxes(data_dir, jobs, _run_jobs(_box_job, jobs, workers), missing)
+    return data_dir
 
 
 def _render_worker_init(parent: int) -> None:

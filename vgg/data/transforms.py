@@ -194,13 +194,18 @@ class TrainTransform:
 
     def augment(self, image: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """The crop (and flip) of a prepared image, and its colour-shift offset."""
+        crop, offset, _ = self.augment_planned(image, rng)
+        return crop, offset
+
+    def augment_planned(self, image: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, CropPlan]:
+        """`augment`, and the plan it followed (where boxes go: `vgg.localisation.box_data`)."""
         plan = self.plan(image.shape[-2], image.shape[-1], rng)
         region = image[:, plan.top : plan.top + plan.side, plan.left : plan.left + plan.side]
         crop = resize(region, (self.crop, self.crop))
         if plan.flip:
             crop = crop.flip(-1)
         offset = colour_offset(rng, self.colour_shift_std) if self.colour_shift_std else np.zeros(3)
-        return crop, torch.from_numpy(offset.astype(np.float32))
+        return crop, torch.from_numpy(offset.astype(np.float32)), plan
 
     def __repr__(self) -> str:
         return f"TrainTransform(S={self.scale}, crop={self.crop}, flip={self.flip}, colour_shift_std={self.colour_shift_std})"

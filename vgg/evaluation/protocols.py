@@ -168,6 +168,12 @@ class Protocol:
         return self._flip_mean(F.softmax(logits, dim=1))
 
     @torch.no_grad()
+    def crop_outputs(self, crops: torch.Tensor) -> torch.Tensor:
+        """The net's raw outputs (B, outputs) for B crop x crop uint8 crops, unflipped: a box regressor's boxes."""
+        with self.autocast:
+            return self.model(self.normalization(crops.to(self.device, non_blocking=True)).contiguous(memory_format=torch.channels_last)).float()
+
+    @torch.no_grad()
     def multi_crop(self, image: torch.Tensor) -> torch.Tensor:
         """Posteriors (K,) averaged over the 5x5 grid of crops (and their mirrors), in one batch."""
         with self.autocast:

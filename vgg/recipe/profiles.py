@@ -36,6 +36,8 @@ class Profile:
     finetune_max_epochs: int = 0  # ... and a fine-tune's
     train_images: int = 0  # or its length in images seen (the paper's unit: 370K iterations of 256): epochs = this / the train set's size ...
     finetune_train_images: int = 0  # ... and a fine-tune's: a smaller train set trains as many steps
+    box_train_images: int = 0  # a box regressor's fine-tune (Appendix A), in images seen (0: a fine-tune's length)
+    box_lr: float = 0.0  # a box regressor's initial learning rate (0: finetune_lr, the paper's 1e-3)
     dropout: float = PAPER.dropout  # on FC1 and FC2
     plateau_patience: int = 0  # the plateau schedule's: epochs without a val gain before the rate drops (at least 1)
     plateau_threshold: float = 0.0  # val top-1 gain (points) that counts as an improvement
@@ -74,10 +76,13 @@ class Profile:
         if self.eval_precision not in PRECISION_CHOICES:
             raise ValueError(f"profile {self.name}: eval_precision must be one of {', '.join(PRECISION_CHOICES)}, got {self.eval_precision!r}")
 
-    def epoch_limit(self, fine_tune: bool, train_set_size: int) -> int:
-        """A run's epoch limit: `train_images` (or `finetune_train_images`) over the train set's size,
-        rounded (at least 1), where the profile gives it; else `max_epochs` (`finetune_max_epochs`)."""
+    def epoch_limit(self, fine_tune: bool, train_set_size: int, boxes: bool = False) -> int:
+        """A run's epoch limit: `train_images` (or `finetune_train_images`, or for a box regressor
+        `box_train_images` where given) over the train set's size, rounded (at least 1), where the
+        profile gives it; else `max_epochs` (`finetune_max_epochs`)."""
         images = self.finetune_train_images if fine_tune else self.train_images
+        if boxes and self.box_train_images:
+            images = self.box_train_images
         if images:
             return max(1, round(images / max(1, train_set_size)))
         return self.finetune_max_epochs if fine_tune else self.max_epochs
@@ -127,6 +132,8 @@ class Profile:
              f"random crop, flip p {PAPER.flip_probability}, RGB colour shift std {PAPER.colour_shift_std}"),
             ("training scales S", f"{', '.join(map(str, PAPER.train_scales))}, or jittered in [{PAPER.jitter_range[0]}, {PAPER.jitter_range[1]}]",
              "the same, in paper units"),
+            ("box regressors (App. A): lr, length", f"{PAPER.finetune_lr:g}, not given",
+             f"{self.box_lr or self.finetune_lr:g}, " + (f"{self.box_train_images:,} images seen" if self.box_train_images else "the fine-tunes'")),
         ]
 
     def recipe_table(self) -> str:
@@ -176,6 +183,8 @@ PROFILE_KEYS: dict[str, Key] = {
     "finetune_max_epochs": count(),
     "train_images": count(),
     "finetune_train_images": count(),
+    "box_train_images": count(),
+    "box_lr": number("a number of at least 0 (0: finetune_lr)", lambda v: v >= 0),
     "dropout": number("a number in [0, 1)", _fraction_of_one),
     "plateau_patience": count(),
     "plateau_threshold": number("a number of at least 0", lambda v: v >= 0),

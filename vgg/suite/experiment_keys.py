@@ -4,6 +4,7 @@ keys, evaluations, fusions and ablations (checked by `vgg.runtime.toml_tables.ch
 from __future__ import annotations
 
 from vgg.evaluation.protocols import METHODS
+from vgg.localisation.regression import REGRESSIONS
 from vgg.nets.models import FREEZE_CHOICES
 from vgg.runtime.toml_tables import Key, number, positive_int, text
 from vgg.training.starting_weights import init_words
@@ -17,6 +18,7 @@ RUN_TABLE_KEYS: dict[str, Key] = {
     "init": text(expected=f"a string: {init_words('<run id>')}"),
     "freeze": text(expected=f"a string: {' or '.join(FREEZE_CHOICES)}"),
     "lrn_alpha": number("a positive number", lambda v: v > 0),
+    "regression": Key((str,), f"a string: {' or '.join(REGRESSIONS)} (Appendix A's box regression)", lambda v: v in REGRESSIONS),
 }
 """What each key of a run in runs.toml may hold."""
 
@@ -43,9 +45,13 @@ EXPERIMENT_KEYS: dict[str, Key] = {
     "evaluation": _tables("a list of tables ([[evaluation]])"),
     "fusion": _tables("a list of tables ([[fusion]])"),
     "ablation": _tables("a list of tables ([[ablation]])"),
+    "localisation": _tables("a list of tables ([[localisation]], Appendix A)"),
+    "comparison": _tables("a list of tables ([[comparison]]: paired comparisons of [[localisation]] entries)"),
+    "classes": Key((dict,), "a table: the classification whose top-5 classes are localised (run = ... or runs = [...], method, scales)"),
 }
 """What each key of an experiment file may hold; its entries' keys follow."""
 EVALUATION_KEYS = {"run": text(required=True, expected="a string: a run of runs.toml"), **HOW_EVALUATED, **LABELS}
+CLASSES_KEYS = {"run": text(expected="a string: a run of runs.toml"), "runs": _strings("a list of runs of runs.toml"), **HOW_EVALUATED}
 FUSION_KEYS = {"runs": _strings("a list of runs of runs.toml", required=True), **HOW_EVALUATED, **LABELS}
 ABLATION_FUSION_KEYS = {"fusion": _strings("a list of runs of runs.toml", required=True), **HOW_EVALUATED, **LABELS}
 ABLATION_KEYS: dict[str, Key] = {

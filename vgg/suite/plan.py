@@ -27,15 +27,19 @@ from vgg.nets.models import FREEZE_CHOICES
 from vgg.recipe.profiles import PROFILES_FILE
 from vgg.runtime.toml_tables import check_table, read_toml_file, toml_value
 from vgg.suite.experiment_keys import (
-    ABLATION_FUSION_KEYS, ABLATION_KEYS, EVALUATION_KEYS, EXPERIMENT_KEYS, FUSION_KEYS, HOW_EVALUATED, PAIRS, RUN_TABLE_KEYS,
+    ABLATION_FUSION_KEYS, ABLATION_KEYS, CLASSES_KEYS, EVALUATION_KEYS, EXPERIMENT_KEYS, FUSION_KEYS, HOW_EVALUATED, PAIRS, RUN_TABLE_KEYS,
 )
+from vgg.suite.localisation_plan import LocalisationComparison, LocalisationSpec, localisation_comparisons, localisation_specs
 from vgg.training.starting_weights import PARENT_PREFIX, InitSource, init_words
 
 EXPERIMENTS_DIR = PROFILES_FILE.parent
 RUNS_FILE = EXPERIMENTS_DIR / "runs.toml"
 NOT_EXPERIMENTS = ("runs", "profiles", "pretrained")
 """The files of experiments/ that are not experiments (the run catalogue, the profiles, the published weights)."""
-TABLES = tuple(sorted((path.stem for path in EXPERIMENTS_DIR.glob("*.toml") if path.stem not in NOT_EXPERIMENTS), key=lambda name: (not name.startswith("table"), name)))
+TABLES = tuple(sorted(
+    (path.stem for path in EXPERIMENTS_DIR.glob("*.toml") if path.stem not in NOT_EXPERIMENTS),
+    key=lambda name: (not name.startswith("table"), int(name[5:]) if name[5:].isdigit() else 0, name),
+))
 """The experiments, one per file of experiments/: the paper's tables, then the ablations (the Makefile lists them the same way)."""
 
 
@@ -55,6 +59,7 @@ class RunSpec:
     seed: int = 0
     freeze: str = "none"  # "features": a fine-tune that trains the FC layers only
     lrn_alpha: float | None = None  # nets with LRN: PyTorch's alpha (None: the model's default)
+    regression: str = "none"  # Appendix A: "scr" or "pcr", a localisation net fine-tuned from its init's classification net
 
     @property
     def parent(self) -> str | None:
@@ -123,7 +128,7 @@ Entry = Union[EvalSpec, FusionSpec]
 def entry_name(entry: Entry, other: Entry | None = None) -> str:
     """A short name of `entry` that tells it from `other`: its run (or fusion label), and what differs
     from an evaluation of the same run (method, test scales Q, flips)."""
-    if isinstance(entry, FusionSpec):
+    if isinstance(entry, (FusionSpec, LocalisationSpec)):
         return entry.label
     name = entry.run
     if isinstance(other, EvalSpec) and other.run == entry.run:
@@ -197,6 +202,9 @@ class Experiment:
     evaluations: list[EvalSpec] = field(default_factory=list)
     fusions: list[FusionSpec] = field(default_factory=list)
     ablations: list[AblationSpec] = field(default_factory=list)
+    localisations: list[LocalisationSpec] = field(default_factory=list)  # Appendix A (`vgg.suite.localisation_plan`)
+    classes: Entry | None = None  # the classification whose top-5 classes the dense localisation protocol localises
+    comparisons: list[LocalisationComparison] = field(default_factory=list)  # paired comparisons of localisation entries
 
     def all_fusions(self) -> list[FusionSpec]:
         """Every fusion this experiment needs (ablation entries too), once each."""
@@ -227,7 +235,7 @@ def load_catalog(path: Path = RUNS_FILE) -> dict[str, RunSpec]:
         fields = check_table(f"{path} [{run_id}]", table, RUN_TABLE_KEYS)
         spec = RunSpec(
             run_id, fields["config"], str(fields["train_scale"]), fields.get("init", "random"),
-            freeze=fields.get("freeze", "none"), lrn_alpha=fields.get("lrn_alpha"),
+            freeze=fields.get("freeze", "none"), lrn_alpha=fields.get("lrn_alpha"), regression=fields.get("regression", "none"),
         )
         if spec.freeze not in FREEZE_CHOICES:
             raise ValueError(f"{path}: run {run_id} has freeze = {spec.freeze!r}; choose one of {', '.join(FREEZE_CHOICES)}")
@@ -241,6 +249,8 @@ def load_catalog(path: Path = RUNS_FILE) -> dict[str, RunSpec]:
         _check_init(path, spec, set(catalog))
         if spec.freeze != "none" and (spec.parent is None or catalog[spec.parent].config != spec.config):
             raise ValueError(f"{path}: run {spec.id} has freeze = {spec.freeze!r}, which fine-tunes a trained net: its init must be a run of configuration {spec.config}")
+        if spec.regression != "none" and (spec.parent is None or catalog[spec.parent].config != spec.config or catalog[spec.parent].regression != "none"):
+            raise ValueError(f"{path}: run {spec.id} has regression = {spec.regression!r}: its init must be a classification run of configuration {spec.config} (from:<run id>)")
         if spec.lrn_alpha is not None and not has_lrn(spec.config):
             raise ValueError(f"{path}: run {spec.id} sets lrn_alpha, but configuration {spec.config} has no LRN")
         seen, current = {spec.id}, spec
@@ -348,6 +358,17 @@ def load_experiment(name_or_path: str | Path, catalog: dict[str, RunSpec] | None
         _fusion_spec({**defaults, "label": "+".join(entry["runs"]), **entry}, list(entry["runs"]), catalog, where) for entry in data.get("fusion", [])
     ]
     experiment.ablations = [_ablation_spec(entry, defaults, catalog, where) for entry in data.get("ablation", [])]
+    experiment.localisations = localisation_specs(data.get("localisation", []), catalog, where)
+    experiment.comparisons = localisation_comparisons(data.get("comparison", []), experiment.localisations, where)
+    if "classes" in data:
+        classes = check_table(f"{where} [classes]", data["classes"], CLASSES_KEYS)
+        if ("run" in classes) == ("runs" in classes):
+            raise ValueError(f"{where} [classes]: give run = \"...\" (one net) or runs = [...] (a fusion)")
+        experiment.classes = (
+            _eval_spec(classes, {}, catalog, where) if "run" in classes else _fusion_spec(classes, list(classes["runs"]), catalog, where)
+        )
+    if any(spec.protocol == "dense" for spec in experiment.localisations) and experiment.classes is None:
+        raise ValueError(f"{where}: the dense localisation protocol localises the top-5 classes of a [classes] entry; add one")
     return experiment
 
 
@@ -367,4 +388,10 @@ def plan_runs(experiment: Experiment, catalog: dict[str, RunSpec], seeds: int = 
 
     for evaluation in experiment.all_evaluations():
         visit(evaluation.run)
+    for localisation in experiment.localisations:
+        for member in localisation.members:
+            visit(member.run)
+    if experiment.classes is not None and experiment.localisations:
+        for member in experiment.classes.members if isinstance(experiment.classes, FusionSpec) else (experiment.classes,):
+            visit(member.run)
     return [spec.for_seed(seed) for seed in range(seeds) for spec in ordered]

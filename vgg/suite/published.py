@@ -92,3 +92,29 @@ def paper_difference(entry: Numbers, reference: Numbers, metric: str, stated: fl
     if mine is not None and theirs is not None:
         return round(mine - theirs, 1)
     return stated if metric == "top1" else None
+
+
+def _note_values(notes: str) -> dict[str, float | None]:
+    """The `name=value` pairs of a published row's notes ("val=26.9; test=25.3"), values as numbers ("-": None)."""
+    found = {}
+    for part in notes.split(";"):
+        name, _, value = part.strip().partition("=")
+        if value:
+            found[name.strip()] = number(value.strip())
+    return found
+
+
+def localisation_paper_numbers(table: int, paper_row: str) -> dict[str, float | None]:
+    """The paper's localisation error (%) of a row of Tables 8-10 by its `paper_row`: Table 8's
+    ground-truth-class error as `value`; Tables 9 and 10's top-5 localisation error as `val` and `test`.
+    Table 9's rows are named "<S>/<Q>" (e.g. "384/352|384") or "fusion"."""
+    for row in _published():
+        if row["table"] != str(table):
+            continue
+        if table == 9:
+            name = "fusion" if row["config"].startswith("fusion") else f"{row['train_scale']}/{row['test_scales']}"
+        else:
+            name = row["config"]
+        if name == paper_row:
+            return _note_values(row["notes"])
+    return {}

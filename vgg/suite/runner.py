@@ -42,6 +42,7 @@ from vgg.runtime.stop_signals import EXIT_BAD_INPUT
 from vgg.suite.comparisons import SeedErrors, aggregate_row, comparison_rows, load_errors, upsert_comparisons
 from vgg.suite.concurrent_training import Job, concurrent_jobs, console_tail, run_jobs, start_job, threads_per_job
 from vgg.suite.curves import curve_rows, write_curves
+from vgg.suite.localisation_runs import LocalisationRunner
 from vgg.suite.plan import Entry, EvalSpec, Experiment, FusionSpec, RunSpec, load_catalog, plan_runs, seeded_id
 from vgg.suite.results_csv import drop_other_seeds, upsert_rows
 from vgg.suite.slurm import submit
@@ -168,6 +169,7 @@ class ExperimentRunner:
             seed=spec.seed,
             freeze=spec.freeze,
             lrn_alpha=spec.lrn_alpha,
+            regression=spec.regression,
             workers=self.workers,
             device=self.device,
             progress=self.progress,
@@ -247,7 +249,7 @@ class ExperimentRunner:
         parent = None if spec.parent is None else self.catalog.get(spec.parent.removesuffix(f"-seed{spec.seed}") if spec.seed else spec.parent)
         fine_tune = parent is not None and parent.config == spec.config
         macs = summarize(VGGSpec(config=spec.config, crop=self.profile.crop, width=self.profile.width)).macs
-        return macs * self.profile.epoch_limit(fine_tune, 1)
+        return macs * self.profile.epoch_limit(fine_tune, 1, spec.regression != "none")
 
     def training_summary(self, run_id: str) -> dict:
         """How a finished run trained, for its results rows (the report's training section): epochs,
@@ -354,6 +356,8 @@ class ExperimentRunner:
                 aggregates = [aggregate_row(by_entry[i], errors(entry)) for i, entry in enumerate(entries)]
                 upsert_rows(results, aggregates)
                 rows += aggregates
+            if experiment.localisations:
+                rows += LocalisationRunner(self, experiment).run(results)
             drop_other_seeds(results, rows, self.seeds)
             curves = [row for run in runs for row in curve_rows(run, self.run_dir(run.id), self.profile.name, self.data)]
             if curves:

@@ -19,6 +19,7 @@ from tabulate import tabulate
 from vgg.runtime.checkpoint import atomic_write_figure, atomic_write_text
 from vgg.suite.ablation_report import render_ablations
 from vgg.suite.curves import curves_section
+from vgg.suite.localisation_report import localisation_comparisons_section, render_localisation
 from vgg.suite.plan import Experiment, RunSpec, load_catalog, load_experiment
 from vgg.suite.published import NONE, Numbers, number, paper_numbers, paper_row_numbers, published_rows
 from vgg.suite.report_parts import METRICS, ResultsView, delta, fmt, ours_cell, training_section
@@ -134,7 +135,12 @@ def write_results_report(name: str | Path, profile: str, results_dir: Path, out_
     path = out_dir / f"{experiment.name}.md"
     curves = curves_section(results_dir, out_dir, experiment.name, profile, view.dataset, view.trained_runs(), view.classes())
     if experiment.ablations:
-        atomic_write_text(path, render_ablations(experiment, view, results_dir, catalog, figure=out_dir / f"{experiment.name}.png") + curves)
+        localisation = localisation_comparisons_section(results_dir, profile, view.dataset)
+        atomic_write_text(path, render_ablations(experiment, view, results_dir, catalog, figure=out_dir / f"{experiment.name}.png") + localisation + curves)
+        return path
+    if experiment.localisations:
+        body = render_localisation(experiment, view, out_dir / f"{experiment.name}.png")
+        atomic_write_text(path, f"{view.header(experiment)}\n{body}{training_section(view)}{curves}")
         return path
     if experiment.paper_table == 6:
         table, labels, ours, paper = render_fusion_table(experiment, view)

@@ -44,7 +44,11 @@ def digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def recipe(profile: Profile, config: str, lrn_alpha: float | None = None) -> dict:
+BOX_RECIPE = ("box_train_images", "box_lr")
+"""Profile fields that shape box regressors only (Appendix A): in their recipe, and no other run's."""
+
+
+def recipe(profile: Profile, config: str, lrn_alpha: float | None = None, boxes: bool = False) -> dict:
     """The profile's values that shape training, and the model defaults a run of `config` does not
     set (the LRN constant, for configurations with LRN). Settings left at their default are left
     out, so that a new profile setting (with a default that keeps the old behaviour) changes no
@@ -53,7 +57,7 @@ def recipe(profile: Profile, config: str, lrn_alpha: float | None = None) -> dic
     values = {
         key: list(value) if isinstance(value, tuple) else value
         for key, value in profile.to_dict().items()
-        if key not in NOT_RECIPE and (key not in defaults or value != defaults[key])
+        if key not in NOT_RECIPE and (key not in defaults or value != defaults[key]) and (boxes or key not in BOX_RECIPE)
     }
     if has_lrn(config):
         values["lrn_alpha"] = VGGSpec.lrn_alpha if lrn_alpha is None else lrn_alpha
@@ -103,9 +107,13 @@ def run_identity(settings: dict, profile: Profile, lrn_alpha: float | None = Non
     """The identity (`IDENTITY_VERSION`) of a run with these settings (`TrainConfig.settings()`) on `profile`;
     `lrn_alpha`, the run's own LRN constant if it sets one, goes into the recipe in place of the default."""
     identity = {
-        **settings, "data": dataset_fingerprint(settings["data"]) if splits is None else splits_fingerprint(splits), "recipe": recipe(profile, settings["config"], lrn_alpha),
+        **settings, "data": dataset_fingerprint(settings["data"]) if splits is None else splits_fingerprint(splits), "recipe": recipe(profile, settings["config"], lrn_alpha, settings.get("regression", "none") != "none"),
         "identity_version": IDENTITY_VERSION,
     }
+    if settings.get("regression", "none") != "none":
+        from vgg.localisation.box_data import boxes_fingerprint  # only box runs read annotations
+
+        identity["boxes"] = boxes_fingerprint(settings["data"])
     init = settings.get("init") or ""
     if init.startswith("from:"):
         identity["init"] = parent_run_hash(init)

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from vgg.data.datasets import ImageList
+from vgg.localisation.regression import REGRESSIONS
 from vgg.nets.models import FREEZE_CHOICES
 from vgg.recipe.paper import PAPER
 from vgg.recipe.profiles import get_profile
@@ -65,6 +66,11 @@ class TrainConfig:
     weights: str | None = option(IDENTITY_WHEN_SET, "fine-tuning on these classes from trained weights, a new last layer: torchvision:NAME, a torchvision-format file, or checkpoint:RUN (replaces --init)", None)
     freeze: str = option(IDENTITY_WHEN_SET, "features: train the FC layers only (fine-tuning a trained net)", "none", choices=FREEZE_CHOICES)
     head_lr_mult: float = option(IDENTITY_WHEN_SET, "fine-tuning: learning-rate multiple of the new last layer (default 1)", 1.0, float)
+    regression: str = option(
+        IDENTITY_WHEN_SET, "Appendix A's localisation net: the last FC predicts a box (centre x, centre y, width, height) with a Euclidean "
+        "loss, for one class-agnostic box (scr) or one per class (pcr), from the dataset's box annotations; init from:RUN gives every other "
+        "layer (default none: class scores)", "none", choices=("none", *REGRESSIONS),
+    )
     precision: str = option(
         IDENTITY_WHEN_SET, "the training arithmetic: fp32, bf16 (autocast), or auto (default: bf16 on CUDA, and on a CPU where a bf16 conv step "
         "measures at least 1.3x the fp32 one; decided once per run, kept in its checkpoints, recorded in its identity unless fp32)",
@@ -89,6 +95,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "init", normalized_init(self.init))  # "random" is stored as None: the hashes of existing runs
+        if self.regression != "none" and self.decode == "gpu":
+            raise ValueError("--regression trains on boxes that follow each crop, decoded on the CPU: leave --decode at auto or cpu")
 
     def settings(self) -> dict:
         """The fields that define what the run computes, as given (paths included). The LRN constant

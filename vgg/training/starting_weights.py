@@ -20,7 +20,7 @@ existing runs were computed from those two fields.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -112,24 +112,27 @@ class NetOptions:
 
 def first_weights(
     source: InitSource, options: NetOptions, profile: Profile, normalization: Normalization, classes: tuple[str, ...],
-    log: Callable[[str], None],
+    log: Callable[[str], None], outputs: int | None = None,
 ) -> FirstWeights:
-    """The net of a run's start, initialised from `source`, for a dataset of `classes`."""
+    """The net of a run's start, initialised from `source`, for a dataset of `classes`. `outputs`: the last
+    layer's width when it is not one score per class (a box regressor's, Appendix A); its parent, a classification
+    net of the same configuration, then gives every other layer."""
     check_net_options(options, source)
+    outputs = len(classes) if outputs is None else outputs
     spec = VGGSpec(
-        options.config, num_classes=len(classes), width=profile.width, crop=profile.crop, batch_norm=options.batch_norm,
+        options.config, num_classes=outputs, width=profile.width, crop=profile.crop, batch_norm=options.batch_norm,
         dropout=options.dropout, lrn_alpha=VGGSpec.lrn_alpha if options.lrn_alpha is None else options.lrn_alpha,
     )
     scheme = source.scheme or profile.random_init
     trained = weights_net(source.where, profile, normalization) if source.kind == "weights" else None
     if trained is not None:
-        spec = VGGSpec(**{**trained.model.spec.to_dict(), "num_classes": len(classes), "dropout": options.dropout})
+        spec = VGGSpec(**{**trained.model.spec.to_dict(), "num_classes": outputs, "dropout": options.dropout})
     model = VGG.from_spec(spec, init=scheme, init_std=profile.init_std)
     fine_tune = source.kind == "weights"
     if trained is not None:
-        _copy_all_but_head(model, trained, options, source, log)
+        _copy_all_but_head(model, trained.model, options, source, log)
     elif source.kind == "parent":
-        fine_tune = _copy_from_parent(model, Path(source.where), classes, profile, normalization, log)
+        fine_tune = _copy_from_parent(model, Path(source.where), classes, profile, normalization, options, log)
     if options.freeze == "features" and not fine_tune:
         raise ValueError(
             "--freeze features trains the FC layers of a trained net: fine-tune one (--init from:RUN of the same "
@@ -163,9 +166,9 @@ def weights_net(spec: str, profile: Profile, normalization: Normalization) -> Ne
     return net
 
 
-def _copy_all_but_head(model: VGG, trained: Net, options: NetOptions, source: InitSource, log: Callable[[str], None]) -> None:
-    """Every layer from the trained net but the last, which is new (sized from this dataset)."""
-    state = {key: value for key, value in trained.model.state_dict().items() if not is_head(key)}
+def _copy_all_but_head(model: VGG, trained: VGG, options: NetOptions, source: InitSource, log: Callable[[str], None]) -> None:
+    """Every layer from the trained net but the last, which is new (sized from this dataset, or a box regressor's)."""
+    state = {key: value for key, value in trained.state_dict().items() if not is_head(key)}
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert not unexpected and all(is_head(key) for key in missing), (missing, unexpected)
     # The new layer starts small (N(0, 0.01^2), as torchvision and the paper init FC layers): a
@@ -174,11 +177,13 @@ def _copy_all_but_head(model: VGG, trained: Net, options: NetOptions, source: In
         model.head.weight.normal_(0.0, PAPER.init_std)
         model.head.bias.zero_()
     what = "the FC layers only (features frozen)" if options.freeze == "features" else "every layer"
-    log(f"fine-tuning VGG-{model.config} from {source.where}: every layer but a new {model.spec.num_classes}-way last layer "
+    log(f"fine-tuning VGG-{model.config} from {source.where}: every layer but a new last layer of {model.spec.num_classes} outputs "
         f"comes from the weights; training {what}, the new layer at {options.head_lr_mult:g}x the learning rate")
 
 
-def _copy_from_parent(model: VGG, path: Path, classes: tuple[str, ...], profile: Profile, normalization: Normalization, log: Callable[[str], None]) -> bool:
+def _copy_from_parent(
+    model: VGG, path: Path, classes: tuple[str, ...], profile: Profile, normalization: Normalization, options: NetOptions, log: Callable[[str], None]
+) -> bool:
     """Initialise from a parent run; True when fine-tuning a net of the same configuration."""
     folder = checkpoint_file(path).parent
     parent_state = load_run_checkpoint(
@@ -196,6 +201,11 @@ def _copy_from_parent(model: VGG, path: Path, classes: tuple[str, ...], profile:
         raise ValueError(f"{path} was trained with normalisation {parent_state['normalization']['name']}, not {normalization.name}")
     parent = VGG.from_spec(parent_spec)
     parent.load_state_dict(parent_state["model"])
+    if parent_spec.config == model.config and model.spec.num_classes != len(classes):  # a box regressor: a new last layer
+        if replace(parent_spec, num_classes=model.spec.num_classes) != model.spec:
+            raise ValueError(f"cannot fine-tune from {path}: its network is {parent_spec}, this run's is {model.spec}")
+        _copy_all_but_head(model, parent, options, InitSource("parent", where=str(path)), log)
+        return True
     if parent_spec.config == model.config:
         if parent_spec != model.spec:
             raise ValueError(f"cannot fine-tune from {path}: its network is {parent_spec}, this run's is {model.spec}")

@@ -26,9 +26,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vgg.data.datasets import ImageList, load_split, missing_classes_warning, require_data_folder
 from vgg.data.device_decode import DeviceAugmenter, EncodedDataset, collate_encoded, decode_path
-from vgg.data.loaders import EpochSampler, ImageDataset, default_workers, make_loader, skipped_listing
+from vgg.data.loaders import EpochSampler, default_workers, make_loader, skipped_listing
 from vgg.data.normalization import Normalization, get_normalization
 from vgg.data.transforms import ScaleRange, TrainTransform
+from vgg.localisation.box_data import image_dataset, subset_with_boxes, with_boxes
+from vgg.localisation.regression import head_outputs
 from vgg.evaluation.metrics import append_metrics, curve_summary, error_percent, plot_curves, set_aside_metrics, truncate_metrics
 from vgg.nets.models import VGG, VGGSpec
 from vgg.nets.torchvision_compat import clean_state_dict
@@ -64,6 +66,7 @@ class Trainer:
             require_tensorboard()  # before the run folder exists
         self.scale = ScaleRange.parse(cfg.train_scale)
         self.scale.check_bounds(cfg.max_scale)  # before the run folder exists
+        self.boxes = cfg.regression != "none"  # Appendix A's localisation net: box targets, Euclidean loss
         self.context = distributed.setup(cfg.device)
         if self.context.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -75,10 +78,7 @@ class Trainer:
         self.normalization: Normalization = get_normalization(cfg.normalization)
         per_step = self.context.world_size * cfg.accum
         if self.global_batch % per_step:
-            raise ValueError(
-                f"the global batch {self.global_batch} does not split evenly over {self.context.world_size} "
-                f"process(es) x {cfg.accum} accumulation step(s)"
-            )
+            raise ValueError(f"the global batch {self.global_batch} does not split evenly over {self.context.world_size} process(es) x {cfg.accum} accumulation step(s)")
         self.micro_batch = self.global_batch // per_step
         self.dropout = cfg.dropout if cfg.dropout is not None else self.profile.dropout
         self.workers = cfg.workers if cfg.workers is not None else default_workers(self.context.local_world_size, self.context.device)
@@ -199,11 +199,9 @@ class Trainer:
             "wall_s": round(totals.elapsed, 2),
             "skipped_images": skipped,
         }
-        self.log(
-            f"epoch {loop.epoch}: train loss {row['train_loss']:.4f}, top-1 err {row['train_top1_err']:.2f}%; "
-            f"val ({val_count} images, centre crop at Q={self.val_scale}) top-1 err {val_top1:.2f}%, top-5 err {val_top5:.2f}%; "
-            f"{row['images_per_s']:.0f} img/s{schedule.describe(action, self.epochs)}"
-        )
+        error, counted = ("box err (IoU <= 0.5)", "crops with a box") if self.boxes else ("top-1 err", "images")
+        self.log(f"epoch {loop.epoch}: train loss {row['train_loss']:.4f}, {error} {row['train_top1_err']:.2f}%; val ({val_count} {counted}, centre crop at "
+                 f"Q={self.val_scale}) {error} {val_top1:.2f}%{'' if self.boxes else f', top-5 err {val_top5:.2f}%'}; {row['images_per_s']:.0f} img/s{schedule.describe(action, self.epochs)}")
         return row
 
     def _finish(self, loop: Loop) -> dict:
@@ -243,6 +241,8 @@ class Trainer:
         self.__dict__.pop("own_checkpoint", None)  # not kept for the whole run: weights and momentum, a GB for VGG-E
         train_images, val_images = self.splits
         self._log_data(train_images, val_images)
+        train_images, self.train_boxes = with_boxes(train_images, self.cfg.data, self.boxes, self.log)  # boxes: those with one only
+        val_images, self.val_boxes = with_boxes(val_images, self.cfg.data, self.boxes, self.log)
         torch.manual_seed(self.cfg.seed)  # the random init
         model, lr, fine_tune = self._first_net(train_images, checkpoint)
         schedule = profile_schedule(self.profile, lr, len(train_images.classes), self.epochs, fine_tune, self.cfg.plateau_patience)
@@ -276,8 +276,7 @@ class Trainer:
     def _log_data(self, train_images: ImageList, val_images: ImageList) -> None:
         self.log(train_images.describe())
         self.log(val_images.describe())
-        warning = missing_classes_warning(val_images)
-        if warning:
+        if warning := missing_classes_warning(val_images):
             self.log(warning)
 
     def _first_net(self, train_images: ImageList, checkpoint: dict | None) -> tuple[VGG, float, bool]:
@@ -292,9 +291,10 @@ class Trainer:
             check_net_options(options, source)
             self.epochs = checkpoint["max_epochs"]
             return VGG.from_spec(VGGSpec(**checkpoint["spec"])), PAPER.lr, source.kind == "weights"
-        first = first_weights(source, options, profile, self.normalization, train_images.classes, log=self.log)
-        lr = cfg.lr if cfg.lr is not None else (profile.finetune_lr if first.fine_tune else PAPER.lr)
-        self.epochs = cfg.epochs if cfg.epochs is not None else profile.epoch_limit(first.fine_tune, len(train_images))
+        outputs = head_outputs(cfg.regression, len(train_images.classes)) if self.boxes else None
+        first = first_weights(source, options, profile, self.normalization, train_images.classes, log=self.log, outputs=outputs)
+        lr = cfg.lr if cfg.lr is not None else (profile.box_lr or profile.finetune_lr) if self.boxes else profile.finetune_lr if first.fine_tune else PAPER.lr
+        self.epochs = cfg.epochs if cfg.epochs is not None else profile.epoch_limit(first.fine_tune, len(train_images), self.boxes)
         return first.model, lr, first.fine_tune
 
     def _resume(self, loop: Loop, checkpoint: dict) -> None:
@@ -331,7 +331,7 @@ class Trainer:
         cfg, context, profile = self.cfg, self.context, self.profile
         transform = TrainTransform(self.pixel_scale, profile.crop)
         loop.sampler = EpochSampler(len(train_images), shuffle=True, seed=cfg.seed, rank=context.rank, world_size=context.world_size)
-        dataset = ImageDataset(train_images, transform, seed=cfg.seed, skip_bad_images=cfg.skip_bad_images, cache_decoded=profile.cache_decoded)
+        dataset = image_dataset(train_images, self.train_boxes, transform, profile.crop, cfg.seed, cfg.skip_bad_images, profile.cache_decoded)
         cpu_loader = lambda: make_loader(dataset, loop.sampler, self.micro_batch, self.workers, loop.device)  # noqa: E731
         if self._decode(loop, cpu_loader, checkpoint) == "gpu":  # workers read bytes; the device decodes and augments
             loop.augmenter = DeviceAugmenter(transform, cfg.seed, loop.device, cfg.skip_bad_images)
@@ -340,7 +340,7 @@ class Trainer:
             loop.loader = cpu_loader()
         limit = cfg.val_images if cfg.val_images is not None else profile.val_images
         loop.validation = Validation(
-            val_images.subset(limit), self.val_scale, profile.crop, self.normalization, context, max(1, self.micro_batch * 2), self.workers,
+            *subset_with_boxes(val_images, self.val_boxes, limit), self.val_scale, profile.crop, self.normalization, context, max(1, self.micro_batch * 2), self.workers,
             cfg.skip_bad_images, profile.cache_decoded, self.log, loop.precision,
         )
         loop.steps_per_epoch = len(loop.sampler) // (self.micro_batch * cfg.accum)
@@ -351,6 +351,8 @@ class Trainer:
         """Where to decode (`vgg.data.device_decode.decode_path`). `--decode auto` on CUDA measures the CPU
         loader (kept in `loop.loader` if it is chosen) against the step once: the choice is kept in
         the run's checkpoints, and with several ranks rank 0's measurement decides for all."""
+        if self.boxes:
+            return "cpu"
         if self.cfg.decode == "auto" and checkpoint is not None and "decode" in checkpoint:
             self.log(f"--decode auto: {checkpoint['decode']}, as decided when the run started")
             return checkpoint["decode"]
@@ -386,7 +388,7 @@ class Trainer:
         loop.last_save = time.monotonic()
 
     def _curve_title(self, model: VGG) -> str:
-        return f"VGG-{model.config}, S={self.scale}, {self.profile.name} profile"
+        return f"VGG-{model.config}{f' box regressor ({self.cfg.regression.upper()})' if self.boxes else ''}, S={self.scale}, {self.profile.name} profile"
 
 
 def train(cfg: TrainConfig, out: Path | str) -> dict:

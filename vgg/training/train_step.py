@@ -17,6 +17,7 @@ from torch import nn
 from vgg.data.loaders import Batch, iterate_epoch
 from vgg.data.normalization import Normalization
 from vgg.evaluation.metrics import batch_sums
+from vgg.localisation.regression import box_sums, euclidean_loss, predicted_boxes
 from vgg.nets.models import VGG, is_head
 from vgg.runtime.precision import autocast
 
@@ -31,10 +32,16 @@ def forward_backward(network: nn.Module, normalization: Normalization, batch: Ba
     bf16 = device.type == "cuda" if bf16 is None else bf16
     with autocast(device, "bf16" if bf16 else "fp32"):
         inputs = normalization(batch.images, batch.offsets).contiguous(memory_format=MEMORY_FORMAT)
-        logits = network(inputs)
-        loss = F.cross_entropy(logits.float(), batch.labels)
+        outputs = network(inputs)
+        if batch.targets is not None:  # a box regressor (Appendix A): Euclidean loss on the true class's box
+            boxes = predicted_boxes(outputs.float(), batch.labels)
+            loss = euclidean_loss(boxes, batch.targets)
+        else:
+            loss = F.cross_entropy(outputs.float(), batch.labels)
     (loss / accum).backward()
-    return batch_sums(loss.detach(), logits.detach(), batch.labels)
+    if batch.targets is not None:
+        return box_sums(loss.detach(), boxes.detach(), batch.targets)
+    return batch_sums(loss.detach(), outputs.detach(), batch.labels)
 
 
 def sgd_optimizer(model: VGG, lr: float, momentum: float, weight_decay: float, head_lr_mult: float = 1.0, freeze_features: bool = False) -> torch.optim.SGD:

@@ -1,0 +1,1 @@
+"""Appendix A: localisation (boxes, annotations, the box-regression net, its protocols)."""
