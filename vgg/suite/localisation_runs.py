@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from vgg.data.datasets import ImageList, load_split
+from vgg.data.loaders import default_workers
 from vgg.evaluation.scores import fuse, load_scores
 from vgg.evaluation.statistics import error_interval_fields
 from vgg.localisation.box_data import boxed_images
@@ -82,6 +83,11 @@ class LocalisationRunner:
         top = torch.sort(rows.float(), dim=1, descending=True, stable=True).indices[:, :TOP_CLASSES]
         return top, hashlib.sha256(top.numpy().tobytes()).hexdigest()[:12]
 
+    @property
+    def workers(self) -> int:
+        """Loader processes decoding the val images: the runner's, else one per CPU."""
+        return self.runner.workers if self.runner.workers is not None else default_workers()
+
     def box_path(self, member: BoxMember, protocol: str) -> Path:
         classes = self.top_classes[1] if protocol == "dense" else ""
         return self.runner.profile_dir / "scores" / f"{member.key(protocol, classes)}.boxes.pt"
@@ -99,12 +105,13 @@ class LocalisationRunner:
         net = load_net(checkpoint=checkpoint)
         where = f"Q={','.join(map(str, member.scales))}"
         self.runner.log(f"[{member.run}] localising: {protocol} protocol at {where}")
+        device = torch.device("cuda" if torch.cuda.is_available() and self.runner.device != "cpu" else "cpu")
         if protocol == "centre-crop":
-            found = centre_crop_boxes(net, images, member.scales[0], workers=self.runner.workers or 0)
+            found = centre_crop_boxes(net, images, member.scales[0], device, workers=self.workers)
         else:
             parent = self.runner.catalog[member.run].parent
             scorer = load_net(checkpoint=self.runner.run_dir(parent) / CHECKPOINT_NAME)
-            found = dense_boxes(net, scorer, images, member.scales, self.top_classes[0], workers=self.runner.workers or 0)
+            found = dense_boxes(net, scorer, images, member.scales, self.top_classes[0], device, workers=self.workers)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint({"predictions": found.to_dict(), "provenance": provenance}, path)
         return found
