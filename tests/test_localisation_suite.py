@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from vgg.data.datasets import load_split
 from vgg.recipe.profiles import get_profile
 from vgg.runtime.checkpoint import load_checkpoint
 from vgg.suite.plan import load_catalog, load_experiment, plan_runs
@@ -98,3 +99,41 @@ def test_ci_table8_end_to_end_with_report_and_comparisons(ci_data, tmp_path):
         line = next(line for line in text.splitlines() if line.startswith(f"| {label}"))
         assert paper in line
     assert (tmp_path / "reports" / "table8.png").stat().st_size > 0
+
+
+def test_a_single_class_regressor_gets_a_new_last_layer_even_with_as_many_outputs_as_classes(ci_data, ci_checkpoint, tmp_path):
+    # the ci set has 4 classes and SCR 4 outputs: the parent's last layer has the regressor's shape, and must not be kept
+    cfg = TrainConfig(config="A", train_scale="256", data=str(ci_data), profile="ci", init=f"from:{ci_checkpoint}", regression="scr",
+                      freeze="features", epochs=1, lr=1e-9, workers=0, progress=False)
+    train(cfg, tmp_path / "A-scr")
+    parent, child = (load_checkpoint(folder / "checkpoint.pt")["model"]["classifier.6.weight"] for folder in (ci_checkpoint, tmp_path / "A-scr"))
+    assert parent.shape == child.shape
+    assert child.std().item() == pytest.approx(0.01, rel=0.2) and not torch.allclose(parent, child)  # new, N(0, 0.01^2)
+
+
+def test_with_several_seeds_only_seed_0_trains_the_localisation_nets(catalog):
+    runs = [run.id for run in plan_runs(load_experiment("table8", catalog), catalog, seeds=2)]
+    assert runs == ["A-256", "D-256", "D-384", "D-384-loc-scr-fc", "D-384-loc-pcr-fc", "D-384-loc-pcr"]  # no classification there for seed 1
+    runs = [run.id for run in plan_runs(load_experiment("table9", catalog), catalog, seeds=2)]
+    assert "D-256-loc-pcr" in runs and "D-256-loc-pcr-seed1" not in runs and "E-256-512-seed1" not in runs
+
+
+def test_the_paper_difference_of_a_fusion_is_against_its_best_member_in_the_paper(catalog):
+    from vgg.suite.localisation_runs import LocalisationRunner
+
+    experiment = load_experiment("table9", catalog)
+    (comparison,) = experiment.comparisons
+    localisation = LocalisationRunner(None, experiment)
+    assert localisation.paper_difference(comparison, "top5") == -0.6  # 26.9 (fusion) - 27.5 (384/352,384), not 29.5 (256/256)
+    assert localisation.paper_difference(comparison, "top1") is None
+
+
+def test_a_holdout_of_a_set_with_boxes_carries_the_boxes_of_its_images(ci_data, tmp_path):
+    from vgg.data.holdout import write_holdout
+    from vgg.localisation.annotations import load_boxes
+
+    out = write_holdout(ci_data, tmp_path / "holdout", per_class=2)
+    held = load_split(out, "val")
+    boxes = load_boxes(out, "val")
+    assert len(held) == 8 and {Path(image_id).stem for image_id in held.image_ids()} == set(boxes)
+    assert len(load_boxes(out, "train")) == 4 * 22

@@ -52,6 +52,9 @@ def write_holdout(data: Path | str, out: Path | str, per_class: int, seed: int =
 
 def _write_boxes(data: Path, staging: Path, held_out: dict[str, list[str]]) -> None:
     """The box annotations of each split's images (Appendix A's localisation), where the source has train boxes."""
+    from vgg.localisation.box_data import ensure_boxes  # here: the data package does not load the localisation stage's loaders
+
+    ensure_boxes(data)  # a synthetic source generated before it wrote its boxes gets them now
     try:
         boxes = load_boxes(data, "train")
     except BoxAnnotationsError:

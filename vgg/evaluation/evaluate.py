@@ -74,6 +74,9 @@ def evaluate(
     default: the net's profile's `eval_precision`) is the protocol's arithmetic.
     """
     check_test_scales(net, scales, max_scale)
+    if net.regression != "none":
+        raise ValueError(f"{net.source} is a box regressor ({net.regression.upper()}, Appendix A): its outputs are boxes, not class scores; "
+                         "its protocols are make table8, table9 and table10")
     if net.classes is not None and tuple(net.classes) != images.classes:
         raise ValueError(f"the net was trained on {len(net.classes)} other classes than the {len(images.classes)} of {images.root}")
     if net.model.spec.num_classes != len(images.classes):

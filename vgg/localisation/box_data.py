@@ -11,7 +11,9 @@ with several: the paper says neither). A crop that cuts every box away has no ta
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -85,8 +87,11 @@ def ensure_boxes(data_dir: Path) -> None:
 
 
 def boxes_fingerprint(data_dir: Path | str) -> str:
-    """The box annotations of a dataset in a run's identity: each split's source by name and size (a
-    CSV) or by its number of files (an XML folder), so that new annotations make another run."""
+    """The box annotations of a dataset in a run's identity, so that other annotations make another run:
+    each split's source, a CSV by its size, an XML folder by the names in it (one listing, not a walk of
+    ImageNet's 545,000 files; an XML file edited in place goes unseen). A synthetic set generated before it
+    wrote its boxes gets them first (`ensure_boxes`), so that its runs' identity is the same before and after."""
+    ensure_boxes(Path(data_dir))
     parts = {}
     for split in ("train", "val"):
         try:
@@ -94,8 +99,8 @@ def boxes_fingerprint(data_dir: Path | str) -> str:
         except ValueError:
             parts[split] = "none"
             continue
-        size = source.stat().st_size if source.is_file() else sum(1 for _ in source.rglob("*.xml"))
-        parts[split] = f"{source.name}:{size}"
+        content = source.stat().st_size if source.is_file() else hashlib.sha256("\n".join(sorted(os.listdir(source))).encode()).hexdigest()[:16]
+        parts[split] = f"{source.name}:{content}"
     return json.dumps(parts, sort_keys=True)
 
 

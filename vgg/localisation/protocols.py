@@ -34,6 +34,7 @@ from vgg.localisation.merge import best_box
 from vgg.localisation.regression import BOX_OUTPUTS, IOU_CORRECT, predicted_boxes
 from vgg.nets.models import FEATURE_STRIDE
 from vgg.nets.trained import Net
+from vgg.runtime.precision import FullFP32
 from vgg.runtime.stop_signals import ignore_stop_signals
 
 PROTOCOLS = ("centre-crop", "dense")
@@ -89,8 +90,10 @@ def _normalised(net: Net, image: torch.Tensor, device: torch.device) -> torch.Te
 
 
 @torch.no_grad()
+@FullFP32()
 def centre_crop_boxes(net: Net, images: ImageList, scale: int, device: torch.device | str = "cpu", workers: int = 0) -> BoxPredictions:
-    """Table 8's protocol: each image's box for its ground-truth class from the central crop at Q = `scale` (paper units)."""
+    """Table 8's protocol: each image's box for its ground-truth class from the central crop at Q = `scale` (paper
+    units), in fp32 (TF32 off on CUDA, as classification's evaluation)."""
     device, crop = torch.device(device), net.model.spec.crop
     model = net.model.to(device, memory_format=torch.channels_last).eval()
     boxes, sizes = torch.zeros(len(images), BOX_OUTPUTS), torch.zeros(len(images), 2, dtype=torch.long)
@@ -136,12 +139,13 @@ def dense_candidates(
     return boxes.reshape(-1, 4), scores.reshape(-1), ranks
 
 
+@FullFP32()
 def dense_boxes(
     net: Net, scorer: Net, images: ImageList, scales: Sequence[int], top_classes: torch.Tensor, device: torch.device | str = "cpu",
     workers: int = 0,
 ) -> BoxPredictions:
     """Tables 9-10's candidates: `net` densely at every Q of `scales` (paper units) over each image, for its
-    `top_classes` row (N, 5), scored by `scorer` (the classification net of the same configuration)."""
+    `top_classes` row (N, 5), scored by `scorer` (the classification net of the same configuration); in fp32."""
     device = torch.device(device)
     for model in (net.model, scorer.model):
         model.to(device, memory_format=torch.channels_last).eval()

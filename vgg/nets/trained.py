@@ -31,6 +31,7 @@ class Net:
     data_dir: str | None = None  # the dataset a checkpoint was trained on
     seed: int | None = None  # the training seed of our checkpoints (None: published weights)
     training: str = ""  # our checkpoints: "finished", or "unfinished" (mid-run: preempted, killed, still training)
+    regression: str = "none"  # a box regressor's (Appendix A: scr, pcr): its outputs are boxes, not class scores
 
     def sha256(self) -> str:
         """The first 16 hex digits of its file's SHA-256 (`file_sha256`)."""
@@ -62,7 +63,7 @@ def load_net(checkpoint: Path | str | None = None, weights: Path | str | None = 
         return Net(
             model, Normalization.from_dict(state["normalization"]), profile, path, path.parent.name, state["train_scale"],
             tuple(state["classes"]), state["run"].get("data"), int(state["run"].get("seed", 0)),
-            "finished" if training_finished(state, path.parent) else "unfinished",
+            "finished" if training_finished(state, path.parent) else "unfinished", state["run"].get("regression", "none"),
         )
     loaded = load_weights(str(weights))
     model = vgg_from_torchvision_state_dict(loaded.state_dict)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
+from contextlib import ContextDecorator
 from functools import cache
 
 import torch
@@ -71,9 +72,9 @@ def describe_auto(device: torch.device | str) -> str:
     return f"{chosen}: a bf16 conv step measured {speedup:.2f}x the fp32 one on this CPU (bf16 from {BF16_SPEEDUP_NEEDED}x)"
 
 
-class FullFP32:
-    """A reusable context in which CUDA convolutions and matrix products run in IEEE fp32, not TF32
-    (cuDNN's default for convolutions), restoring the previous settings on exit."""
+class FullFP32(ContextDecorator):
+    """A reusable context (or function decorator) in which CUDA convolutions and matrix products run in IEEE
+    fp32, not TF32 (cuDNN's default for convolutions), restoring the previous settings on exit."""
 
     def __enter__(self) -> None:
         self._saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32

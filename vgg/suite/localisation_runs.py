@@ -20,14 +20,14 @@ from vgg.data.datasets import ImageList, load_split
 from vgg.data.loaders import default_workers
 from vgg.evaluation.scores import fuse, load_scores
 from vgg.evaluation.statistics import error_interval_fields
-from vgg.localisation.box_data import boxed_images
+from vgg.localisation.box_data import boxed_images, boxes_fingerprint
 from vgg.localisation.protocols import (
     TOP_CLASSES, BoxPredictions, baseline_errors, centre_crop_boxes, centre_crop_errors, dense_boxes, dense_errors, pooled,
 )
 from vgg.nets.trained import file_sha256, load_net
 from vgg.runtime.checkpoint import CHECKPOINT_NAME, git_commit, load_checkpoint, save_checkpoint, utc_timestamp
 from vgg.suite.comparisons import SeedErrors, pair_rows, upsert_comparisons
-from vgg.suite.localisation_plan import BoxMember, LocalisationSpec
+from vgg.suite.localisation_plan import BoxMember, LocalisationComparison, LocalisationSpec
 from vgg.suite.plan import ComparisonPair, Experiment, FusionSpec
 from vgg.suite.published import localisation_paper_numbers
 from vgg.suite.results_csv import upsert_rows
@@ -96,12 +96,17 @@ class LocalisationRunner:
         """A member's boxes, from its box file when that is current, else computed and saved."""
         path = self.box_path(member, protocol)
         checkpoint = self.runner.run_dir(member.run) / CHECKPOINT_NAME
-        provenance = {"checkpoint_sha256": file_sha256(checkpoint), "dataset": self.runner.data, "version": BOX_EVALUATION_VERSION}
+        images, _ = self.truth
+        scorer = self.runner.run_dir(self.runner.catalog[member.run].parent) / CHECKPOINT_NAME
+        provenance = {
+            "checkpoint_sha256": file_sha256(checkpoint), "dataset": self.runner.data, "version": BOX_EVALUATION_VERSION,
+            "images": hashlib.sha256("\n".join(images.image_ids()).encode()).hexdigest()[:16], "boxes": boxes_fingerprint(self.runner.data),
+            "scorer_sha256": file_sha256(scorer) if protocol == "dense" else "",
+        }
         if path.exists():
             state = load_checkpoint(path, "box file", damaged=f"remove {path} to compute it again")
             if state.get("provenance") == provenance:
                 return BoxPredictions(**state["predictions"])
-        images, _ = self.truth
         net = load_net(checkpoint=checkpoint)
         where = f"Q={','.join(map(str, member.scales))}"
         self.runner.log(f"[{member.run}] localising: {protocol} protocol at {where}")
@@ -109,17 +114,17 @@ class LocalisationRunner:
         if protocol == "centre-crop":
             found = centre_crop_boxes(net, images, member.scales[0], device, workers=self.workers)
         else:
-            parent = self.runner.catalog[member.run].parent
-            scorer = load_net(checkpoint=self.runner.run_dir(parent) / CHECKPOINT_NAME)
-            found = dense_boxes(net, scorer, images, member.scales, self.top_classes[0], device, workers=self.workers)
+            found = dense_boxes(net, load_net(checkpoint=scorer), images, member.scales, self.top_classes[0], device, workers=self.workers)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint({"predictions": found.to_dict(), "provenance": provenance}, path)
         return found
 
     def errors(self, spec: LocalisationSpec) -> LocalisationErrors:
         """An entry's per-image errors: its members' boxes pooled (dense), scored against the ground truth."""
-        _, truth = self.truth
+        images, truth = self.truth
         parts = [self.predictions(member, spec.protocol) for member in spec.members]
+        if any(part.image_ids != images.image_ids() for part in parts):
+            raise ValueError(f"{spec.label}: a box file holds other images than the boxed val images of {self.runner.data}; remove it to compute it again")
         if spec.protocol == "centre-crop":
             wrong = centre_crop_errors(parts[0], truth)
             return LocalisationErrors(wrong, wrong, parts[0].image_ids, baseline_errors(parts[0].sizes, truth))
@@ -153,18 +158,20 @@ class LocalisationRunner:
         for comparison in self.experiment.comparisons:
             reference = min(comparison.references, key=lambda spec: float(errors[spec.label].top5.mean()))
             pair = ComparisonPair(comparison.name, comparison.entry, reference)
-            paper = {metric: self.paper_difference(comparison.entry, reference, metric) for metric in ("top1", "top5")}
+            paper = {metric: self.paper_difference(comparison, metric) for metric in ("top1", "top5")}
             rows += pair_rows(pair, reference, errors[comparison.entry.label].seed_errors(), errors[reference.label].seed_errors(), context, paper)
         return rows
 
-    def paper_difference(self, entry: LocalisationSpec, reference: LocalisationSpec, metric: str) -> float | None:
-        """The paper's entry - reference difference: Table 8's error (both metrics), else Table 9's top-5 val error."""
+    def paper_difference(self, comparison: LocalisationComparison, metric: str) -> float | None:
+        """The paper's entry - reference difference: Table 8's error (both metrics), else Table 9's top-5 val error;
+        of several references (a fusion's members), the paper's best."""
         table = self.experiment.paper_table
         key = "value" if table == 8 else "val"
         if table != 8 and metric == "top1":
             return None
-        mine, theirs = (localisation_paper_numbers(table, spec.paper_row).get(key) for spec in (entry, reference))
-        return None if mine is None or theirs is None else round(mine - theirs, 1)
+        mine = localisation_paper_numbers(table, comparison.entry.paper_row).get(key)
+        theirs = [localisation_paper_numbers(table, spec.paper_row).get(key) for spec in comparison.references]
+        return None if mine is None or None in theirs else round(mine - min(theirs), 1)
 
     def run(self, results: Path) -> list[dict]:
         """Every localisation entry's row into `results`, and the comparisons into comparisons.csv (seed 0's nets)."""

@@ -388,10 +388,12 @@ def plan_runs(experiment: Experiment, catalog: dict[str, RunSpec], seeds: int = 
 
     for evaluation in experiment.all_evaluations():
         visit(evaluation.run)
-    for localisation in experiment.localisations:
+    every_seed = list(ordered)
+    for localisation in experiment.localisations:  # localisation is evaluated for seed 0 (`vgg.suite.localisation_runs`)
         for member in localisation.members:
             visit(member.run)
     if experiment.classes is not None and experiment.localisations:
         for member in experiment.classes.members if isinstance(experiment.classes, FusionSpec) else (experiment.classes,):
             visit(member.run)
-    return [spec.for_seed(seed) for seed in range(seeds) for spec in ordered]
+    seed_zero = [spec for spec in ordered if spec not in every_seed]
+    return [spec.for_seed(seed) for seed in range(seeds) for spec in every_seed] + seed_zero

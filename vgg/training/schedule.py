@@ -165,17 +165,20 @@ class PlateauSchedule:
             setattr(self, key, value)
 
 
-def profile_schedule(profile: Profile, lr: float, classes: int, max_epochs: int, fine_tune: bool, patience: int | None = None) -> PlateauSchedule:
+def profile_schedule(
+    profile: Profile, lr: float, classes: int, max_epochs: int, fine_tune: bool, patience: int | None = None, boxes: bool = False
+) -> PlateauSchedule:
     """`profile`'s schedule (its fine-tuning variant for a fine-tune) for a run of `max_epochs` over
-    `classes` classes, starting at `lr`; `patience` overrides the profile's."""
+    `classes` classes, starting at `lr`; `patience` overrides the profile's. A box regressor's (`boxes`) accuracy,
+    the share of boxes right, has no chance level: the near-chance guard and giving up do not apply to it."""
     return PlateauSchedule(
         lr=lr,
         patience=patience or profile.plateau_patience,
         threshold=profile.plateau_threshold,
         min_stage_epochs=profile.plateau_min_epochs,
-        chance_accuracy=100.0 / classes,
-        near_chance=profile.near_chance,
-        give_up_epochs=profile.give_up_epochs,
+        chance_accuracy=0.0 if boxes else 100.0 / classes,
+        near_chance=0.0 if boxes else profile.near_chance,
+        give_up_epochs=0 if boxes else profile.give_up_epochs,
         deadlines=drop_deadline_epochs(profile.drop_deadlines, max_epochs),
         earliest=drop_earliest_epochs(profile.drop_not_before, max_epochs),
         mode=(profile.finetune_schedule or profile.schedule) if fine_tune else profile.schedule,

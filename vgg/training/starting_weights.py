@@ -118,7 +118,7 @@ def first_weights(
     layer's width when it is not one score per class (a box regressor's, Appendix A); its parent, a classification
     net of the same configuration, then gives every other layer."""
     check_net_options(options, source)
-    outputs = len(classes) if outputs is None else outputs
+    outputs_given, outputs = outputs is not None, len(classes) if outputs is None else outputs
     spec = VGGSpec(
         options.config, num_classes=outputs, width=profile.width, crop=profile.crop, batch_norm=options.batch_norm,
         dropout=options.dropout, lrn_alpha=VGGSpec.lrn_alpha if options.lrn_alpha is None else options.lrn_alpha,
@@ -132,7 +132,7 @@ def first_weights(
     if trained is not None:
         _copy_all_but_head(model, trained.model, options, source, log)
     elif source.kind == "parent":
-        fine_tune = _copy_from_parent(model, Path(source.where), classes, profile, normalization, options, log)
+        fine_tune = _copy_from_parent(model, Path(source.where), classes, profile, normalization, options, log, new_head=outputs_given)
     if options.freeze == "features" and not fine_tune:
         raise ValueError(
             "--freeze features trains the FC layers of a trained net: fine-tune one (--init from:RUN of the same "
@@ -182,7 +182,8 @@ def _copy_all_but_head(model: VGG, trained: VGG, options: NetOptions, source: In
 
 
 def _copy_from_parent(
-    model: VGG, path: Path, classes: tuple[str, ...], profile: Profile, normalization: Normalization, options: NetOptions, log: Callable[[str], None]
+    model: VGG, path: Path, classes: tuple[str, ...], profile: Profile, normalization: Normalization, options: NetOptions, log: Callable[[str], None],
+    new_head: bool = False,
 ) -> bool:
     """Initialise from a parent run; True when fine-tuning a net of the same configuration."""
     folder = checkpoint_file(path).parent
@@ -201,7 +202,7 @@ def _copy_from_parent(
         raise ValueError(f"{path} was trained with normalisation {parent_state['normalization']['name']}, not {normalization.name}")
     parent = VGG.from_spec(parent_spec)
     parent.load_state_dict(parent_state["model"])
-    if parent_spec.config == model.config and model.spec.num_classes != len(classes):  # a box regressor: a new last layer
+    if parent_spec.config == model.config and new_head:  # a box regressor: a new last layer
         if replace(parent_spec, num_classes=model.spec.num_classes) != model.spec:
             raise ValueError(f"cannot fine-tune from {path}: its network is {parent_spec}, this run's is {model.spec}")
         _copy_all_but_head(model, parent, options, InitSource("parent", where=str(path)), log)

@@ -245,7 +245,7 @@ class Trainer:
         val_images, self.val_boxes = with_boxes(val_images, self.cfg.data, self.boxes, self.log)
         torch.manual_seed(self.cfg.seed)  # the random init
         model, lr, fine_tune = self._first_net(train_images, checkpoint)
-        schedule = profile_schedule(self.profile, lr, len(train_images.classes), self.epochs, fine_tune, self.cfg.plateau_patience)
+        schedule = profile_schedule(self.profile, lr, len(train_images.classes), self.epochs, fine_tune, self.cfg.plateau_patience, self.boxes)
         optimizer = sgd_optimizer(model, lr, self.cfg.momentum, self.cfg.weight_decay, self.cfg.head_lr_mult, self.cfg.freeze == "features")
         loop = Loop(
             model=model, network=model, optimizer=optimizer, schedule=schedule, classes=train_images.classes, device=self.context.device,
