@@ -102,12 +102,15 @@ def render_localisation(experiment: Experiment, view: ResultsView, figure: Path)
                 "with every ground-truth box of that class. The centre-half box covers the middle half of each side of every image.")
     else:
         table, plotted = render_table9(experiment, view)
-        classes = next((row.get("classes_from") for row in view.rows if row.get("classes_from")), "-")
-        note = ("Top-5 localisation error: an image is wrong unless one of its top-5 classes (from " f"{classes}) is the ground truth and its "
+        classes = next((row for row in view.rows if row.get("classes_from")), {})
+        note = (f"Top-5 localisation error: an image is wrong unless one of its top-5 classes (from {classes.get('classes_from', '-')}, whose "
+                f"own top-5 classification error, {classes.get('classes_top5_err', '-')}%, is the floor here) is the ground truth and its "
                 "merged box has IoU > 0.5 with a ground-truth box of it; top-1 counts the first class only. The paper's val and test are "
                 "ILSVRC-2014's.")
     _plot(figure, plotted, f"{experiment.title.split(':')[0]}: ours ({view.profile} profile) vs paper")
-    return f"{table}\n\n{note}\n\n![localisation error, ours vs paper]({figure.name})\n"
+    curves = ("In the learning curves below, a box regressor's val top-1 (and top-5) error is its per-epoch box error: the share of "
+              "centre crops of the val subset whose box for the true class has IoU <= 0.5 with the crop's target box.")
+    return f"{table}\n\n{note}\n\n![localisation error, ours vs paper]({figure.name})\n\n{curves}\n"
 
 
 def localisation_comparisons_section(results_dir: Path, profile: str, dataset: str) -> str:

@@ -81,7 +81,13 @@ class LocalisationRunner:
             raise ValueError(f"the [classes] entry's scores lack {len(missing)} boxed val images (e.g. {missing[0]}): evaluate it on this dataset")
         rows = posteriors[[position[image_id] for image_id in images.image_ids()]]
         top = torch.sort(rows.float(), dim=1, descending=True, stable=True).indices[:, :TOP_CLASSES]
+        self.classes_top5_err = round(100 * float((top != torch.from_numpy(images.samples.labels)[:, None]).all(dim=1).float().mean()), 3)
         return top, hashlib.sha256(top.numpy().tobytes()).hexdigest()[:12]
+
+    @property
+    def device(self) -> torch.device:
+        """Where the protocols run: the GPU when there is one and the runner may use it."""
+        return torch.device("cuda" if torch.cuda.is_available() and self.runner.device != "cpu" else "cpu")
 
     @property
     def workers(self) -> int:
@@ -110,11 +116,10 @@ class LocalisationRunner:
         net = load_net(checkpoint=checkpoint)
         where = f"Q={','.join(map(str, member.scales))}"
         self.runner.log(f"[{member.run}] localising: {protocol} protocol at {where}")
-        device = torch.device("cuda" if torch.cuda.is_available() and self.runner.device != "cpu" else "cpu")
         if protocol == "centre-crop":
-            found = centre_crop_boxes(net, images, member.scales[0], device, workers=self.workers)
+            found = centre_crop_boxes(net, images, member.scales[0], self.device, workers=self.workers)
         else:
-            found = dense_boxes(net, load_net(checkpoint=scorer), images, member.scales, self.top_classes[0], device, workers=self.workers)
+            found = dense_boxes(net, load_net(checkpoint=scorer), images, member.scales, self.top_classes[0], self.device, workers=self.workers)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint({"predictions": found.to_dict(), "provenance": provenance}, path)
         return found
@@ -141,12 +146,13 @@ class LocalisationRunner:
             "fine_tuned": "+".join("FC layers" if run.freeze == "features" else "all layers" for run in runs),
             "top1_err": round(100 * float(errors.top1.mean()), 3), "top5_err": round(100 * float(errors.top5.mean()), 3),
             **error_interval_fields(errors.top1, errors.top5), "images": len(errors.image_ids),
-            "git_commit": git_commit(), "date": utc_timestamp(),
+            "git_commit": git_commit(), "device": self.device.type, "precision": "fp32", "date": utc_timestamp(),
         }
         if errors.baseline is not None:
             low_high = error_interval_fields(errors.baseline, errors.baseline)
             row.update(baseline_err=round(100 * float(errors.baseline.mean()), 3), baseline_err_lo=low_high["top1_err_lo"], baseline_err_hi=low_high["top1_err_hi"])
         if spec.protocol == "dense":
+            row["classes_top5_err"] = self.classes_top5_err
             row["classes_from"] = self.experiment.classes.label if isinstance(self.experiment.classes, FusionSpec) else self.experiment.classes.run
         return row
 

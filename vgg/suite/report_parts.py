@@ -128,7 +128,8 @@ class ResultsView:
         else:
             lines.append("- seeds: one (seed 0); each of our errors carries its [95% bootstrap interval over the val images]")
         meaning = "Δ = error(first) - error(second) of a pair" if experiment.ablations else "Δ = ours - paper"
-        lines.append(f"- errors are ILSVRC-style top-1 / top-5 error in %; {meaning}")
+        kind = "localisation errors (a box right at IoU > 0.5)" if experiment.localisations else "top-1 / top-5 error"
+        lines.append(f"- errors are ILSVRC-style {kind} in %; {meaning}")
         lines.append("")
         return "\n".join(lines)
 
