@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import small_net
+from tests.conftest import small_net
 from vgg.data.datasets import load_split
 from vgg.data.transforms import CentreCropTransform, ScaleRange, TrainTransform
 from vgg.localisation.annotations import ObjectBox, write_kaggle_solution
