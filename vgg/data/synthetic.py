@@ -173,27 +173,28 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     return canvas * (1 - alpha) + np.asarray(draw_layer, np.float32) * alpha
 
 
-def _shape_polygon(shape: str) -> list[tuple[float, float]] | None:
-    """Outline in unit coordinates (centred, radius ~1); None for shapes drawn otherwise."""
-    if shape == "square":
-        return [(-0.8, -0.8), (0.8, -0.8), (0.8, 0.8), (-0.8, 0.8)]
-    if shape == "triangle":
-        return [(0.0, -1.0), (0.95, 0.75), (-0.95, 0.75)]
-    if shape == "cross":
-        a, b = 0.33, 1.0
-        return [(-a, -b), (a, -b), (a, -a), (b, -a), (b, a), (a, a), (a, b), (-a, b), (-a, a), (-b, a), (-b, -a), (-a, -a)]
-    if shape == "star":
-        return [
-            ((1.0 if k % 2 == 0 else 0.42) * math.sin(k * math.pi / 5), -(1.0 if k % 2 == 0 else 0.42) * math.cos(k * math.pi / 5))
-            for k in range(10)
-        ]
-    if shape == "hexagon":
-        return [(math.cos(k * math.pi / 3), math.sin(k * math.pi / 3)) for k in range(6)]
-    if shape == "bowtie":
-        return [(-1.0, -0.85), (0.0, -0.2), (1.0, -0.85), (1.0, 0.85), (0.0, 0.2), (-1.0, 0.85)]
-    if shape == "arrow":
-        return [(-1.0, -0.3), (0.1, -0.3), (0.1, -0.8), (1.0, 0.0), (0.1, 0.8), (0.1, 0.3), (-1.0, 0.3)]
-    return None
+_A, _B = 0.33, 1.0
+POLYGONS: dict[str, list[tuple[float, float]]] = {
+    "square": [(-0.8, -0.8), (0.8, -0.8), (0.8, 0.8), (-0.8, 0.8)],
+    "triangle": [(0.0, -1.0), (0.95, 0.75), (-0.95, 0.75)],
+    "cross": [(-_A, -_B), (_A, -_B), (_A, -_A), (_B, -_A), (_B, _A), (_A, _A), (_A, _B), (-_A, _B), (-_A, _A), (-_B, _A), (-_B, -_A), (-_A, -_A)],
+    "star": [((1.0 if k % 2 == 0 else 0.42) * math.sin(k * math.pi / 5), -(1.0 if k % 2 == 0 else 0.42) * math.cos(k * math.pi / 5)) for k in range(10)],
+    "hexagon": [(math.cos(k * math.pi / 3), math.sin(k * math.pi / 3)) for k in range(6)],
+    "bowtie": [(-1.0, -0.85), (0.0, -0.2), (1.0, -0.85), (1.0, 0.85), (0.0, 0.2), (-1.0, 0.85)],
+    "arrow": [(-1.0, -0.3), (0.1, -0.3), (0.1, -0.8), (1.0, 0.0), (0.1, 0.8), (0.1, 0.3), (-1.0, 0.3)],
+    # the transfer sets' shapes (`TRANSFER_SHAPES`), which no class of the embedded set has
+    "pentagon": [(math.sin(k * 2 * math.pi / 5), -math.cos(k * 2 * math.pi / 5)) for k in range(5)],
+    "diamond": [(0.0, -1.0), (0.6, 0.0), (0.0, 1.0), (-0.6, 0.0)],
+    "trapezoid": [(-0.45, -0.6), (0.45, -0.6), (1.0, 0.6), (-1.0, 0.6)],
+    "chevron": [(-1.0, -0.6), (0.0, 0.2), (1.0, -0.6), (1.0, 0.0), (0.0, 0.8), (-1.0, 0.0)],
+    "tee": [(-1.0, -0.9), (1.0, -0.9), (1.0, -0.4), (0.25, -0.4), (0.25, 1.0), (-0.25, 1.0), (-0.25, -0.4), (-1.0, -0.4)],
+    "ell": [(-0.8, -1.0), (-0.3, -1.0), (-0.3, 0.5), (0.8, 0.5), (0.8, 1.0), (-0.8, 1.0)],
+    "octagon": [(math.cos((k + 0.5) * math.pi / 4), math.sin((k + 0.5) * math.pi / 4)) for k in range(8)],
+    "kite": [(0.0, -1.0), (0.55, -0.3), (0.0, 1.0), (-0.55, -0.3)],
+}
+"""Outlines in unit coordinates (centred, radius ~1) of the polygon shapes; disc, ring, crescent and blob are drawn otherwise."""
+TRANSFER_SHAPES = ("pentagon", "diamond", "trapezoid", "chevron", "tee", "ell", "octagon", "kite")
+"""Shapes no class of the embedded set has: the classes of the transfer sets (`vgg.data.synthetic_transfer`)."""
 
 
 def _blob_polygon(rng: np.random.Generator) -> list[tuple[float, float]]:
@@ -226,7 +227,7 @@ def _shape_mask(shape: str, size: int, angle: float, rng: np.random.Generator) -
         cos, sin = math.cos(angle), math.sin(angle)
         points = [
             (centre + radius * (x * cos - y * sin), centre + radius * (x * sin + y * cos))
-            for x, y in (_blob_polygon(rng) if shape == "blob" else _shape_polygon(shape))
+            for x, y in (_blob_polygon(rng) if shape == "blob" else POLYGONS[shape])
         ]
         draw.polygon(points, fill=255)
     return np.asarray(mask.resize((size, size), Image.BOX), np.float32) / 255

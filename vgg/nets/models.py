@@ -186,9 +186,10 @@ class VGG(nn.Module):
         x = self.features(x)
         return self.classifier(torch.flatten(x, 1))
 
-    def score_map(self, x: torch.Tensor) -> torch.Tensor:
+    def score_map(self, x: torch.Tensor, layers: int | None = None) -> torch.Tensor:
         """Dense application: an (N, classes, h, w) class-score map for any input >= crop, read
-        from the input's central `pooled_region`.
+        from the input's central `pooled_region`; with `layers`, the map after the classifier's first
+        `layers` modules only (Appendix B's features: all but the last FC layer).
 
         FC layers become convolutions by reshaping their weights at call time (a view, no
         copy), so this always agrees with the trained weights.
@@ -201,7 +202,7 @@ class VGG(nn.Module):
             )
         x = self.features(pooled_region(x))
         kernel = self.spec.fc1_kernel
-        for layer in self.classifier:
+        for layer in self.classifier[:layers]:
             if isinstance(layer, nn.Linear):
                 weight = layer.weight.view(layer.out_features, -1, kernel, kernel)
                 x = F.conv2d(x, weight, layer.bias)

@@ -1,0 +1,90 @@
+"""Appendix B's two protocols on fixed descriptors: a linear SVM (`vgg.transfer.svm`) with C chosen on held-out
+training images, refitted on all of them, scored on the test images, with a 95% bootstrap interval over them.
+
+- Multi-label (VOC): one SVM per class; C chosen on 20% of the training images held out (seeded; our choice:
+  the devkit's train / val split serves the same purpose where a set has one); mAP on the test images.
+- Single-label (Caltech): per random split, C chosen on the split's held-out 20%; mean class recall on its
+  test images; reported as the mean over the splits +- their standard deviation, as the paper does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vgg.evaluation.statistics import RESAMPLES, RESAMPLING_SEED
+from vgg.transfer.datasets import CaltechSplit
+from vgg.transfer.metrics import mean_average_precision, mean_class_recall
+from vgg.transfer.svm import LinearClassifier, choose_c, fit_multilabel, fit_single_label
+
+HELD_OUT = 0.2
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """A protocol's score (%), its 95% interval over the test images, the spread over splits (single-label) and the C(s) chosen."""
+
+    value: float
+    low: float
+    high: float
+    chosen_c: tuple[float, ...]
+    std: float | None = None
+    per_split: tuple[float, ...] = field(default_factory=tuple)
+
+
+def _interval(samples: np.ndarray) -> tuple[float, float]:
+    low, high = np.percentile(samples, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def held_out_rows(count: int, seed: int = 0, share: float = HELD_OUT) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded split of `count` training rows into (fit, held out): `share` of them held out, at least one."""
+    order = np.random.default_rng(seed).permutation(count)
+    held = max(1, round(share * count))
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
+def multilabel_map(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, test_labels: np.ndarray, year: int,
+                   seed: int = 0, resamples: int = RESAMPLES) -> TransferResult:
+    """mAP (%) of one-vs-rest SVMs on multi-label descriptors (labels in {1, -1, 0}), with its bootstrap interval."""
+    fit, held = held_out_rows(len(train), seed)
+    best, _ = choose_c(lambda c: fit_multilabel(train[fit], train_labels[fit], c),
+                       lambda classifier: mean_average_precision(classifier.scores(train[held]), train_labels[held], year)[0])
+    classifier = fit_multilabel(train, train_labels, best.c)
+    scores = classifier.scores(test)
+    value, _ = mean_average_precision(scores, test_labels, year)
+    rng = np.random.default_rng(RESAMPLING_SEED)
+    samples = []
+    for _ in range(resamples):
+        rows = rng.integers(0, len(test), len(test))
+        try:
+            samples.append(mean_average_precision(scores[rows], test_labels[rows], year)[0])
+        except ValueError:  # a resample without any positive of any class
+            continue
+    return TransferResult(value, *_interval(np.array(samples)), (best.c,))
+
+
+def single_label_recall(features: np.ndarray, labels: np.ndarray, classes: int, splits: Sequence[CaltechSplit],
+                        resamples: int = RESAMPLES) -> TransferResult:
+    """Mean class recall (%) over `splits`: their mean, std, and the interval of the mean over their test images."""
+    values, chosen, predictions = [], [], []
+    for split in splits:
+        best, _ = choose_c(lambda c: fit_single_label(features[split.fit], labels[split.fit], classes, c),
+                           lambda classifier: mean_class_recall(classifier.predict(features[split.held_out]), labels[split.held_out], classes))
+        final: LinearClassifier = fit_single_label(features[split.train], labels[split.train], classes, best.c)
+        predicted = final.predict(features[split.test])
+        values.append(mean_class_recall(predicted, labels[split.test], classes))
+        chosen.append(best.c)
+        predictions.append((predicted, labels[split.test]))
+    rng = np.random.default_rng(RESAMPLING_SEED)
+    samples = []
+    for _ in range(resamples):
+        per_split = []
+        for predicted, truth in predictions:
+            rows = rng.integers(0, len(truth), len(truth))
+            per_split.append(mean_class_recall(predicted[rows], truth[rows], classes))
+        samples.append(np.mean(per_split))
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return TransferResult(float(np.mean(values)), *_interval(np.array(samples)), tuple(chosen), std, tuple(values))
