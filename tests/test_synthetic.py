@@ -103,7 +103,7 @@ def test_one_image_in_ten_holds_a_small_object(monkeypatch):
     monkeypatch.setattr(synthetic, "_paste", recording_paste)
     spec = SynthSpec(classes=10, train_per_class=30, val_per_class=1, min_side=32, max_side=48)
     for index in range(300):
-        synthetic.render_image(spec, "train", index % 10, index // 10)
+        synthetic.render(spec, "train", index % 10, index // 10)
     small = [f for f in fractions if f < synthetic.OBJECT_SIZE[0]]
     assert 15 <= len(small) <= 45  # 10% of 300 (binomial sd 5.2)
     assert all(synthetic.SMALL_OBJECT_SIZE[0] <= f for f in small) and max(fractions) <= synthetic.OBJECT_SIZE[1]
@@ -215,4 +215,4 @@ def test_images_are_byte_identical_to_those_drawn_before_the_boxes():
     for image, digest in expected.items():
         jpeg, _ = synthetic.render(TINY, *image)
         assert hashlib.sha256(jpeg).hexdigest() == digest
-        assert synthetic.render_image(TINY, *image) == jpeg
+        assert synthetic.render(TINY, *image)[0] == jpeg

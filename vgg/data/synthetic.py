@@ -115,18 +115,17 @@ def image_id(class_index: int, image_index: int) -> str:
     return f"{wnid(class_index)}_{image_index:05d}"
 
 
-def render_image(spec: SynthSpec, split: str, class_index: int, image_index: int) -> bytes:
-    """The JPEG bytes of one image, a pure function of its arguments."""
-    return render(spec, split, class_index, image_index)[0]
-
-
 def render(spec: SynthSpec, split: str, class_index: int, image_index: int) -> tuple[bytes, InclusiveBox]:
     """The JPEG bytes of one image and its object's box (inclusive pixel indices), a pure function of its arguments."""
     canvas, box = _draw(spec, split, class_index, image_index)
-    image = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+    return encode_jpeg(canvas), box
+
+
+def encode_jpeg(canvas: np.ndarray) -> bytes:
+    """Float pixels as the set's JPEG bytes (clipped to 0-255, fixed settings: the same pixels, the same bytes)."""
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=JPEG_QUALITY, optimize=False, progressive=False)
-    return buffer.getvalue(), box
+    Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=JPEG_QUALITY, optimize=False, progressive=False)
+    return buffer.getvalue()
 
 
 def object_box(spec: SynthSpec, split: str, class_index: int, image_index: int) -> ObjectBox:
@@ -142,18 +141,23 @@ def _object_box(class_index: int, box: InclusiveBox) -> ObjectBox:
 def _draw(spec: SynthSpec, split: str, class_index: int, image_index: int) -> tuple[np.ndarray, InclusiveBox]:
     """The image as float pixels (before clipping) and its object's box."""
     rng = np.random.default_rng([spec.seed, SPLITS.index(split), class_index, image_index])
-    short = int(rng.integers(spec.min_side, spec.max_side + 1))
-    aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-    height, width = (short, round(short * aspect)) if aspect >= 1 else (round(short / aspect), short)
-
-    canvas = _background(rng, height, width)
-    for _ in range(int(rng.integers(1, 4))):  # distractors: irregular blobs, never a class shape
-        _paste(canvas, rng, "blob", "solid", rng.uniform(0.1, 0.25) * short)
+    canvas, short = cluttered_canvas(rng, spec.min_side, spec.max_side)
     shape, texture = class_definition(class_index)
     sizes = SMALL_OBJECT_SIZE if rng.uniform() < SMALL_OBJECT_SHARE else OBJECT_SIZE
     box = _paste(canvas, rng, shape, texture, math.exp(rng.uniform(*np.log(sizes))) * short)
     canvas += rng.normal(0, NOISE_STD, size=canvas.shape).astype(np.float32)  # sensor noise, over the object too
     return canvas, box
+
+
+def cluttered_canvas(rng: np.random.Generator, min_side: int, max_side: int) -> tuple[np.ndarray, int]:
+    """A canvas of random size (shorter side min_side-max_side, aspect 3:4-4:3), background and distractors; its shorter side."""
+    short = int(rng.integers(min_side, max_side + 1))
+    aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+    height, width = (short, round(short * aspect)) if aspect >= 1 else (round(short / aspect), short)
+    canvas = _background(rng, height, width)
+    for _ in range(int(rng.integers(1, 4))):  # distractors: irregular blobs, never a class shape
+        _paste(canvas, rng, "blob", "solid", rng.uniform(0.1, 0.25) * short)
+    return canvas, short
 
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:

@@ -13,18 +13,14 @@ byte-identical files whatever the number of processes.
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from vgg.data.dataset_folder import write_once
-from vgg.data.synthetic import (
-    JPEG_QUALITY, NOISE_STD, OBJECT_SIZE, TEXTURES, TRANSFER_SHAPES, _background, _paste,
-)
+from vgg.data.synthetic import NOISE_STD, OBJECT_SIZE, TEXTURES, TRANSFER_SHAPES, _paste, cluttered_canvas, encode_jpeg
 
 DESCRIPTION = "transfer.json"
 GENERATOR_VERSION = 1
@@ -62,27 +58,15 @@ def class_name(index: int) -> str:
     return f"{index + 1:03d}.{'-'.join(transfer_class(index))}"
 
 
-def _canvas(rng: np.random.Generator, spec: TransferSpec) -> tuple[np.ndarray, int]:
-    short = int(rng.integers(spec.min_side, spec.max_side + 1))
-    aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-    height, width = (short, round(short * aspect)) if aspect >= 1 else (round(short / aspect), short)
-    canvas = _background(rng, height, width)
-    for _ in range(int(rng.integers(1, 4))):  # distractor blobs, as in the embedded set
-        _paste(canvas, rng, "blob", "solid", rng.uniform(0.1, 0.25) * short)
-    return canvas, short
-
-
 def _jpeg(rng: np.random.Generator, canvas: np.ndarray) -> bytes:
-    canvas += rng.normal(0, NOISE_STD, size=canvas.shape).astype(np.float32)
-    buffer = io.BytesIO()
-    Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=JPEG_QUALITY, optimize=False, progressive=False)
-    return buffer.getvalue()
+    canvas += rng.normal(0, NOISE_STD, size=canvas.shape).astype(np.float32)  # sensor noise, as the embedded set's
+    return encode_jpeg(canvas)
 
 
 def render_single(spec: TransferSpec, class_index: int, image_index: int) -> bytes:
     """One single-label image: one object of the class, sized as the embedded set's."""
     rng = np.random.default_rng([spec.seed, 0, class_index, image_index])
-    canvas, short = _canvas(rng, spec)
+    canvas, short = cluttered_canvas(rng, spec.min_side, spec.max_side)
     _paste(canvas, rng, *transfer_class(class_index), math.exp(rng.uniform(*np.log(OBJECT_SIZE))) * short)
     return _jpeg(rng, canvas)
 
@@ -90,7 +74,7 @@ def render_single(spec: TransferSpec, class_index: int, image_index: int) -> byt
 def render_multi(spec: TransferSpec, split: str, image_index: int) -> tuple[bytes, list[int]]:
     """One multi-label image and the classes it shows: one to three objects of distinct classes."""
     rng = np.random.default_rng([spec.seed, 1, MULTILABEL_SPLITS.index(split), image_index])
-    canvas, short = _canvas(rng, spec)
+    canvas, short = cluttered_canvas(rng, spec.min_side, spec.max_side)
     shown = sorted(int(c) for c in rng.choice(spec.multilabel_classes, size=int(rng.integers(1, 4)), replace=False))
     for class_index in shown:
         _paste(canvas, rng, *transfer_class(class_index), math.exp(rng.uniform(*np.log(MULTILABEL_OBJECT_SIZE))) * short)
