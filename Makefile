@@ -20,7 +20,11 @@ JOBS ?=
 # the experiments: one per file of experiments/ but the run catalogue, the profiles and the published weights (vgg.suite.plan.TABLES)
 EXPERIMENT_NAMES := $(shell ls experiments | sed -n 's/\.toml$$//p' | grep -vxE 'runs|profiles|pretrained' | sort -V)
 RESULT_TABLES := $(filter table%,$(EXPERIMENT_NAMES)) $(filter-out table%,$(EXPERIMENT_NAMES))
-RUN_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA)) --runs $(RUNS) --gpus $(GPUS) --launch $(LAUNCH) --slurm-args='$(SLURM_ARGS)' --seeds $(SEEDS) $(if $(PRECISION),--precision $(PRECISION)) $(if $(JOBS),--jobs $(JOBS)) $(if $(TB),--tensorboard)
+# Appendix B (table11, table12): the target datasets' roots and, at PROFILE=paper, a folder of torchvision's vgg16/vgg19 weights
+TRANSFER_DATASETS := VOC2007 VOC2012 CALTECH101 CALTECH256
+WEIGHTS ?=
+TRANSFER_ARGS = $(foreach name,$(TRANSFER_DATASETS),$(if $($(name)),--transfer-data $(name)=$($(name)))) $(if $(WEIGHTS),--weights-dir $(WEIGHTS))
+RUN_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA)) --runs $(RUNS) --gpus $(GPUS) --launch $(LAUNCH) --slurm-args='$(SLURM_ARGS)' --seeds $(SEEDS) $(if $(PRECISION),--precision $(PRECISION)) $(if $(JOBS),--jobs $(JOBS)) $(if $(TB),--tensorboard) $(TRANSFER_ARGS)
 REPORT_ARGS = --profile $(PROFILE) $(if $(DATA),--data $(DATA))
 .PHONY: help venv test bench gpu-check data table1 table2 params clean-venv report status all-ablations pretrained $(RESULT_TABLES)
 
@@ -33,6 +37,8 @@ help: ## list the targets
 	@echo "           PRECISION=fp32|bf16|auto (evaluation arithmetic; default: the profile's, fp32)"
 	@echo "           JOBS=N (runs trained at once; default 2 on a CPU of 2+ cores, 1 on GPUs)"
 	@echo "           TB=1 (each run also writes TensorBoard scalars under RUNS/<profile>/<run>/tensorboard/: tensorboard --logdir runs/)"
+	@echo "           VOC2007= VOC2012= CALTECH101= CALTECH256= (table11, table12: the target datasets' roots; the toy sets need none)"
+	@echo "           WEIGHTS=folder of torchvision's vgg16-*.pth, vgg19-*.pth (table11, table12 at PROFILE=paper; default torchvision's cache)"
 	@echo "           PYTHON (the interpreter that creates .venv, default python3)"
 
 $(STAMP): requirements.txt
@@ -78,6 +84,8 @@ table7: ## Table 7: comparison with the state of the art, with our best results
 table8: ## Table 8 (Appendix A): localisation error of the box regressors (SCR, PCR; FC-only or all layers), one centre crop
 table9: ## Table 9 (Appendix A): localisation error under the dense protocol with the greedy merge, and the fusion
 table10: ## Table 10 (Appendix A): our best localisation beside the published ones
+table11: ## Table 11 (Appendix B): VOC and Caltech classification with fixed VGG features and linear SVMs (VOC2007=DIR ... at PROFILE=paper)
+table12: ## Table 12 (Appendix B): VOC-2012 action classification, image and image+box features (VOC2012=DIR at PROFILE=paper)
 ablations: ## ablations: every paired comparison of the paper, with intervals and verdicts (results/comparisons.csv)
 
 all-ablations: $(STAMP) ## every table and ablation, then every report

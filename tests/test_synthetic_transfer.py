@@ -39,7 +39,7 @@ def test_both_sets_are_written_in_their_layouts_deterministically(tmp_path):
     ids = (main / "trainval.txt").read_text().split()
     assert len(ids) == 6 and len((main / "test.txt").read_text().split()) == 4
     for index, image_id in enumerate(ids):  # each class file says what the image shows, as its annotation does
-        _, shown = render_multi(TINY, "trainval", index)
+        _, shown, _ = render_multi(TINY, "trainval", index)
         labels = [int(dict(line.split() for line in (main / f"{name}_trainval.txt").read_text().splitlines())[image_id]) for name in names]
         assert labels == [1 if k in shown else -1 for k in range(3)] and 1 <= len(shown) <= 3
         annotation = (root / "multilabel" / "VOCdevkit" / "VOC2007" / "Annotations" / f"{image_id}.xml").read_text()

@@ -17,7 +17,7 @@ def images(tmp_path):
 
 
 def fake_descriptors(calls: list):
-    def compute(part):
+    def compute(part, rows=None):
         calls.append(part.image_ids())
         return torch.tensor([[float(hash(image_id) % 97), 1.0] for image_id in part.image_ids()])
 
@@ -43,10 +43,10 @@ def test_a_killed_extraction_resumes_where_it_stopped(tmp_path, images):
     calls = []
     compute = fake_descriptors(calls)
 
-    def dies_on_the_second_chunk(part):
+    def dies_on_the_second_chunk(part, rows):
         if calls:
             raise KeyboardInterrupt
-        return compute(part)
+        return compute(part, rows)
 
     with pytest.raises(KeyboardInterrupt):
         cached_descriptors(tmp_path, "caltech", key, images, dies_on_the_second_chunk, chunk=4, log=lambda m: None)

@@ -85,7 +85,7 @@ def voc_action_tree(root: Path, split: str = "trainval") -> Path:
         rows = [f"{i} {n} {1 if positive.get(name) == (i, n) else -1:2d}\n" for i, n in (("a", 1), ("a", 2), ("b", 2))]
         (action / f"{name}_{split}.txt").write_text("".join(rows))
     boxes = {
-        "a": [("person", (1, 2, 10, 12)), ("person", (0, 0, 4, 5))],
+        "a": [("person", (2, 3, 10, 12)), ("person", (1, 1, 4, 5))],
         "b": [("chair", (3, 3, 6, 6)), ("person", (5, 6, 7, 8))],
     }
     for image_id, objects in boxes.items():
@@ -105,7 +105,7 @@ def test_voc_action(tmp_path: Path) -> None:
     data = read_voc_action(tmp_path, "trainval")
     assert data.root == voc and data.ids == ("a", "a", "b") and data.object_indices.tolist() == [1, 2, 2]
     assert data.paths == (voc / "JPEGImages" / "a.jpg",) * 2 + (voc / "JPEGImages" / "b.jpg",)
-    assert data.boxes.tolist() == [[1, 2, 11, 13], [0, 0, 5, 6], [5, 6, 8, 9]]  # inclusive xmax, ymax + 1
+    assert data.boxes.tolist() == [[1, 2, 10, 12], [0, 0, 4, 5], [4, 5, 7, 8]]  # 1-based inclusive corners -> continuous 0-based
     assert data.labels.shape == (3, 11) and set(np.unique(data.labels)) <= {-1, 1}
     jumping, reading, other = (VOC_ACTIONS.index(name) for name in ("jumping", "reading", "other"))
     assert data.labels[:, jumping].tolist() == [1, -1, -1] and data.labels[:, reading].tolist() == [-1, -1, 1]

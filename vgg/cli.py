@@ -8,14 +8,12 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from vgg.data.datasets import load_split
-from vgg.data.synthetic import SynthSpec, ensure_synthetic_boxes, generate
+from vgg.cli_data import add_data_commands
 from vgg.evaluation.scores import fusion_row
 from vgg.nets.complexity import format_summary, summarize
 from vgg.nets.configs import CONFIGS
@@ -72,40 +70,10 @@ def cmd_report(args: argparse.Namespace) -> None:
         print(f"wrote {write_report(name, args.out_dir, args.profile, args.results, args.data)}")
 
 
-def cmd_data_synth(args: argparse.Namespace) -> None:
-    spec = SynthSpec(args.classes, args.train_per_class, args.val_per_class, args.seed)
-    started = time.perf_counter()
-    out = generate(args.out, spec, workers=args.workers)
-    print(f"synthetic dataset in {out} ({time.perf_counter() - started:.1f} s): {spec.describe()}")
-
-
-def cmd_data_synth_boxes(args: argparse.Namespace) -> None:
-    print(f"box annotations of {ensure_synthetic_boxes(args.data, workers=args.workers)}: LOC_train_solution.csv and LOC_val_solution.csv")
-
-
-def cmd_data_holdout(args: argparse.Namespace) -> None:
-    from vgg.data.holdout import write_holdout  # on use (start-up: see the module's doc)
-
-    out = write_holdout(args.data, args.out, args.per_class, args.seed)
-    print(f"held-out split in {out}: val/ holds {args.per_class} train images per class of {args.data}, train/ the rest (links)")
-
-
-def cmd_data_fashion_mnist(args: argparse.Namespace) -> None:
-    from vgg.data.fashion_mnist import write_fashion_mnist  # on use (start-up: see the module's doc)
-
-    out = write_fashion_mnist(args.source, args.out, args.train_per_class, args.val_per_class)
-    print(f"Fashion-MNIST in {out}: {args.train_per_class} train and {args.val_per_class} val images per class, class-folder layout")
-
-
 def cmd_gpu_check(args: argparse.Namespace) -> None:
     from vgg.suite.gpu_check import gpu_check  # on use (start-up: see the module's doc)
 
     gpu_check(args.size, args.out, args.work_dir)
-
-
-def cmd_data_inspect(args: argparse.Namespace) -> None:
-    for split in ("train", "val"):
-        print(load_split(args.data, split).describe())
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -155,8 +123,17 @@ def cmd_run(args: argparse.Namespace) -> None:
         profile=args.profile, data=args.data, runs_root=args.runs, results_dir=args.results, gpus=args.gpus,
         launch=args.launch, workers=args.workers, device=args.device, slurm_args=args.slurm_args, progress=not args.no_progress,
         seeds=args.seeds, precision=args.precision, jobs=args.jobs, tensorboard=args.tensorboard,
+        transfer_roots=dict(args.transfer_data), weights_dir=args.weights_dir,
     )
     runner.run_all([load_experiment(name, runner.catalog) for name in args.experiments])
+
+
+def _named_root(text: str) -> tuple[str, str]:
+    """NAME=DIR of --transfer-data."""
+    name, equals, root = text.partition("=")
+    if not equals or not name or not root:
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR (e.g. VOC2007=/data/VOCdevkit), got {text!r}")
+    return name.upper(), root
 
 
 def cmd_status(args: argparse.Namespace) -> None:
@@ -281,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tensorboard", action="store_true", help="each run's per-epoch scalars under RUN/tensorboard/ (tensorboard --logdir RUNS)")
     run.add_argument("--precision", choices=PRECISION_CHOICES, help=PRECISION_HELP)
     run.add_argument("--max-image-pixels", type=int, metavar="N", help=MAX_IMAGE_PIXELS_HELP)
+    run.add_argument("--transfer-data", type=_named_root, action="append", default=[], metavar="NAME=DIR",
+                     help="Appendix B (table11, table12): a target dataset's root, NAME one of VOC2007, VOC2012, CALTECH101, CALTECH256 (repeatable)")
+    run.add_argument("--weights-dir", type=Path, help="Appendix B at the paper profile: a folder with torchvision's vgg16-*.pth and vgg19-*.pth "
+                     "(default: torchvision's cache, downloading when missing)")
     run.set_defaults(handler=cmd_run)
 
     status = commands.add_parser("status", help="where a suite run stands: each run's state, epoch, best val error, time left (reads files only)")
@@ -337,35 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--work-dir", type=Path, default=Path("data"), help="where the generated JPEGs go (default data/)")
     check.set_defaults(handler=cmd_gpu_check)
 
-    data = commands.add_parser("data", help="datasets: generate the synthetic set, write Fashion-MNIST, hold out train images, inspect a data folder")
-    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
-    synth = data_commands.add_parser("synth", help="generate the embedded synthetic dataset (deterministic)")
-    synth.add_argument("--out", type=Path, required=True, help="folder to create (class-folder layout)")
-    defaults = SynthSpec()
-    synth.add_argument("--classes", type=int, default=defaults.classes, help=f"number of classes (default {defaults.classes})")
-    synth.add_argument("--train-per-class", type=int, default=defaults.train_per_class, help=f"default {defaults.train_per_class}")
-    synth.add_argument("--val-per-class", type=int, default=defaults.val_per_class, help=f"default {defaults.val_per_class}")
-    synth.add_argument("--seed", type=int, default=defaults.seed, help="same seed, byte-identical files (default 0)")
-    synth.add_argument("--workers", type=int, default=None, help="processes (default: one per CPU)")
-    synth.set_defaults(handler=cmd_data_synth)
-    synth_boxes = data_commands.add_parser("synth-boxes", help="write the box annotations of a synthetic set generated before it wrote them (images unchanged)")
-    synth_boxes.add_argument("--data", type=Path, required=True, help="the synthetic set's folder")
-    synth_boxes.set_defaults(handler=cmd_data_synth_boxes, workers=None)
-    holdout = data_commands.add_parser("holdout", help="hold out train images as a val split, to choose settings without the val images")
-    holdout.add_argument("--data", type=Path, required=True, help="the dataset whose train images are split")
-    holdout.add_argument("--out", type=Path, required=True, help="folder to create (class folders of links)")
-    holdout.add_argument("--per-class", type=int, required=True, help="train images per class held out as val/")
-    holdout.add_argument("--seed", type=int, default=0, help="which images are held out (default 0)")
-    holdout.set_defaults(handler=cmd_data_holdout)
-    fashion = data_commands.add_parser("fashion-mnist", help="write Fashion-MNIST's IDX files in the class-folder layout")
-    fashion.add_argument("--source", type=Path, default=Path("/usr/share/datasets/fashion-mnist"), help="folder of the four .gz IDX files (default: Debian's)")
-    fashion.add_argument("--out", type=Path, required=True, help="folder to create")
-    fashion.add_argument("--train-per-class", type=int, default=1000, help="the first N of each class of the training file (default 1000)")
-    fashion.add_argument("--val-per-class", type=int, default=250, help="the first N of each class of the test file (default 250)")
-    fashion.set_defaults(handler=cmd_data_fashion_mnist)
-    inspect = data_commands.add_parser("inspect", help="detect a data folder's layout and count its images")
-    inspect.add_argument("--data", type=Path, required=True, help="the data folder")
-    inspect.set_defaults(handler=cmd_data_inspect)
+    add_data_commands(commands)
     return parser
 
 

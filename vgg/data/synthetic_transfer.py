@@ -5,7 +5,9 @@ like the embedded set (`vgg.data.synthetic`) but with shapes none of its classes
   mean class recall over random splits, as Caltech-101/256;
 - `multilabel/`: a multi-label set in VOC's devkit layout (`VOCdevkit/VOC2007/{JPEGImages, Annotations,
   ImageSets/Main}`, `trainval` and `test`), one to three objects of distinct classes an image, for mAP, as
-  VOC-2007; its class names are in `multilabel/classes.txt`.
+  VOC-2007; its class names are in `multilabel/classes.txt`. The same images make a toy of VOC-2012's action
+  set (`ImageSets/Action`): each object, with its box in `Annotations/`, is a "person" whose "action" is its
+  class, so that the whole image is ambiguous where it shows several objects and the box is not.
 
 Every image comes from its own random stream seeded by (seed, set, class or split, index): the same seed gives
 byte-identical files whatever the number of processes.
@@ -23,7 +25,7 @@ from vgg.data.dataset_folder import write_once
 from vgg.data.synthetic import NOISE_STD, OBJECT_SIZE, TEXTURES, TRANSFER_SHAPES, _paste, cluttered_canvas, encode_jpeg
 
 DESCRIPTION = "transfer.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: object boxes in Annotations/ and the toy actions in ImageSets/Action/ (images unchanged)
 MAX_TRANSFER_CLASSES = len(TRANSFER_SHAPES) * len(TEXTURES)
 MULTILABEL_SPLITS = ("trainval", "test")
 MULTILABEL_OBJECT_SIZE = (0.25, 0.5)
@@ -71,14 +73,26 @@ def render_single(spec: TransferSpec, class_index: int, image_index: int) -> byt
     return _jpeg(rng, canvas)
 
 
-def render_multi(spec: TransferSpec, split: str, image_index: int) -> tuple[bytes, list[int]]:
-    """One multi-label image and the classes it shows: one to three objects of distinct classes."""
+def render_multi(spec: TransferSpec, split: str, image_index: int) -> tuple[bytes, list[int], list[tuple[int, int, int, int]]]:
+    """One multi-label image, the classes it shows (one to three objects of distinct classes, drawn in that
+    order: a later one may hide part of an earlier one) and each object's box (inclusive pixels)."""
     rng = np.random.default_rng([spec.seed, 1, MULTILABEL_SPLITS.index(split), image_index])
     canvas, short = cluttered_canvas(rng, spec.min_side, spec.max_side)
     shown = sorted(int(c) for c in rng.choice(spec.multilabel_classes, size=int(rng.integers(1, 4)), replace=False))
-    for class_index in shown:
-        _paste(canvas, rng, *transfer_class(class_index), math.exp(rng.uniform(*np.log(MULTILABEL_OBJECT_SIZE))) * short)
-    return _jpeg(rng, canvas), shown
+    boxes = [
+        _paste(canvas, rng, *transfer_class(class_index), math.exp(rng.uniform(*np.log(MULTILABEL_OBJECT_SIZE))) * short) for class_index in shown
+    ]
+    return _jpeg(rng, canvas), shown, boxes
+
+
+def _annotation(image_id: str, names: list[str], boxes: list[tuple[int, int, int, int]]) -> str:
+    """VOC's XML for one image: each object's name and box (the devkit's 1-based inclusive corners)."""
+    objects = "".join(
+        f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{x0 + 1}</xmin><ymin>{y0 + 1}</ymin>"
+        f"<xmax>{x1 + 1}</xmax><ymax>{y1 + 1}</ymax></bndbox></object>"
+        for name, (x0, y0, x1, y1) in zip(names, boxes)
+    )
+    return f"<annotation><filename>{image_id}.jpg</filename>{objects}</annotation>\n"
 
 
 def _write_single(root: Path, spec: TransferSpec) -> None:
@@ -92,23 +106,26 @@ def _write_single(root: Path, spec: TransferSpec) -> None:
 def _write_multi(root: Path, spec: TransferSpec) -> None:
     names = [class_name(k).split(".", 1)[1] for k in range(spec.multilabel_classes)]
     devkit = root / "multilabel" / "VOCdevkit" / "VOC2007"
-    for folder in ("JPEGImages", "Annotations", "ImageSets/Main"):
+    for folder in ("JPEGImages", "Annotations", "ImageSets/Main", "ImageSets/Action"):
         (devkit / folder).mkdir(parents=True)
     for split in MULTILABEL_SPLITS:
         count = spec.trainval if split == "trainval" else spec.test
         ids, present = [], []
         for image_index in range(count):
             image_id = f"{split}_{image_index:06d}"
-            jpeg, shown = render_multi(spec, split, image_index)
+            jpeg, shown, boxes = render_multi(spec, split, image_index)
             (devkit / "JPEGImages" / f"{image_id}.jpg").write_bytes(jpeg)
-            objects = "".join(f"<object><name>{names[k]}</name><difficult>0</difficult></object>" for k in shown)
-            (devkit / "Annotations" / f"{image_id}.xml").write_text(f"<annotation><filename>{image_id}.jpg</filename>{objects}</annotation>\n")
+            (devkit / "Annotations" / f"{image_id}.xml").write_text(_annotation(image_id, [names[k] for k in shown], boxes))
             ids.append(image_id)
-            present.append(set(shown))
-        (devkit / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+            present.append(shown)
+        for folder in ("Main", "Action"):
+            (devkit / "ImageSets" / folder / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
         for k, name in enumerate(names):
             lines = "".join(f"{i} {1 if k in shown else -1:2d}\n" for i, shown in zip(ids, present))
             (devkit / "ImageSets" / "Main" / f"{name}_{split}.txt").write_text(lines)
+            # the toy actions: every object is a "person" whose action is its class (VOC's `id object label` lines)
+            objects = "".join(f"{i} {n + 1} {1 if shown[n] == k else -1:2d}\n" for i, shown in zip(ids, present) for n in range(len(shown)))
+            (devkit / "ImageSets" / "Action" / f"{name}_{split}.txt").write_text(objects)
     (root / "multilabel" / "classes.txt").write_text("".join(f"{name}\n" for name in names))
 
 

@@ -32,6 +32,8 @@ class Profile:
     random_init: str
     data: str
     synthetic: dict = field(default_factory=dict)  # SynthSpec fields: generate `data` when absent
+    transfer_data: str = ""  # Appendix B's toy target sets (`vgg.data.synthetic_transfer`), generated when absent ...
+    transfer_synthetic: dict = field(default_factory=dict)  # ... with these TransferSpec fields
     max_epochs: int = 0  # a run's epoch limit (from a random init or from A) ...
     finetune_max_epochs: int = 0  # ... and a fine-tune's
     train_images: int = 0  # or its length in images seen (the paper's unit: 370K iterations of 256): epochs = this / the train set's size ...
@@ -166,6 +168,13 @@ def _synthetic_spec(value: object) -> bool:
     return all(key in known and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for key, v in value.items())
 
 
+def _transfer_spec(value: object) -> bool:
+    from vgg.data.synthetic_transfer import TransferSpec
+
+    known = {f.name for f in dataclass_fields(TransferSpec)}
+    return all(key in known and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for key, v in value.items())
+
+
 def _fraction_of_one(value: float) -> bool:
     return 0 <= value < 1
 
@@ -179,6 +188,8 @@ PROFILE_KEYS: dict[str, Key] = {
     "random_init": text(required=True, expected='a string: "glorot" or "paper"'),
     "data": text(required=True, expected="a string: the dataset folder"),
     "synthetic": Key((dict,), "a table of vgg.data.synthetic.SynthSpec's fields (classes, train_per_class, ...) as integers", _synthetic_spec),
+    "transfer_data": text(expected="a string: the folder of the toy transfer sets (Appendix B)"),
+    "transfer_synthetic": Key((dict,), "a table of vgg.data.synthetic_transfer.TransferSpec's fields (classes, per_class, ...) as integers", _transfer_spec),
     "max_epochs": count(),
     "finetune_max_epochs": count(),
     "train_images": count(),

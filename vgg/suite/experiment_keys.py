@@ -48,6 +48,9 @@ EXPERIMENT_KEYS: dict[str, Key] = {
     "localisation": _tables("a list of tables ([[localisation]], Appendix A)"),
     "comparison": _tables("a list of tables ([[comparison]]: paired comparisons of [[localisation]] entries)"),
     "classes": Key((dict,), "a table: the classification whose top-5 classes are localised (run = ... or runs = [...], method, scales)"),
+    "transfer_net": _tables("a list of tables ([[transfer_net]], Appendix B: the feature extractors)"),
+    "transfer_set": _tables("a list of tables ([[transfer_set]], Appendix B: the target datasets)"),
+    "transfer_comparison": _tables("a list of tables ([[transfer_comparison]], Appendix B: paired comparisons of scale settings)"),
 }
 """What each key of an experiment file may hold; its entries' keys follow."""
 EVALUATION_KEYS = {"run": text(required=True, expected="a string: a run of runs.toml"), **HOW_EVALUATED, **LABELS}

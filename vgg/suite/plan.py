@@ -1,19 +1,16 @@
-"""Experiment files -> specs: the catalogue of training runs (`experiments/runs.toml`), each
-table's evaluations, fusions and ablations (`experiments/<table>.toml`), the training runs an
-experiment needs in init order (a DAG through their init parents), and their seeds.
+"""Experiment files -> specs: the catalogue of training runs (`experiments/runs.toml`), each table's evaluations,
+fusions and ablations (`experiments/<table>.toml`), the training runs an experiment needs in init order (a DAG
+through their init parents), and their seeds.
 
-Each run trains once per profile and seed into RUNS/<profile>/<run id> (seed 0) or
-RUNS/<profile>/<run id>-seed<k>; a seed's init chain stays within the seed (B-256-seed1
-starts from A-256-seed1).
+Each run trains once per profile and seed into RUNS/<profile>/<run id> (seed 0) or RUNS/<profile>/<run id>-seed<k>;
+a seed's init chain stays within the seed (B-256-seed1 starts from A-256-seed1).
 
-An ablation compares entries (evaluations, or fusions `{ fusion = [runs], method = ... }`)
-in pairs, each the difference entry - reference on the same val images. `evaluation = [...]`
-is one group of entries, `groups = [[...], [...]]` several; `pairs` says how each group pairs up:
-"baseline" (default: each entry vs the group's first), "successive" (each vs the one before),
-"all" (each vs every one before it), "best-member" (each fusion vs its member with the lowest
-top-1 error in our results, which only the results can tell).
+An ablation compares entries (evaluations, or fusions `{ fusion = [runs], method = ... }`) in pairs, each the
+difference entry - reference on the same val images. `evaluation = [...]` is one group of entries, `groups =
+[[...], [...]]` several; `pairs` says how each group pairs up: "baseline" (default: each entry vs the group's
+first), "successive" (each vs the one before), "all" (each vs every one before it), "best-member" (each fusion
+vs its member with the lowest top-1 error in our results, which only the results can tell).
 """
-
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -30,16 +27,15 @@ from vgg.suite.experiment_keys import (
     ABLATION_FUSION_KEYS, ABLATION_KEYS, CLASSES_KEYS, EVALUATION_KEYS, EXPERIMENT_KEYS, FUSION_KEYS, HOW_EVALUATED, PAIRS, RUN_TABLE_KEYS,
 )
 from vgg.suite.localisation_plan import LocalisationComparison, LocalisationSpec, localisation_comparisons, localisation_specs
+from vgg.suite.transfer_plan import TransferPlan, transfer_plan
 from vgg.training.starting_weights import PARENT_PREFIX, InitSource, init_words
 
 EXPERIMENTS_DIR = PROFILES_FILE.parent
 RUNS_FILE = EXPERIMENTS_DIR / "runs.toml"
 NOT_EXPERIMENTS = ("runs", "profiles", "pretrained")
 """The files of experiments/ that are not experiments (the run catalogue, the profiles, the published weights)."""
-TABLES = tuple(sorted(
-    (path.stem for path in EXPERIMENTS_DIR.glob("*.toml") if path.stem not in NOT_EXPERIMENTS),
-    key=lambda name: (not name.startswith("table"), int(name[5:]) if name[5:].isdigit() else 0, name),
-))
+TABLES = tuple(sorted((path.stem for path in EXPERIMENTS_DIR.glob("*.toml") if path.stem not in NOT_EXPERIMENTS),
+                      key=lambda name: (not name.startswith("table"), int(name[5:]) if name[5:].isdigit() else 0, name)))
 """The experiments, one per file of experiments/: the paper's tables, then the ablations (the Makefile lists them the same way)."""
 
 
@@ -205,6 +201,7 @@ class Experiment:
     localisations: list[LocalisationSpec] = field(default_factory=list)  # Appendix A (`vgg.suite.localisation_plan`)
     classes: Entry | None = None  # the classification whose top-5 classes the dense localisation protocol localises
     comparisons: list[LocalisationComparison] = field(default_factory=list)  # paired comparisons of localisation entries
+    transfer: TransferPlan | None = None  # Appendix B (`vgg.suite.transfer_plan`)
 
     def all_fusions(self) -> list[FusionSpec]:
         """Every fusion this experiment needs (ablation entries too), once each."""
@@ -367,14 +364,15 @@ def load_experiment(name_or_path: str | Path, catalog: dict[str, RunSpec] | None
         experiment.classes = (
             _eval_spec(classes, {}, catalog, where) if "run" in classes else _fusion_spec(classes, list(classes["runs"]), catalog, where)
         )
+    experiment.transfer = transfer_plan(data, catalog, where)
     if any(spec.protocol == "dense" for spec in experiment.localisations) and experiment.classes is None:
         raise ValueError(f"{where}: the dense localisation protocol localises the top-5 classes of a [classes] entry; add one")
     return experiment
 
 
-def plan_runs(experiment: Experiment, catalog: dict[str, RunSpec], seeds: int = 1) -> list[RunSpec]:
+def plan_runs(experiment: Experiment, catalog: dict[str, RunSpec], seeds: int = 1, profile: str = "") -> list[RunSpec]:
     """The training runs the experiment needs, parents included, parents first; seed 0's, then each
-    further seed's (ids `<run>-seed<k>`, init chains within the seed)."""
+    further seed's (ids `<run>-seed<k>`, init chains within the seed); the transfer nets' at `profile`."""
     if seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
     ordered: list[RunSpec] = []
@@ -395,5 +393,7 @@ def plan_runs(experiment: Experiment, catalog: dict[str, RunSpec], seeds: int = 
     if experiment.classes is not None and experiment.localisations:
         for member in experiment.classes.members if isinstance(experiment.classes, FusionSpec) else (experiment.classes,):
             visit(member.run)
+    for run_id in experiment.transfer.runs(profile) if experiment.transfer else ():  # seed 0's (`vgg.suite.transfer_runs`)
+        visit(run_id)
     seed_zero = [spec for spec in ordered if spec not in every_seed]
     return [spec.for_seed(seed) for seed in range(seeds) for spec in every_seed] + seed_zero

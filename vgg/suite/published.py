@@ -118,3 +118,15 @@ def localisation_paper_numbers(table: int, paper_row: str) -> dict[str, float | 
         if name == paper_row:
             return _note_values(row["notes"])
     return {}
+
+
+def transfer_paper_values(table: int) -> dict[tuple[str, str], str]:
+    """Appendix B's published values (Tables 11, 12) as printed, by (row, column): Table 11's columns are its
+    datasets ("VOC-2007 (mAP)", "Caltech-101 (mean class recall)"), Table 12's one column is "mAP"."""
+    found = {}
+    for row in _published():
+        if row["table"] != str(table):
+            continue
+        parts = dict(part.strip().partition("=")[::2] for part in row["notes"].split(";") if "=" in part)
+        found[(row["config"], parts.get("dataset", "mAP").strip())] = parts.get("value", "").strip()
+    return found

@@ -43,6 +43,7 @@ from vgg.suite.comparisons import SeedErrors, aggregate_row, comparison_rows, lo
 from vgg.suite.concurrent_training import Job, concurrent_jobs, console_tail, run_jobs, start_job, threads_per_job
 from vgg.suite.curves import curve_rows, write_curves
 from vgg.suite.localisation_runs import LocalisationRunner
+from vgg.suite.transfer_runs import TransferRunner
 from vgg.suite.plan import Entry, EvalSpec, Experiment, FusionSpec, RunSpec, load_catalog, plan_runs, seeded_id
 from vgg.suite.results_csv import drop_other_seeds, upsert_rows
 from vgg.suite.slurm import submit
@@ -80,15 +81,15 @@ class ExperimentRunner:
         precision: str | None = None,
         jobs: int | None = 1,
         tensorboard: bool = False,
+        transfer_roots: dict[str, str] | None = None,
+        weights_dir: Path | str | None = None,
     ):
         if launch not in ("local", "slurm"):
             raise ValueError(f"LAUNCH must be local or slurm, got {launch!r}")
         if seeds < 1:
             raise ValueError(f"SEEDS must be at least 1, got {seeds}")
         self.profile: Profile = get_profile(profile)
-        self.data = str(Path(data or self.profile.data)) if (data or self.profile.data) else ""
-        if not self.data:
-            raise ValueError(f"the {profile} profile has no default dataset: pass --data DIR (make ... DATA=DIR)")
+        self.data = str(Path(data or self.profile.data)) if (data or self.profile.data) else ""  # "" is an error where a run needs it
         self.runs_root, self.results_dir = Path(runs_root), Path(results_dir)
         self.gpus, self.launch, self.workers, self.device = gpus, launch, workers, device
         self.slurm_args, self.progress, self.log, self.seeds, self.tensorboard = slurm_args, progress, log, seeds, tensorboard
@@ -96,6 +97,8 @@ class ExperimentRunner:
         on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
         self.jobs = concurrent_jobs(jobs, on_cpu, gpus)  # runs training at once (None: 2 on a CPU, 1 on GPUs)
         self.catalog = load_catalog()
+        self.transfer_roots = dict(transfer_roots or {})  # Appendix B's dataset roots by name (VOC2007=DIR, ...)
+        self.weights_dir = weights_dir  # the paper profile's transfer nets: a folder of torchvision's vgg16/vgg19 files
 
     # ----- paths --------------------------------------------------------------------
     @property
@@ -332,9 +335,12 @@ class ExperimentRunner:
         """Train what is missing (parents first), evaluate, and upsert rows into results/<name>.csv
         (and the ablations' paired comparisons into results/comparisons.csv)."""
         with self.lock():
-            self.ensure_data()
-            require_data_folder(self.data)
-            runs = plan_runs(experiment, self.catalog, self.seeds)
+            runs = plan_runs(experiment, self.catalog, self.seeds, self.profile.name)
+            if runs or experiment.all_evaluations() or experiment.localisations:
+                if not self.data:
+                    raise ValueError(f"the {self.profile.name} profile has no default dataset: pass --data DIR (make ... DATA=DIR)")
+                self.ensure_data()
+                require_data_folder(self.data)
             if self.launch == "slurm":
                 submit(self, experiment, runs)
                 return []
@@ -359,6 +365,8 @@ class ExperimentRunner:
             if experiment.localisations:
                 rows += LocalisationRunner(self, experiment).run(results)
             drop_other_seeds(results, rows, self.seeds)
+            if experiment.transfer:
+                rows += TransferRunner(self, experiment).run(results)
             curves = [row for run in runs for row in curve_rows(run, self.run_dir(run.id), self.profile.name, self.data)]
             if curves:
                 write_curves(self.results_dir, curves)

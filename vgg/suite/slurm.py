@@ -76,11 +76,15 @@ def submit(runner: ExperimentRunner, experiment: Experiment, runs: list[RunSpec]
         (run_dir / SLURM_JOB_FILE).write_text(jobs[spec.id] + "\n")
         runner.log(f"[{spec.id}] submitted as job {jobs[spec.id]}" + (f" after {parents[0]}" if parents else ""))
     command = [
-        sys.executable, "-m", "vgg", "run", experiment.name, "--profile", runner.profile.name, "--data", runner.data,
+        sys.executable, "-m", "vgg", "run", experiment.name, "--profile", runner.profile.name, *(["--data", runner.data] if runner.data else []),
         "--runs", str(runner.runs_root), "--results", str(runner.results_dir), "--precision", runner.precision,
     ]
     if runner.seeds > 1:
         command += ["--seeds", str(runner.seeds)]
+    for name, root in runner.transfer_roots.items():  # Appendix B's datasets and weights
+        command += ["--transfer-data", f"{name}={root}"]
+    if runner.weights_dir:
+        command += ["--weights-dir", str(runner.weights_dir)]
     script = runner.profile_dir / f"evaluate-{experiment.name}.sh"
     script.write_text(slurm_script(runner, shlex.join(command), f"evaluate-{experiment.name}", runner.profile_dir))
     jobs["evaluate"] = _sbatch(script, list(jobs.values()))

@@ -115,7 +115,7 @@ class SuiteStatus:
         self.now = time.time() if now is None else now
         planned: dict[str, RunSpec] = {}
         for experiment in experiments:
-            for spec in plan_runs(experiment, runner.catalog, runner.seeds):
+            for spec in plan_runs(experiment, runner.catalog, runner.seeds, runner.profile.name):
                 planned.setdefault(spec.id, spec)
         self.runs = list(planned.values()) if runs is None else runs
         self._records: dict[str, tuple[dict | None, dict | None]] = {}

@@ -23,6 +23,7 @@ from vgg.suite.localisation_report import localisation_comparisons_section, rend
 from vgg.suite.plan import Experiment, RunSpec, load_catalog, load_experiment
 from vgg.suite.published import NONE, Numbers, number, paper_numbers, paper_row_numbers, published_rows
 from vgg.suite.report_parts import METRICS, ResultsView, delta, fmt, ours_cell, training_section
+from vgg.suite.transfer_report import render_transfer, transfer_comparisons_section
 
 
 def _plot(path: Path, labels: list[str], ours: list[dict | None], paper: list[Numbers], title: str) -> None:
@@ -130,12 +131,15 @@ def write_results_report(name: str | Path, profile: str, results_dir: Path, out_
     catalog = load_catalog()
     experiment = load_experiment(name, catalog)
     results_dir, out_dir = Path(results_dir), Path(out_dir)
-    view = ResultsView(results_dir / f"{experiment.name}.csv", profile, dataset)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{experiment.name}.md"
+    if experiment.transfer:
+        atomic_write_text(path, render_transfer(experiment, profile, results_dir))
+        return path
+    view = ResultsView(results_dir / f"{experiment.name}.csv", profile, dataset)
     curves = curves_section(results_dir, out_dir, experiment.name, profile, view.dataset, view.trained_runs(), view.classes())
     if experiment.ablations:
-        localisation = localisation_comparisons_section(results_dir, profile, view.dataset)
+        localisation = localisation_comparisons_section(results_dir, profile, view.dataset) + transfer_comparisons_section(results_dir, profile)
         atomic_write_text(path, render_ablations(experiment, view, results_dir, catalog, figure=out_dir / f"{experiment.name}.png") + localisation + curves)
         return path
     if experiment.localisations:

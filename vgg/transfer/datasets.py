@@ -57,7 +57,7 @@ class VocSplit:
 @dataclass(frozen=True)
 class VocActionSplit:
     """One VOC-2012 action split, one sample per (image, person): `boxes` (N, 4) float64 x0, y0, x1, y1 in
-    continuous pixel coordinates (the file's inclusive xmax + 1), `labels` (N, 11) int8 in `VOC_ACTIONS` order."""
+    continuous pixel coordinates (the file's xmin - 1 and inclusive xmax), `labels` (N, 11) int8 in `VOC_ACTIONS` order."""
 
     split: str
     root: Path
@@ -149,7 +149,8 @@ def read_voc_classification(root: Path, year: int, split: str, classes: Sequence
 
 
 def _object_box(annotation: Path, number: int) -> tuple[float, float, float, float]:
-    """The box of the `number`-th (1-based) <object> of `annotation`, as x0, y0, x1 + 1, y1 + 1 floats."""
+    """The box of the `number`-th (1-based) <object> of `annotation` in continuous 0-based pixel coordinates: the
+    devkit's corners are 1-based inclusive pixels, so (xmin - 1, ymin - 1, xmax, ymax)."""
     if not annotation.is_file():
         raise TransferLayoutError(f"{annotation.parent} lacks {annotation.name} (the person boxes)")
     try:
@@ -164,21 +165,22 @@ def _object_box(annotation: Path, number: int) -> tuple[float, float, float, flo
         x0, y0, x1, y1 = (float(text) for text in corners)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise TransferLayoutError(f"{annotation} object {number} lacks a numeric bndbox ({corners})") from None
-    return x0, y0, x1 + 1.0, y1 + 1.0
+    return x0 - 1.0, y0 - 1.0, x1, y1
 
 
-def read_voc_action(root: Path, split: str) -> VocActionSplit:
+def read_voc_action(root: Path, split: str, year: int = 2012, actions: Sequence[str] = VOC_ACTIONS) -> VocActionSplit:
     """VOC-2012 action `split`: the (image, person) pairs of ImageSets/Action/{action}_{split}.txt (lines
     `image_id object_index label`, labels 1 / -1, a 0 kept as is), which must all list the same pairs in one
     order, each image listed in ImageSets/Action/{split}.txt, the box from Annotations/{id}.xml. "other" is read
     from other_{split}.txt where present; the VOC-2012 release has no such file, and then a person is "other"
-    when none of the 10 actions is positive."""
-    voc = find_voc_folder(root, 2012)
+    when none of the 10 actions is positive. `year` and `actions` name another devkit folder and action list
+    (the toy set's, `vgg.data.synthetic_transfer`)."""
+    voc = find_voc_folder(root, year)
     action_dir = voc / "ImageSets" / "Action"
     split_ids = {fields[0] for fields in _read_lines(action_dir / f"{split}.txt", f"the image ids of {split}")}
     pairs: list[tuple[str, int]] | None = None
     columns = []
-    for name in VOC_ACTIONS:
+    for name in actions:
         path = action_dir / f"{name}_{split}.txt"
         if name == "other" and not path.is_file():
             columns.append(np.where((np.stack(columns, axis=1) > 0).any(axis=1), -1, 1))

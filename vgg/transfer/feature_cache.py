@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from vgg.data.datasets import ImageList
@@ -36,8 +37,11 @@ class FeatureKey:
     split: str
 
     @classmethod
-    def of(cls, weights_sha256: str, scales, combine: str, flip: bool, images: ImageList) -> FeatureKey:
+    def of(cls, weights_sha256: str, scales, combine: str, flip: bool, images: ImageList, boxes: np.ndarray | None = None) -> FeatureKey:
+        """The key of `images` (each one's `boxes` when given: VOC actions' person boxes) under these settings."""
         ids = hashlib.sha256("\n".join(images.image_ids()).encode()).hexdigest()[:16]
+        if boxes is not None:
+            ids += ":boxes-" + hashlib.sha256(np.ascontiguousarray(boxes, dtype=np.float64).tobytes()).hexdigest()[:16]
         return cls(weights_sha256, tuple(scales), combine, flip, f"{images.root}:{ids}", images.split)
 
     @property
@@ -59,11 +63,11 @@ def _rows_so_far(path: Path, key: FeatureKey) -> list[torch.Tensor]:
 
 
 def cached_descriptors(
-    cache_dir: Path, name: str, key: FeatureKey, images: ImageList, compute: Callable[[ImageList], torch.Tensor],
+    cache_dir: Path, name: str, key: FeatureKey, images: ImageList, compute: Callable[[ImageList, range], torch.Tensor],
     chunk: int = CHUNK_IMAGES, log: Callable[[str], None] = print,
 ) -> torch.Tensor:
     """The (N, D) descriptors of `images` under `key`: read from the cache, computed by `compute` (on an
-    `ImageList` of consecutive images) for the rows missing, saved every `chunk` images."""
+    `ImageList` of consecutive images, and their rows in `images`) for the rows missing, saved every `chunk` images."""
     path = cache_path(cache_dir, name, key)
     parts = _rows_so_far(path, key)
     done = sum(len(part) for part in parts)
@@ -76,7 +80,7 @@ def cached_descriptors(
     while done < len(images):
         end = min(done + chunk, len(images))
         part = replace(images, samples=images.samples.take(list(range(done, end))), ignored_files=0)
-        parts.append(compute(part).float().cpu())
+        parts.append(compute(part, range(done, end)).float().cpu())
         done = end
         rows = torch.cat(parts)
         parts = [rows]

@@ -9,7 +9,7 @@ training images, refitted on all of them, scored on the test images, with a 95% 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +17,7 @@ import numpy as np
 from vgg.evaluation.statistics import RESAMPLES, RESAMPLING_SEED
 from vgg.transfer.datasets import CaltechSplit
 from vgg.transfer.metrics import mean_average_precision, mean_class_recall
+from vgg.transfer.resampling import resample_counts, resampled_mean_average_precision, resampled_mean_class_recall
 from vgg.transfer.svm import LinearClassifier, choose_c, fit_multilabel, fit_single_label
 
 HELD_OUT = 0.2
@@ -32,6 +33,38 @@ class TransferResult:
     chosen_c: tuple[float, ...]
     std: float | None = None
     per_split: tuple[float, ...] = field(default_factory=tuple)
+    outputs: Outputs | None = field(default=None, repr=False, compare=False)  # what `paired_difference` resamples
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """A protocol's test outputs: `metric(counts)` recomputes its score (%) for a chunk of bootstrap resamples, given
+    for each split (one for multi-label sets) the (resamples, `sizes[k]`) counts of each test item drawn (`resample_counts`)."""
+
+    sizes: tuple[int, ...]
+    metric: Callable[[list[np.ndarray]], np.ndarray]
+
+
+def _resampled(outputs: Sequence[Outputs], resamples: int) -> list[np.ndarray]:
+    """Each output's score on the same bootstrap resamples of the test items; resamples where any is undefined (a
+    resample without a positive of any class) are left out."""
+    rng = np.random.default_rng(RESAMPLING_SEED)
+    values: list[list[np.ndarray]] = [[] for _ in outputs]
+    for counts in resample_counts(rng, outputs[0].sizes, resamples):
+        for found, output in zip(values, outputs):
+            found.append(output.metric(counts))
+    joined = [np.concatenate(found) for found in values]
+    defined = np.logical_and.reduce([~np.isnan(v) for v in joined])
+    return [v[defined] for v in joined]
+
+
+def paired_difference(entry: TransferResult, reference: TransferResult, resamples: int = RESAMPLES) -> tuple[float, float, float]:
+    """entry - reference (points) and its 95% paired bootstrap interval: both scored on the same resampled test
+    items (per split for single-label sets). The two must come from the same test images."""
+    if entry.outputs is None or reference.outputs is None or entry.outputs.sizes != reference.outputs.sizes:
+        raise ValueError("a paired difference needs two results on the same test images")
+    mine, theirs = _resampled([entry.outputs, reference.outputs], resamples)
+    return entry.value - reference.value, *_interval(mine - theirs)
 
 
 def _interval(samples: np.ndarray) -> tuple[float, float]:
@@ -55,15 +88,8 @@ def multilabel_map(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray
     classifier = fit_multilabel(train, train_labels, best.c)
     scores = classifier.scores(test)
     value, _ = mean_average_precision(scores, test_labels, year)
-    rng = np.random.default_rng(RESAMPLING_SEED)
-    samples = []
-    for _ in range(resamples):
-        rows = rng.integers(0, len(test), len(test))
-        try:
-            samples.append(mean_average_precision(scores[rows], test_labels[rows], year)[0])
-        except ValueError:  # a resample without any positive of any class
-            continue
-    return TransferResult(value, *_interval(np.array(samples)), (best.c,))
+    outputs = Outputs((len(test),), lambda counts: resampled_mean_average_precision(scores, test_labels, year, counts[0]))
+    return TransferResult(value, *_interval(_resampled([outputs], resamples)[0]), (best.c,), outputs=outputs)
 
 
 def single_label_recall(features: np.ndarray, labels: np.ndarray, classes: int, splits: Sequence[CaltechSplit],
@@ -78,13 +104,9 @@ def single_label_recall(features: np.ndarray, labels: np.ndarray, classes: int, 
         values.append(mean_class_recall(predicted, labels[split.test], classes))
         chosen.append(best.c)
         predictions.append((predicted, labels[split.test]))
-    rng = np.random.default_rng(RESAMPLING_SEED)
-    samples = []
-    for _ in range(resamples):
-        per_split = []
-        for predicted, truth in predictions:
-            rows = rng.integers(0, len(truth), len(truth))
-            per_split.append(mean_class_recall(predicted[rows], truth[rows], classes))
-        samples.append(np.mean(per_split))
+    outputs = Outputs(
+        tuple(len(truth) for _, truth in predictions),
+        lambda counts: np.mean([resampled_mean_class_recall(p, t, classes, c) for (p, t), c in zip(predictions, counts)], axis=0),
+    )
     std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    return TransferResult(float(np.mean(values)), *_interval(np.array(samples)), tuple(chosen), std, tuple(values))
+    return TransferResult(float(np.mean(values)), *_interval(_resampled([outputs], resamples)[0]), tuple(chosen), std, tuple(values), outputs)
