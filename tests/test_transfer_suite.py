@@ -111,3 +111,12 @@ def test_make_passes_the_dataset_roots_and_the_weights_folder():
         ["make", "-n", "table11", "PROFILE=paper", "VOC2007=/d/voc", "CALTECH256=/d/caltech", "WEIGHTS=/w"], cwd=ROOT, capture_output=True, text=True,
     ).stdout
     assert "--transfer-data VOC2007=/d/voc" in command and "--transfer-data CALTECH256=/d/caltech" in command and "--weights-dir /w" in command
+
+
+def test_the_toy_transfer_sets_of_a_profile_are_not_part_of_any_run_identity():
+    from vgg.recipe.profiles import get_profile
+    from vgg.training.identity import recipe
+
+    smoke = get_profile("smoke")
+    assert smoke.transfer_data and smoke.transfer_synthetic
+    assert not {"transfer_data", "transfer_synthetic"} & set(recipe(smoke, "D")) | set(recipe(smoke, "D", boxes=True))

@@ -33,7 +33,7 @@ from vgg.recipe.profiles import Profile
 from vgg.runtime.checkpoint import checkpoint_file, read_done
 
 IDENTITY_VERSION = 3
-NOT_RECIPE = ("name", "description", "data", "synthetic", "cache_decoded", "eval_precision")
+NOT_RECIPE = ("name", "description", "data", "synthetic", "cache_decoded", "eval_precision", "transfer_data", "transfer_synthetic")
 """Profile fields that do not change what training computes (where, how fast, how it is evaluated)."""
 FINGERPRINT_FILES = 256
 """Files per split whose names and sizes enter a dataset's fingerprint (evenly spaced, in sorted order)."""
