@@ -55,7 +55,8 @@ def test_ci_table11_end_to_end(ci_transfer):
     # the training chain of the ci nets ran, and every net's descriptors of each part were extracted once
     assert any("[D-256-512] finished" in message or "training VGG-D at S=256:512" in message for message in first)
     features = sorted(path.name.split("__")[0] for path in (folder / "runs" / "ci" / "features").glob("*.pt"))
-    assert features.count("Net-D") == 3 + 4 and features.count("Net-E") == 3 + 4  # table11: 3 parts; table12: 4 (2 images, 2 boxes)
+    # table11: 3 parts (trainval, test, all); table12: its images are table11's (read, not extracted again) and 2 parts of boxes
+    assert features.count("Net-D") == 3 + 2 and features.count("Net-E") == 3 + 2
 
 
 def test_a_second_run_reads_every_descriptor_file_and_scores_the_same(ci_transfer):
@@ -74,7 +75,9 @@ def test_a_second_run_reads_every_descriptor_file_and_scores_the_same(ci_transfe
 
 
 def test_ci_table12_image_and_box_rows(ci_transfer):
-    _, _, rows, _, _ = ci_transfer
+    _, _, rows, first, _ = ci_transfer
+    extracted = [message for message in first if "toy-action" in message and "descriptors of" in message]
+    assert extracted and all("-boxes:" in message for message in extracted)  # the whole images' descriptors are table11's
     table12 = rows["table12"]
     assert {(row["net"], row["features"]) for row in table12} >= {("Net-D & Net-E", "image"), ("Net-D & Net-E", "image+box")}
     fused = {row["features"]: row for row in table12 if row["net"] == "Net-D & Net-E"}
@@ -119,4 +122,4 @@ def test_the_toy_transfer_sets_of_a_profile_are_not_part_of_any_run_identity():
 
     smoke = get_profile("smoke")
     assert smoke.transfer_data and smoke.transfer_synthetic
-    assert not {"transfer_data", "transfer_synthetic"} & set(recipe(smoke, "D")) | set(recipe(smoke, "D", boxes=True))
+    assert not {"transfer_data", "transfer_synthetic"} & (set(recipe(smoke, "D")) | set(recipe(smoke, "D", boxes=True)))

@@ -45,3 +45,22 @@ def test_a_class_without_negatives_is_a_clear_error():
     features, _ = blobs(5, 2)
     with pytest.raises(ValueError, match="positive and negative"):
         fit_multilabel(features, np.ones((10, 1), dtype=int), c=1.0)
+
+
+def test_the_classes_fitted_in_threads_give_the_serial_fit():
+    import torch
+
+    rng = np.random.default_rng(0)
+    features, labels = rng.normal(size=(60, 8)), rng.integers(0, 4, 60)
+    multilabel = np.where(rng.random((60, 3)) > 0.5, 1, -1)
+    multilabel[:5, 0] = 0  # difficult for class 0: left out of its SVM
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = fit_single_label(features, labels, 4, 1.0), fit_multilabel(features, multilabel, 1.0)
+        torch.set_num_threads(3)
+        threaded = fit_single_label(features, labels, 4, 1.0), fit_multilabel(features, multilabel, 1.0)
+    finally:
+        torch.set_num_threads(threads)
+    for one, other in zip(serial, threaded):
+        assert np.array_equal(one.weights, other.weights) and np.array_equal(one.bias, other.bias)

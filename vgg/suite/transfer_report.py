@@ -56,8 +56,9 @@ def _header(experiment: Experiment, rows: list[dict], profile: str) -> str:
     lines += [f"- net {name}: `{weights}`" for name, weights in nets.items()]
     for dataset in dict.fromkeys(row["transfer_set"] for row in rows):
         first = next(row for row in rows if row["transfer_set"] == dataset)
+        chance = f"; chance about {float(first['chance']):.1f}" if first.get("chance") else ""
         lines.append(f"- {DATASETS[dataset].title}: `{first['dataset']}`, {first['train_images']} train and {first['test_images']} test "
-                     f"items, {first['classes']} classes; {DATASETS[dataset].protocol}")
+                     f"items, {first['classes']} classes; {DATASETS[dataset].protocol}{chance}")
     for name, key in (("date", "date"), ("commit", "git_commit"), ("device", "device")):
         values = sorted({row[key] for row in rows if row.get(key)})
         lines.append(f"- {name}: {values[0]} to {values[-1]}" if name == "date" and len(values) > 1 else f"- {name}: {', '.join(values) or '-'}")
@@ -89,10 +90,20 @@ def ours_table(experiment: Experiment, rows: list[dict]) -> str:
 def published_table(table: int) -> str:
     """The paper's table as published: every row, a column per dataset."""
     values = transfer_paper_values(table)
-    columns = list(dict.fromkeys(column for _, column in values))
+    order = [dataset.paper_column for dataset in DATASETS.values()]  # the paper's: VOC-2007, VOC-2012, Caltech-101, Caltech-256
+    columns = sorted(dict.fromkeys(column for _, column in values), key=lambda column: order.index(column) if column in order else len(order))
     names = list(dict.fromkeys(name for name, _ in values))
     lines = [[name, *(values.get((name, column), "-") for column in columns)] for name in names]
     return tabulate(lines, headers=["method", *columns], tablefmt="github", disable_numparse=True)
+
+
+OUTSIDE_NOTE = ("A value outside its own interval (a row near chance): the AP of a resample, which ranks an item's copies together, "
+                "is biased upwards where the ranking is nearly random, so the percentile interval sits above the value.")
+
+
+def outside_note(rows: list[dict]) -> str:
+    """The note on rows whose value lies outside their bootstrap interval (empty without any)."""
+    return f"\n{OUTSIDE_NOTE}\n" if any(not float(r["value_lo"]) <= float(r["value"]) <= float(r["value_hi"]) for r in rows) else ""
 
 
 def random_check(experiment: Experiment, rows: list[dict]) -> str:
@@ -142,7 +153,7 @@ def transfer_comparisons_section(results_dir: Path, profile: str, heading: str =
 def render_transfer(experiment: Experiment, profile: str, results_dir: Path) -> str:
     """The whole report of Table 11 or 12."""
     rows = _rows(Path(results_dir) / f"{experiment.name}.csv", profile)
-    sections = [_header(experiment, rows, profile), "## Ours\n", ours_table(experiment, rows), "",
+    sections = [_header(experiment, rows, profile), "## Ours\n", ours_table(experiment, rows), outside_note(rows),
                 f"## Published (the paper's Table {experiment.paper_table})\n", published_table(experiment.paper_table or 0),
                 "\nStarred values: pre-trained on an extended ILSVRC (Wei et al.: 2000 classes; Oquab et al.: 1512).",
                 random_check(experiment, rows)]

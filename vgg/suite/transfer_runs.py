@@ -39,7 +39,7 @@ TRANSFER_KEY = ("profile", "transfer_set", "dataset", "net", "test_scales", "com
 """What identifies a row of results/table11.csv and table12.csv."""
 TRANSFER_FIELDS = (
     "profile", "transfer_set", "dataset", "net", "paper_row", "weights", "weights_sha256", "test_scales", "combine", "flip", "features",
-    "metric", "value", "value_lo", "value_hi", "value_std", "per_split", "chosen_c", "train_images", "test_images", "classes",
+    "metric", "value", "value_lo", "value_hi", "value_std", "per_split", "chosen_c", "train_images", "test_images", "classes", "chance",
     "git_commit", "device", "date",
 )  # fmt: skip
 COMPARISON_KEY = ("profile", "transfer_set", "dataset", "comparison", "net")
@@ -180,7 +180,9 @@ class TransferRunner:
             chosen = None if boxes is None else boxes[rows.start : rows.stop]
             return descriptors(extractor.net, chunk, pixels, RAW, True, self.device, workers, boxes=chosen)
 
-        return cached_descriptors(self.runner.profile_dir / "features", "__".join(map(slug, (member, dataset, part))), key, images, compute, log=self.runner.log)
+        # named by net and split only: datasets sharing images (the toy multi-label and action sets) share the file
+        name = "__".join(map(slug, (member, images.split + ("-boxes" if boxes is not None else ""))))
+        return cached_descriptors(self.runner.profile_dir / "features", name, key, images, compute, log=self.runner.log)
 
     def part_descriptors(self, net: str, dataset: str, part: str, setting: Setting) -> np.ndarray:
         """A net's L2-normalised descriptors of a part under `setting` (a stack: its members' stacked)."""
@@ -221,7 +223,7 @@ class TransferRunner:
             "metric": task.dataset.metric, "value": round(result.value, 3), "value_lo": round(result.low, 3), "value_hi": round(result.high, 3),
             "value_std": "" if result.std is None else round(result.std, 3), "per_split": " ".join(f"{v:.2f}" for v in result.per_split),
             "chosen_c": " ".join(f"{c:g}" for c in result.chosen_c), "train_images": task.sizes["train"], "test_images": task.sizes["test"],
-            "classes": task.sizes["classes"], "git_commit": git_commit(), "device": self.device.type, "date": utc_timestamp(),
+            "classes": task.sizes["classes"], "chance": task.sizes["chance"], "git_commit": git_commit(), "device": self.device.type, "date": utc_timestamp(),
         }
 
     def comparison_rows(self, comparison: TransferComparison) -> list[dict]:

@@ -9,9 +9,12 @@ from `C_GRID` (our choice: the paper names no values) by the held-out score, tie
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
+import torch
 
 C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
 """The SVM constants tried (a decade apart, around LinearSVC's default of 1)."""
@@ -44,22 +47,29 @@ def _binary_svm(features: np.ndarray, positive: np.ndarray, c: float) -> tuple[n
     return svm.coef_[0].astype(np.float64), float(svm.intercept_[0])
 
 
+def _svm_without_difficult(features: np.ndarray, column: np.ndarray, c: float) -> tuple[np.ndarray, float]:
+    kept = column != 0
+    return _binary_svm(features if kept.all() else features[kept], column[kept] > 0, c)
+
+
+def _binary_svms(tasks: list[Callable[[], tuple[np.ndarray, float]]], c: float) -> LinearClassifier:
+    """The classes' SVMs fitted side by side in threads, as many as torch's intra-op threads (liblinear releases
+    the GIL while it fits); each fit is seeded, so the result does not depend on the thread count."""
+    threads = max(1, min(torch.get_num_threads(), len(tasks)))
+    with ThreadPoolExecutor(threads) as pool:
+        weights, bias = zip(*pool.map(lambda task: task(), tasks))
+    return LinearClassifier(np.stack(weights), np.array(bias), c)
+
+
 def fit_multilabel(features: np.ndarray, labels: np.ndarray, c: float) -> LinearClassifier:
     """One binary SVM per class of a multi-label set: `labels` (N, classes) in {1, -1, 0}; an image labelled 0
     (difficult) for a class is left out of that class's SVM."""
-    weights, bias = [], []
-    for column in labels.T:
-        kept = column != 0
-        w, b = _binary_svm(features[kept], column[kept] > 0, c)
-        weights.append(w)
-        bias.append(b)
-    return LinearClassifier(np.stack(weights), np.array(bias), c)
+    return _binary_svms([partial(_svm_without_difficult, features, column, c) for column in labels.T], c)
 
 
 def fit_single_label(features: np.ndarray, labels: np.ndarray, classes: int, c: float) -> LinearClassifier:
     """One-vs-rest SVMs of a single-label set (`labels` (N,) class indices, `classes` in all)."""
-    weights, bias = zip(*(_binary_svm(features, labels == k, c) for k in range(classes)))
-    return LinearClassifier(np.stack(weights), np.array(bias), c)
+    return _binary_svms([partial(_binary_svm, features, labels == k, c) for k in range(classes)], c)
 
 
 def choose_c(fit: Callable[[float], LinearClassifier], score: Callable[[LinearClassifier], float],

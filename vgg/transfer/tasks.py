@@ -71,6 +71,12 @@ class LoadedTask:
     root: Path | None = None
 
 
+def prevalence(labels: np.ndarray) -> float:
+    """What a random ranking scores, about (%): the mean over classes of the share of positives among the items
+    ranked for it (difficult ones, 0, left out), the expected AP of a random order on a large set."""
+    return round(float(100 * np.mean([(column > 0).sum() / max(1, (column != 0).sum()) for column in labels.T])), 3)
+
+
 def image_list(folder: Path, paths: tuple[Path, ...], split: str, layout: str, labels: np.ndarray | None = None) -> ImageList:
     """An `ImageList` of `paths` (all under `folder`), with class indices `labels` (0 where there are none)."""
     labels = np.zeros(len(paths), dtype=np.int64) if labels is None else labels
@@ -91,7 +97,8 @@ def _voc_classification(year: int, train: str, test: str, classes_file: str = ""
         def score(features: dict[str, np.ndarray]) -> TransferResult:
             return multilabel_map(features["train"], splits["train"].labels, features["test"], splits["test"].labels, year)
 
-        return LoadedTask(parts, score, {"train": len(splits["train"].ids), "test": len(splits["test"].ids), "classes": len(classes)})
+        sizes = {"train": len(splits["train"].ids), "test": len(splits["test"].ids), "classes": len(classes), "chance": prevalence(splits["test"].labels)}
+        return LoadedTask(parts, score, sizes)
 
     return load
 
@@ -108,7 +115,8 @@ def _caltech(kind: int, train_per_class: int | None, test_per_class: int | None)
         def score(features: dict[str, np.ndarray]) -> TransferResult:
             return single_label_recall(features["all"], data.labels, len(data.classes), splits)
 
-        sizes = {"train": len(splits[0].train), "test": len(splits[0].test), "classes": len(data.classes), "splits": len(splits)}
+        sizes = {"train": len(splits[0].train), "test": len(splits[0].test), "classes": len(data.classes), "splits": len(splits),
+                 "chance": round(100 / len(data.classes), 3)}
         return LoadedTask(parts, score, sizes)
 
     return load
@@ -134,7 +142,9 @@ def _voc_action(year: int, train: str, test: str, toy: bool) -> Callable[[Path],
             labels = {part: splits[part].labels[:, evaluated] for part in splits}
             return multilabel_map(features["train"], labels["train"], features["test"], labels["test"], 2012)
 
-        return LoadedTask(parts, score, {"train": len(splits["train"].ids), "test": len(splits["test"].ids), "classes": len(evaluated)}, mapping)
+        sizes = {"train": len(splits["train"].ids), "test": len(splits["test"].ids), "classes": len(evaluated),
+                 "chance": prevalence(splits["test"].labels[:, evaluated])}
+        return LoadedTask(parts, score, sizes, mapping)
 
     return load
 
