@@ -53,6 +53,7 @@ def test_a_killed_extraction_resumes_where_it_stopped(tmp_path, images):
     messages = []
     rows = cached_descriptors(tmp_path, "caltech", key, images, compute, chunk=4, log=messages.append)
     assert [len(c) for c in calls] == [4, 4, 1] and "resuming at image 4 of 9" in messages[0]
+    assert sorted(tmp_path.glob("caltech__*")) == [cache_path(tmp_path, "caltech", key)]  # the chunks' files joined into one
     assert torch.equal(rows, fake_descriptors([])(images))
 
 

@@ -45,7 +45,7 @@ def test_the_experiment_files_hold_the_papers_settings():
     (NETS + SET.replace("toy-categories", "VOC2009"), r"unknown dataset; choose one of VOC2007, VOC2012"),
     (NETS + SET.replace('"stack"', '"max"'), r"combine = 'max'; choose average or stack"),
     (NETS + SET + 'features = ["image+box"]\n', r"image\+box features need person boxes: an action dataset"),
-    (NETS.replace('run = "D-256-512"\n', "") + SET, r"a net names both its published weights"),
+    (NETS.replace('run = "D-256-512"\n', "") + SET, r"give both its published weights"),
     (NETS.replace('"vgg16"', '"vgg16_bn"') + SET, r"weights = 'vgg16_bn'; choose vgg16 or vgg19"),
     (NETS.replace('"D-256-512"', '"D-999"') + SET, r"run 'D-999' is not a run of runs.toml"),
     (NETS + '[[transfer_net]]\nname = "fused"\nstack = ["Net-D", "Net-X"]\n' + SET, r"names 'Net-X', which is not an earlier \[\[transfer_net\]\]"),

@@ -136,8 +136,8 @@ def transfer_nets(entries: list[dict], catalog: dict, where: str) -> list[Transf
         if sum(kinds) != 1:
             raise ValueError(f"{here}: give weights and run (a net), stack = [...] (a fusion) or random = \"<net>\", one of them")
         if (net.weights or net.run) and not (net.weights and net.run):
-            raise ValueError(f"{here}: a net names both its published weights (weights = \"vgg16\", the paper profile) and its run "
-                             "(run = \"D-256-512\", the other profiles)")
+            raise ValueError(f"{here}: give both its published weights (weights = \"vgg16\", used at the paper profile) and its run "
+                             "(run = \"D-256-512\", used at the other profiles)")
         if net.weights and net.weights not in PUBLISHED_WEIGHTS:
             raise ValueError(f"{here}: weights = {net.weights!r}; choose {' or '.join(PUBLISHED_WEIGHTS)}")
         if net.run and net.run not in catalog:

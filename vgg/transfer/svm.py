@@ -8,6 +8,7 @@ from `C_GRID` (our choice: the paper names no values) by the held-out score, tie
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -52,24 +53,37 @@ def _svm_without_difficult(features: np.ndarray, column: np.ndarray, c: float) -
     return _binary_svm(features if kept.all() else features[kept], column[kept] > 0, c)
 
 
-def _binary_svms(tasks: list[Callable[[], tuple[np.ndarray, float]]], c: float) -> LinearClassifier:
-    """The classes' SVMs fitted side by side in threads, as many as torch's intra-op threads (liblinear releases
-    the GIL while it fits); each fit is seeded, so the result does not depend on the thread count."""
-    threads = max(1, min(torch.get_num_threads(), len(tasks)))
-    with ThreadPoolExecutor(threads) as pool:
-        weights, bias = zip(*pool.map(lambda task: task(), tasks))
+FIT_BYTES_PER_VALUE = 40
+"""Memory one fit needs per feature value, about: liblinear's copy (16 bytes), a float64 copy of a class's rows,
+and sklearn's work arrays."""
+
+
+def fit_threads(features: np.ndarray, tasks: int) -> int:
+    """How many SVMs to fit at once: torch's intra-op threads (liblinear releases the GIL while it fits), at most
+    `tasks`, and no more than a quarter of the machine's memory holds (each fit copies the features)."""
+    budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    by_memory = budget // max(1, FIT_BYTES_PER_VALUE * features.size)
+    return int(max(1, min(torch.get_num_threads(), tasks, by_memory)))
+
+
+def _binary_svms(features: np.ndarray, tasks: list[Callable[[np.ndarray], tuple[np.ndarray, float]]], c: float) -> LinearClassifier:
+    """The classes' SVMs (`tasks`, each given the float64 features), fitted side by side in `fit_threads` threads;
+    each fit is seeded, so the result does not depend on the thread count."""
+    features = np.ascontiguousarray(features, dtype=np.float64)  # once, not once per fit
+    with ThreadPoolExecutor(fit_threads(features, len(tasks))) as pool:
+        weights, bias = zip(*pool.map(lambda task: task(features), tasks))
     return LinearClassifier(np.stack(weights), np.array(bias), c)
 
 
 def fit_multilabel(features: np.ndarray, labels: np.ndarray, c: float) -> LinearClassifier:
     """One binary SVM per class of a multi-label set: `labels` (N, classes) in {1, -1, 0}; an image labelled 0
     (difficult) for a class is left out of that class's SVM."""
-    return _binary_svms([partial(_svm_without_difficult, features, column, c) for column in labels.T], c)
+    return _binary_svms(features, [partial(_svm_without_difficult, column=column, c=c) for column in labels.T], c)
 
 
 def fit_single_label(features: np.ndarray, labels: np.ndarray, classes: int, c: float) -> LinearClassifier:
     """One-vs-rest SVMs of a single-label set (`labels` (N,) class indices, `classes` in all)."""
-    return _binary_svms([partial(_binary_svm, features, labels == k, c) for k in range(classes)], c)
+    return _binary_svms(features, [partial(_binary_svm, positive=labels == k, c=c) for k in range(classes)], c)
 
 
 def choose_c(fit: Callable[[float], LinearClassifier], score: Callable[[LinearClassifier], float],

@@ -83,14 +83,17 @@ def image_list(folder: Path, paths: tuple[Path, ...], split: str, layout: str, l
     return ImageList(split, layout, (), Samples.from_pairs(folder, list(zip(paths, labels.tolist()))), 0)
 
 
-def _voc_classification(year: int, train: str, test: str, classes_file: str = "") -> Callable[[Path], LoadedTask]:
+def _toy_classes(root: Path) -> tuple[str, ...]:
+    """The class names of a toy multi-label set (its classes.txt)."""
+    names = Path(root) / "classes.txt"
+    if not names.is_file():
+        raise TransferLayoutError(f"{root} lacks classes.txt (the toy set's class names): remove the folder to generate it again")
+    return tuple(names.read_text().split())
+
+
+def _voc_classification(year: int, train: str, test: str, toy: bool = False) -> Callable[[Path], LoadedTask]:
     def load(root: Path) -> LoadedTask:
-        classes = VOC_CLASSES
-        if classes_file:
-            names = Path(root) / classes_file
-            if not names.is_file():
-                raise TransferLayoutError(f"{root} lacks {classes_file} (the toy set's class names): generate it again")
-            classes = tuple(names.read_text().split())
+        classes = _toy_classes(root) if toy else VOC_CLASSES
         splits = {part: read_voc_classification(root, year, split, classes) for part, split in (("train", train), ("test", test))}
         parts = {part: Part(image_list(s.root / "JPEGImages", s.paths, s.split, f"VOC{year}")) for part, s in splits.items()}
 
@@ -124,7 +127,7 @@ def _caltech(kind: int, train_per_class: int | None, test_per_class: int | None)
 
 def _voc_action(year: int, train: str, test: str, toy: bool) -> Callable[[Path], LoadedTask]:
     def load(root: Path) -> LoadedTask:
-        actions = tuple(Path(root, "classes.txt").read_text().split()) if toy else VOC_ACTIONS
+        actions = _toy_classes(root) if toy else VOC_ACTIONS
         evaluated = list(range(len(actions))) if toy else [VOC_ACTIONS.index(a) for a in EVALUATED_ACTIONS]
         splits = {part: read_voc_action(root, split, year, actions) for part, split in (("train", train), ("test", test))}
         parts, mapping = {}, {}
@@ -140,7 +143,8 @@ def _voc_action(year: int, train: str, test: str, toy: bool) -> Callable[[Path],
 
         def score(features: dict[str, np.ndarray]) -> TransferResult:
             labels = {part: splits[part].labels[:, evaluated] for part in splits}
-            return multilabel_map(features["train"], labels["train"], features["test"], labels["test"], 2012)
+            return multilabel_map(features["train"], labels["train"], features["test"], labels["test"], 2012,
+                                  train_groups=mapping["train"], test_groups=mapping["test"])
 
         sizes = {"train": len(splits["train"].ids), "test": len(splits["test"].ids), "classes": len(evaluated),
                  "chance": prevalence(splits["test"].labels[:, evaluated])}
@@ -151,6 +155,7 @@ def _voc_action(year: int, train: str, test: str, toy: bool) -> Callable[[Path],
 
 def _datasets() -> tuple[TransferDataset, ...]:
     voc = "one-vs-rest linear SVMs, C chosen on 20% of the training images held out; mAP ({} AP)"
+    persons = "; the persons of an image are held out and resampled together"
     caltech = "{} random splits of {} train (20% held out for C) and {} test images a class; mean class recall, mean +- std over the splits"
     return (
         TransferDataset("VOC2007", "VOC-2007", "mAP", "VOC2007", "VOC-2007 (mAP)", f"trainval -> test; {voc.format('11-point')}",
@@ -162,13 +167,15 @@ def _datasets() -> tuple[TransferDataset, ...]:
         TransferDataset("CALTECH256", "Caltech-256", "mean class recall", "CALTECH256", "Caltech-256 (mean class recall)",
                         caltech.format(3, CALTECH_PROTOCOL[256][0], "all other"), _caltech(256, *CALTECH_PROTOCOL[256])),
         TransferDataset("VOC2012-ACTION", "VOC-2012 action", "mAP", "VOC2012", "mAP",
-                        f"persons of train -> val (the paper: test, on the server), 10 actions; {voc.format('area')}", _voc_action(2012, "train", "val", False)),
+                        f"persons of train -> val (the paper: test, on the server), 10 actions; {voc.format('area')}{persons}",
+                        _voc_action(2012, "train", "val", False)),
         TransferDataset("toy-multilabel", "toy multi-label (VOC-2007's protocol)", "mAP", "", "",
-                        f"trainval -> test; {voc.format('11-point')}", _voc_classification(2007, "trainval", "test", "classes.txt")),
+                        f"trainval -> test; {voc.format('11-point')}", _voc_classification(2007, "trainval", "test", toy=True)),
         TransferDataset("toy-categories", "toy categories (Caltech's protocol)", "mean class recall", "", "",
                         caltech.format(3, "half of the", "the other half of the"), _caltech(256, None, None)),
         TransferDataset("toy-action", "toy actions (VOC-2012 action's protocol)", "mAP", "", "",
-                        f"objects of trainval -> test, each object's class its action; {voc.format('area')}", _voc_action(2007, "trainval", "test", True)),
+                        f"objects of trainval -> test, each object's class its action; {voc.format('area')}{persons}",
+                        _voc_action(2007, "trainval", "test", True)),
     )
 
 
