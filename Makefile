@@ -21,6 +21,10 @@ JOBS ?=
 EXPERIMENT_NAMES := $(shell ls experiments | sed -n 's/\.toml$$//p' | grep -vxE 'runs|profiles|pretrained' | sort -V)
 RESULT_TABLES := $(filter table%,$(EXPERIMENT_NAMES)) $(filter-out table%,$(EXPERIMENT_NAMES))
 # Appendix B (table11, table12): the target datasets' roots and, at PROFILE=paper, a folder of torchvision's vgg16/vgg19 weights
+VOC2007 ?=
+VOC2012 ?=
+CALTECH101 ?=
+CALTECH256 ?=
 TRANSFER_DATASETS := VOC2007 VOC2012 CALTECH101 CALTECH256
 WEIGHTS ?=
 TRANSFER_ARGS = $(foreach name,$(TRANSFER_DATASETS),$(if $($(name)),--transfer-data $(name)=$($(name)))) $(if $(WEIGHTS),--weights-dir $(WEIGHTS))

@@ -4,6 +4,10 @@
 Multi-label sets (VOC) train one binary SVM per class, leaving out that class's "difficult" images (label 0),
 as the devkit ignores them; single-label sets (Caltech) one SVM per class against all others. C is chosen
 from `C_GRID` (our choice: the paper names no values) by the held-out score, ties to the smaller C.
+
+The objective is LinearSVC's (squared hinge, L2), solved in the primal (liblinear's trust-region Newton method):
+deterministic, and on nearly parallel descriptors (a random net's) 0.06 s where the dual coordinate descent took 5 s
+and 8,000 iterations (C = 100, 600 toy images of 1,536 dimensions).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ def _binary_svm(features: np.ndarray, positive: np.ndarray, c: float) -> tuple[n
 
     if positive.all() or not positive.any():
         raise ValueError("a class needs positive and negative training images for its SVM")
-    svm = LinearSVC(C=c, max_iter=MAX_ITERATIONS, random_state=0).fit(features, positive)
+    svm = LinearSVC(C=c, dual=False, max_iter=MAX_ITERATIONS).fit(features, positive)
     return svm.coef_[0].astype(np.float64), float(svm.intercept_[0])
 
 
@@ -59,7 +63,8 @@ and sklearn's work arrays."""
 
 
 def fit_threads(features: np.ndarray, tasks: int) -> int:
-    """How many SVMs to fit at once: torch's intra-op threads (liblinear releases the GIL while it fits), at most
+    """How many SVMs to fit at once: torch's intra-op threads (liblinear releases the GIL while it fits, and its
+    primal solver draws no random numbers: the dual one draws from a generator all threads share), at most
     `tasks`, and no more than a quarter of the machine's memory holds (each fit copies the features)."""
     budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
     by_memory = budget // max(1, FIT_BYTES_PER_VALUE * features.size)
