@@ -50,3 +50,9 @@ def test_a_folder_of_other_parameters_is_an_error(tmp_path):
     generate_transfer(tmp_path / "t", TINY)
     with pytest.raises(ValueError, match="transfer set"):
         generate_transfer(tmp_path / "t", TransferSpec(**{**TINY.__dict__, "per_class": 4}))
+
+
+def test_a_two_class_multilabel_set_draws_at_most_two_objects():
+    spec = TransferSpec(classes=2, per_class=3, multilabel_classes=2, trainval=12, test=2)
+    drawn = [render_multi(spec, "trainval", index)[1] for index in range(12)]
+    assert all(1 <= len(shown) <= 2 and len(set(shown)) == len(shown) for shown in drawn) and any(len(shown) == 2 for shown in drawn)

@@ -78,7 +78,8 @@ def render_multi(spec: TransferSpec, split: str, image_index: int) -> tuple[byte
     order: a later one may hide part of an earlier one) and each object's box (inclusive pixels)."""
     rng = np.random.default_rng([spec.seed, 1, MULTILABEL_SPLITS.index(split), image_index])
     canvas, short = cluttered_canvas(rng, spec.min_side, spec.max_side)
-    shown = sorted(int(c) for c in rng.choice(spec.multilabel_classes, size=int(rng.integers(1, 4)), replace=False))
+    objects = int(rng.integers(1, min(3, spec.multilabel_classes) + 1))  # 1-3 (the same draws as before for 3+ classes)
+    shown = sorted(int(c) for c in rng.choice(spec.multilabel_classes, size=objects, replace=False))
     boxes = [
         _paste(canvas, rng, *transfer_class(class_index), math.exp(rng.uniform(*np.log(MULTILABEL_OBJECT_SIZE))) * short) for class_index in shown
     ]
