@@ -144,6 +144,19 @@ def test_batched_descriptors_equal_the_one_image_ones_in_dataset_order(net, tmp_
     assert (batched[0] - batched[1]).abs().max() > 1e-3  # distinct images, so the order is checked
 
 
+def test_a_box_is_described_as_its_pixels_cut_out_rounded_outwards_and_clipped(net, tmp_path):
+    images = load_split(write_dataset(tmp_path / "data"), "val")
+    boxes = np.array([[2.7, 3.0, 40.2, 50.0], [-5.0, -5.0, 1000.0, 1000.0], [10.0, 10.0, 10.0, 10.0]] * 2)
+    described = descriptors(net, images, [64], combine="raw", device="cpu", workers=0, boxes=boxes)
+    for (path, _), (x0, y0, x1, y1), row in zip(images.samples, boxes, described):
+        image = read_image(path)
+        height, width = image.shape[-2:]
+        left, top = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
+        crop = image[:, top : max(top + 1, min(height, int(np.ceil(y1)))), left : max(left + 1, min(width, int(np.ceil(x1))))]
+        torch.testing.assert_close(row, flip_pooled(net, crop, 64), rtol=1e-4, atol=1e-5)  # raw: unnormalised, flip-averaged
+    assert not torch.allclose(described[0], descriptors(net, images, [64], combine="raw", device="cpu", workers=0)[0])
+
+
 def test_fusion_stacks_the_normalised_parts_and_normalises_again():
     first, second = torch.randn(3, 256) * 5, torch.randn(3, 512) * 0.1
     fused = fuse_descriptors(first, second)

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from vgg.data.datasets import ImageList, load_split
-from vgg.data.loaders import default_workers
 from vgg.evaluation.scores import fuse, load_scores
 from vgg.evaluation.statistics import error_interval_fields
 from vgg.localisation.box_data import boxed_images, boxes_fingerprint
@@ -86,13 +85,11 @@ class LocalisationRunner:
 
     @property
     def device(self) -> torch.device:
-        """Where the protocols run: the GPU when there is one and the runner may use it."""
-        return torch.device("cuda" if torch.cuda.is_available() and self.runner.device != "cpu" else "cpu")
+        return self.runner.protocol_device
 
     @property
     def workers(self) -> int:
-        """Loader processes decoding the val images: the runner's, else one per CPU."""
-        return self.runner.workers if self.runner.workers is not None else default_workers()
+        return self.runner.loader_workers
 
     def box_path(self, member: BoxMember, protocol: str) -> Path:
         classes = self.top_classes[1] if protocol == "dense" else ""

@@ -94,14 +94,15 @@ def paper_difference(entry: Numbers, reference: Numbers, metric: str, stated: fl
     return stated if metric == "top1" else None
 
 
+def _note_texts(notes: str) -> dict[str, str]:
+    """The `name=value` pairs of a published row's notes ("val=26.9; test=25.3"), values as printed."""
+    pairs = (part.strip().partition("=") for part in notes.split(";"))
+    return {name.strip(): value.strip() for name, _, value in pairs if value}
+
+
 def _note_values(notes: str) -> dict[str, float | None]:
-    """The `name=value` pairs of a published row's notes ("val=26.9; test=25.3"), values as numbers ("-": None)."""
-    found = {}
-    for part in notes.split(";"):
-        name, _, value = part.strip().partition("=")
-        if value:
-            found[name.strip()] = number(value.strip())
-    return found
+    """`_note_texts` with the values as numbers ("-": None)."""
+    return {name: number(value) for name, value in _note_texts(notes).items()}
 
 
 def localisation_paper_numbers(table: int, paper_row: str) -> dict[str, float | None]:
@@ -127,6 +128,6 @@ def transfer_paper_values(table: int) -> dict[tuple[str, str], str]:
     for row in _published():
         if row["table"] != str(table):
             continue
-        parts = dict(part.strip().partition("=")[::2] for part in row["notes"].split(";") if "=" in part)
-        found[(row["config"], parts.get("dataset", "mAP").strip())] = parts.get("value", "").strip()
+        parts = _note_texts(row["notes"])
+        found[(row["config"], parts.get("dataset", "mAP"))] = parts.get("value", "")
     return found

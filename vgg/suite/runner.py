@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from vgg.data.datasets import SYNTHETIC_COMPLETE, load_split, require_data_folder
+from vgg.data.loaders import default_workers
 from vgg.data.synthetic import SynthSpec, generate
 from vgg.evaluation.evaluate import EVALUATION_VERSION, average_results, evaluate, provenance_row
 from vgg.evaluation.metrics import interval_fields
@@ -99,6 +100,16 @@ class ExperimentRunner:
         self.catalog = load_catalog()
         self.transfer_roots = dict(transfer_roots or {})  # Appendix B's dataset roots by name (VOC2007=DIR, ...)
         self.weights_dir = weights_dir  # the paper profile's transfer nets: a folder of torchvision's vgg16/vgg19 files
+
+    @property
+    def protocol_device(self) -> torch.device:
+        """Where the appendices' protocols (boxes, descriptors) run: the GPU when there is one and --device allows it."""
+        return torch.device("cuda" if torch.cuda.is_available() and self.device != "cpu" else "cpu")
+
+    @property
+    def loader_workers(self) -> int:
+        """Loader processes decoding the images a protocol reads: --workers, else one per CPU (`default_workers`)."""
+        return self.workers if self.workers is not None else default_workers()
 
     # ----- paths --------------------------------------------------------------------
     @property

@@ -2,8 +2,8 @@
 protocols' results rows (Tables 11 and 12) and the paired comparisons of scale settings
 (results/transfer_comparisons.csv).
 
-Nets: at the paper profile, torchvision's weights of the paper's Net-D and Net-E (`vgg16`, `vgg19`: a file of
-`--weights-dir`, else torchvision's cache); at the others, the suite's own runs (trained when missing). Datasets:
+Nets: at the paper profile, torchvision's weights of configurations D and E (`vgg16`, `vgg19`, trained by
+torchvision's recipe, not the paper's released Caffe nets: a file of `--weights-dir`, else torchvision's cache); at the others, the suite's own runs (trained when missing). Datasets:
 the roots given (`--transfer-data VOC2007=DIR ...`) and, at a profile with `transfer_data`, the toy sets generated
 there. Descriptors are extracted once per (net, dataset part) at every scale any row or comparison needs, kept
 per scale unnormalised in RUNS/<profile>/features/ (`vgg.transfer.feature_cache`), and combined (stacked or
@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from vgg.data.synthetic_transfer import TransferSpec, generate_transfer
-from vgg.data.loaders import default_workers
 from vgg.nets.models import VGG
 from vgg.nets.trained import Net, file_sha256, load_net
 from vgg.runtime.checkpoint import CHECKPOINT_NAME, git_commit, utc_timestamp
@@ -124,7 +123,7 @@ class TransferRunner:
     # ----- nets ---------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        return torch.device("cuda" if torch.cuda.is_available() and self.runner.device != "cpu" else "cpu")
+        return self.runner.protocol_device
 
     def weights_file(self, name: str) -> str:
         """torchvision's `name` (vgg16, vgg19): `name-*.pth` (or `name.pth`) in --weights-dir, else torchvision's cache."""
@@ -172,13 +171,12 @@ class TransferRunner:
         scales = self.scales_needed(dataset)
         pixels = [self.runner.profile.size(q) for q in scales]
         key = FeatureKey.of(extractor.sha256, pixels, RAW, True, images, boxes)
-        workers = self.runner.workers if self.runner.workers is not None else default_workers()
 
         def compute(chunk, rows: range) -> torch.Tensor:
             if rows.start == 0:
                 self.runner.log(f"[{member}] {dataset} {part}: descriptors of {len(images)} {'boxes' if boxes is not None else 'images'} at Q = {list(scales)}")
             chosen = None if boxes is None else boxes[rows.start : rows.stop]
-            return descriptors(extractor.net, chunk, pixels, RAW, True, self.device, workers, boxes=chosen)
+            return descriptors(extractor.net, chunk, pixels, RAW, True, self.device, self.runner.loader_workers, boxes=chosen)
 
         # named by net and split only: datasets sharing images (the toy multi-label and action sets) share the file
         name = "__".join(map(slug, (member, images.split + ("-boxes" if boxes is not None else ""))))

@@ -9,7 +9,6 @@ until then each chunk of rows waits in `<name>__<digest>.from<first row>.pt`.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 
 from vgg.data.datasets import ImageList
 from vgg.runtime.checkpoint import load_checkpoint, save_checkpoint
+from vgg.training.identity import digest
 
 CHUNK_IMAGES = 512
 """Images between two saves of a running extraction."""
@@ -46,7 +46,7 @@ class FeatureKey:
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        return digest(asdict(self))
 
 
 def cache_path(cache_dir: Path, name: str, key: FeatureKey) -> Path:

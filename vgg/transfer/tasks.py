@@ -132,7 +132,7 @@ def _voc_action(year: int, train: str, test: str, toy: bool) -> Callable[[Path],
         splits = {part: read_voc_action(root, split, year, actions) for part, split in (("train", train), ("test", test))}
         parts, mapping = {}, {}
         for part, data in splits.items():
-            unique, first, inverse = np.unique(np.array(data.ids), return_index=True, return_inverse=True)
+            _, first, inverse = np.unique(np.array(data.ids), return_index=True, return_inverse=True)
             order = np.argsort(first)  # the images in their first-listed order
             rank = np.empty_like(order)
             rank[order] = np.arange(len(order))
